@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""A moor client in Python: create a pod, list it, watch it change.
+
+Generate the stubs first:  ./generate.sh gen
+Then:                      PYTHONPATH=gen ./example.py --server 127.0.0.1:6443
+Prints one line per step and exits non-zero if anything is not as expected.
+"""
+import argparse
+import queue
+import sys
+import threading
+
+import grpc
+
+from moor.core.v1 import pod_pb2, services_pb2_grpc
+from moor.meta.v1 import meta_pb2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", default="127.0.0.1:6443", help="apiserver host:port")
+    parser.add_argument("--name", default="py-demo", help="name of the pod to create")
+    args = parser.parse_args()
+
+    channel = grpc.insecure_channel(args.server)
+    pods = services_pb2_grpc.PodsStub(channel)
+
+    pod = pod_pb2.Pod(
+        metadata=meta_pb2.ObjectMeta(name=args.name, labels={"app": "demo"}),
+        spec=pod_pb2.PodSpec(containers=[pod_pb2.Container(name="web", image="moor/echo:0.1")]),
+    )
+    created = pods.Create(pod)
+    print(f"created pod/{created.metadata.name} uid={created.metadata.uid} "
+          f"resourceVersion={created.metadata.resource_version}")
+
+    listed = pods.List(meta_pb2.ListRequest(namespace="default", label_selector="app=demo"))
+    names = [p.metadata.name for p in listed.items]
+    if args.name not in names:
+        print(f"listed pods {names}, expected {args.name}", file=sys.stderr)
+        return 1
+    print(f"listed {len(names)} pod(s) at resourceVersion {listed.metadata.resource_version}")
+
+    events: "queue.Queue" = queue.Queue()
+    request = meta_pb2.WatchRequest(namespace="default", resource_version=listed.metadata.resource_version)
+    stream = pods.Watch(request)
+
+    def follow() -> None:
+        try:
+            for event in stream:
+                events.put(event)
+        except grpc.RpcError:
+            pass  # cancelled at the end
+
+    threading.Thread(target=follow, daemon=True).start()
+
+    current = pods.Get(meta_pb2.GetRequest(namespace="default", name=args.name))
+    current.metadata.labels["tier"] = "frontend"
+    updated = pods.Update(current)
+    print(f"labelled pod/{args.name} tier=frontend at resourceVersion {updated.metadata.resource_version}")
+
+    try:
+        event = events.get(timeout=20)
+    except queue.Empty:
+        print("no watch event within 20 s", file=sys.stderr)
+        return 1
+    stream.cancel()
+    kind = meta_pb2.EventType.Name(event.type)
+    label = event.object.metadata.labels.get("tier")
+    if kind != "MODIFIED" or label != "frontend":
+        print(f"unexpected event {kind} with tier={label}", file=sys.stderr)
+        return 1
+    print(f"watched {kind} pod/{event.object.metadata.name} tier={label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

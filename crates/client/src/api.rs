@@ -1,0 +1,260 @@
+//! [`Client`] and the typed, kind-generic [`Api`].
+//!
+//! Every kind's service has the same methods, so one generic implementation
+//! calls `/{K::SERVICE}/{Method}` with prost's codec instead of wrapping each
+//! generated client.
+
+use std::marker::PhantomData;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use moor_api::core::v1::{Binding, Pod};
+use moor_api::meta::v1::{DeleteRequest, GetRequest, ListRequest, Scale, WatchRequest};
+use moor_api::{Resource, WatchEvent, apps, core};
+use tonic::GrpcMethod;
+use tonic::client::Grpc;
+use tonic::transport::Channel;
+
+use crate::Error;
+
+/// A connection to one apiserver; cheap to clone, all clones share it.
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+}
+
+/// Typed access to one kind `K`.
+#[derive(Debug)]
+pub struct Api<K> {
+    channel: Channel,
+    _kind: PhantomData<fn() -> K>,
+}
+
+/// Filters for list (and for the watches a watcher opens).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListParams {
+    /// Only this namespace; empty: every namespace.
+    pub namespace: String,
+    /// Label selector, e.g. `app=web`.
+    pub label_selector: String,
+    /// Field selector, e.g. `metadata.name=web`.
+    pub field_selector: String,
+}
+
+/// Filters and the starting point of a raw watch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchParams {
+    /// The filters.
+    pub filters: ListParams,
+    /// Resume after this version; empty: ADDED for every current object first.
+    pub resource_version: String,
+    /// Ask for BOOKMARK events.
+    pub allow_bookmarks: bool,
+}
+
+/// Preconditions and options of a delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteParams {
+    /// Delete only at this resourceVersion.
+    pub resource_version: Option<String>,
+    /// Delete only this incarnation.
+    pub uid: Option<String>,
+    /// Grace period; unset: the object's default.
+    pub grace_period_seconds: Option<i64>,
+    /// Background, Foreground or Orphan; unset: Background.
+    pub propagation_policy: Option<String>,
+}
+
+/// Workload kinds with a scale subresource.
+pub trait Scalable: Resource {}
+
+impl Scalable for core::v1::ReplicationController {}
+impl Scalable for apps::v1::ReplicaSet {}
+impl Scalable for apps::v1::Deployment {}
+
+// === impl Client ===
+
+impl Client {
+    /// A client for the apiserver at `url` (`http://HOST:PORT`); connects
+    /// lazily and reconnects on the next call after a failure.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        let channel = moor_rpc::channel(url).map_err(Error::Channel)?;
+        Ok(Self { channel })
+    }
+
+    /// Typed access to kind `K`.
+    pub fn api<K: Resource>(&self) -> Api<K> {
+        Api {
+            channel: self.channel.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+// === impl ListParams ===
+
+impl ListParams {
+    /// Only objects in `namespace`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Only objects matching the label selector.
+    pub fn labels(mut self, selector: impl Into<String>) -> Self {
+        self.label_selector = selector.into();
+        self
+    }
+
+    /// Only objects matching the field selector.
+    pub fn fields(mut self, selector: impl Into<String>) -> Self {
+        self.field_selector = selector.into();
+        self
+    }
+}
+
+// === impl Api ===
+
+impl<K> Clone for Api<K> {
+    fn clone(&self) -> Self {
+        Self {
+            channel: self.channel.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Resource> Api<K> {
+    /// Creates `object`; returns it as stored.
+    pub async fn create(&self, object: &K) -> Result<K, Error> {
+        self.unary("Create", object.clone()).await
+    }
+
+    /// Reads one object (`namespace` is ignored for cluster-scoped kinds).
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<K, Error> {
+        let request = GetRequest {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.unary("Get", request).await
+    }
+
+    /// Lists matching objects and the resourceVersion the list is consistent at.
+    pub async fn list(&self, params: &ListParams) -> Result<(Vec<K>, String), Error> {
+        let request = ListRequest {
+            namespace: params.namespace.clone(),
+            label_selector: params.label_selector.clone(),
+            field_selector: params.field_selector.clone(),
+        };
+        let list: K::List = self.unary("List", request).await?;
+        Ok(K::from_list(list))
+    }
+
+    /// Replaces the object's spec and metadata; conditional on its
+    /// resourceVersion when set ([`Error::Conflict`] when stale).
+    pub async fn update(&self, object: &K) -> Result<K, Error> {
+        self.unary("Update", object.clone()).await
+    }
+
+    /// Replaces the object's status (kinds with a status subresource).
+    pub async fn update_status(&self, object: &K) -> Result<K, Error> {
+        self.unary("UpdateStatus", object.clone()).await
+    }
+
+    /// Deletes an object; returns it as it was last (or marked for deletion).
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        params: &DeleteParams,
+    ) -> Result<K, Error> {
+        let request = DeleteRequest {
+            namespace: namespace.into(),
+            name: name.into(),
+            resource_version: params.resource_version.clone().unwrap_or_default(),
+            uid: params.uid.clone().unwrap_or_default(),
+            grace_period_seconds: params.grace_period_seconds,
+            propagation_policy: params.propagation_policy.clone().unwrap_or_default(),
+        };
+        self.unary("Delete", request).await
+    }
+
+    /// Opens one raw watch stream; it does not resume by itself (see
+    /// [`crate::watcher()`] for that).
+    pub async fn watch(
+        &self,
+        params: &WatchParams,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<K>, Error>>, Error> {
+        let request = WatchRequest {
+            namespace: params.filters.namespace.clone(),
+            label_selector: params.filters.label_selector.clone(),
+            field_selector: params.filters.field_selector.clone(),
+            resource_version: params.resource_version.clone(),
+            allow_bookmarks: params.allow_bookmarks,
+        };
+        let (mut grpc, path, request) = self.prepare("Watch", request).await?;
+        let codec = tonic_prost::ProstCodec::<WatchRequest, WatchEvent<K>>::default();
+        let stream = grpc
+            .server_streaming(request, path, codec)
+            .await?
+            .into_inner();
+        Ok(stream.map(|item| item.map_err(Error::from)).boxed())
+    }
+
+    /// Calls a unary method of `K`'s service.
+    async fn unary<Req, Resp>(&self, method: &'static str, message: Req) -> Result<Resp, Error>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let (mut grpc, path, request) = self.prepare(method, message).await?;
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        Ok(grpc.unary(request, path, codec).await?.into_inner())
+    }
+
+    /// A ready gRPC client, the method's path and the request.
+    async fn prepare<Req>(
+        &self,
+        method: &'static str,
+        message: Req,
+    ) -> Result<(Grpc<Channel>, http::uri::PathAndQuery, tonic::Request<Req>), Error> {
+        let mut grpc = Grpc::new(self.channel.clone())
+            .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES);
+        grpc.ready().await.map_err(|e| {
+            Error::Unavailable(tonic::Status::unavailable(format!(
+                "channel not ready: {e}"
+            )))
+        })?;
+        let path = http::uri::PathAndQuery::try_from(format!("/{}/{method}", K::SERVICE))
+            .map_err(|e| Error::Other(tonic::Status::internal(format!("bad method path: {e}"))))?;
+        let mut request = tonic::Request::new(message);
+        request
+            .extensions_mut()
+            .insert(GrpcMethod::new(K::SERVICE, method));
+        Ok((grpc, path, request))
+    }
+}
+
+impl Api<Pod> {
+    /// Binds a pod to the node named in `binding.target`.
+    pub async fn bind(&self, binding: &Binding) -> Result<Pod, Error> {
+        self.unary("Bind", binding.clone()).await
+    }
+}
+
+impl<K: Scalable> Api<K> {
+    /// Reads a workload's scale.
+    pub async fn get_scale(&self, namespace: &str, name: &str) -> Result<Scale, Error> {
+        let request = GetRequest {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.unary("GetScale", request).await
+    }
+
+    /// Sets a workload's desired replicas.
+    pub async fn update_scale(&self, scale: &Scale) -> Result<Scale, Error> {
+        self.unary("UpdateScale", scale.clone()).await
+    }
+}

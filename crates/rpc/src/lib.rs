@@ -1,0 +1,125 @@
+//! The one way moor builds gRPC servers and client channels.
+//!
+//! Every component serves through [`Server`] and connects through
+//! [`channel`], so message limits, keepalives, health, reflection, tracing and
+//! (later) TLS and authentication are decided here once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message accepted or sent: objects are capped at 1.5 MiB by the
+/// apiserver, lists of many objects need more.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What building a server or channel can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server URL does not parse.
+    #[error("invalid server URL {url:?}: {source}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// Why it is invalid.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// Serving failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+    /// Reflection could not load the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
+}
+
+/// A gRPC server under construction: add services, then serve.
+pub struct Server {
+    routes: RoutesBuilder,
+    health: tonic_health::server::HealthReporter,
+}
+
+// === impl Server ===
+
+impl Server {
+    /// A server with health and reflection (v1 and v1alpha) over moor's API
+    /// descriptors already in place.
+    pub fn new() -> Result<Self, Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        let v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(moor_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(Error::Reflection)?;
+        let v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(moor_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(Error::Reflection)?;
+        routes.add_service(v1);
+        routes.add_service(v1alpha);
+        Ok(Self { routes, health })
+    }
+
+    /// Adds a service; it is reported SERVING by the health service.
+    pub async fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.health
+            .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
+            .await;
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then drains.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        tracing::debug!(?addr, "serving gRPC");
+        let incoming = TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+            .map_err(Error::Serve)
+    }
+}
+
+/// A lazily connecting channel to `url` (`http://HOST:PORT`): the first call
+/// connects, and a broken connection is re-established on the next call.
+pub fn channel(url: &str) -> Result<Channel, Error> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|source| Error::InvalidUrl {
+            url: url.to_string(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}

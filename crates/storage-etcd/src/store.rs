@@ -1,0 +1,259 @@
+//! [`EtcdStore`]: each `Store` call as one etcd request.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
+    KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+use moor_storage::{Error as StorageError, KeyValue, Store, WatchStream};
+
+use crate::convert::key_value;
+use crate::error::{is_compacted, storage_error};
+use crate::{Error, watch};
+
+/// Default bound on one request, so that a dead cluster fails calls with
+/// `Unavailable` instead of hanging them.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keys per `list` page; pages are read at one pinned revision.
+const PAGE: i64 = 500;
+/// A key no one writes, for requests that only want the store's revision.
+const PROBE_KEY: &[u8] = b"\0";
+
+/// A [`Store`] on an etcd v3 cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    request_timeout: Duration,
+}
+
+// === impl EtcdStore ===
+
+impl EtcdStore {
+    /// Connects to the cluster at `endpoints` (`http://host:port`) and checks
+    /// that it answers.
+    pub async fn connect(endpoints: &[String]) -> Result<Self, Error> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            // HTTP/2 pings notice a dead peer that never closed the socket,
+            // so that watches on it fail instead of waiting forever.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|source| Error::Endpoints {
+                endpoints: endpoints.to_vec(),
+                source,
+            })?;
+        let store = Self {
+            client,
+            request_timeout: REQUEST_TIMEOUT,
+        };
+        let revision = store
+            .current_revision()
+            .await
+            .map_err(|source| Error::Unreachable {
+                endpoints: endpoints.to_vec(),
+                source,
+            })?;
+        tracing::info!(?endpoints, revision, "connected to etcd");
+        Ok(store)
+    }
+
+    /// Sets the bound on each request (10 s by default); a request that
+    /// takes longer fails with `Unavailable`.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// A KV client; cheap, it shares the connection.
+    fn kv(&self) -> KvClient {
+        self.client.kv_client()
+    }
+
+    /// Runs a request under the request timeout.
+    async fn timed<T>(&self, request: impl Future<Output = T>) -> Result<T, StorageError> {
+        tokio::time::timeout(self.request_timeout, request)
+            .await
+            .map_err(|_| {
+                let timeout = self.request_timeout;
+                StorageError::Unavailable(format!("etcd did not answer within {timeout:?}"))
+            })
+    }
+
+    /// Runs a transaction under the request timeout.
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StorageError> {
+        self.timed(self.kv().txn(txn)).await?.map_err(storage_error)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        let response = self.timed(self.kv().get(key, None)).await?;
+        let response = response.map_err(storage_error)?;
+        response.kvs().first().map(key_value).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StorageError> {
+        let (mut from, end) = prefix_range(prefix);
+        let mut items = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let response = self.timed(self.kv().get(from, Some(options))).await?;
+            let response = response.map_err(|e| match e {
+                // Compaction overtook the pinned revision: listing again works.
+                e if is_compacted(&e) => StorageError::Unavailable(format!("etcd list: {e}")),
+                e => storage_error(e),
+            })?;
+            if revision == 0 {
+                revision = header_revision(response.header())?;
+            }
+            for kv in response.kvs() {
+                items.push(key_value(kv)?);
+            }
+            match (response.more(), items.last()) {
+                (true, Some(last)) => from = [last.key.as_bytes(), b"\0".as_slice()].concat(),
+                _ => return Ok((items, revision)),
+            }
+        }
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<i64, StorageError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let response = self.txn(txn).await?;
+        if !response.succeeded() {
+            return Err(StorageError::AlreadyExists(key.to_owned()));
+        }
+        header_revision(response.header())
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected: i64) -> Result<i64, StorageError> {
+        let txn = Txn::new()
+            .when(guard(key, Some(expected)))
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self.txn(txn).await?;
+        if !response.succeeded() {
+            return Err(refusal(key, expected, &response));
+        }
+        header_revision(response.header())
+    }
+
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+    ) -> Result<(KeyValue, i64), StorageError> {
+        let txn = Txn::new()
+            .when(guard(key, expected))
+            .and_then([TxnOp::delete(
+                key,
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self.txn(txn).await?;
+        if !response.succeeded() {
+            return Err(refusal(key, expected.unwrap_or(0), &response));
+        }
+        let last = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Delete(deleted) => deleted.prev_kvs().first().map(key_value),
+            _ => None,
+        });
+        let last = last.ok_or_else(|| StorageError::NotFound(key.to_owned()))??;
+        Ok((last, header_revision(response.header())?))
+    }
+
+    async fn current_revision(&self) -> Result<i64, StorageError> {
+        let options = GetOptions::new().with_count_only();
+        let response = self.timed(self.kv().get(PROBE_KEY, Some(options))).await?;
+        header_revision(response.map_err(storage_error)?.header())
+    }
+
+    async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream, StorageError> {
+        let started = self.timed(watch::watch(self.client.watch_client(), prefix, after));
+        started.await?
+    }
+
+    async fn compact(&self, revision: i64) -> Result<(), StorageError> {
+        // Physical: return once the history is gone, not merely scheduled.
+        let options = CompactionOptions::new().with_physical();
+        match self
+            .timed(self.kv().compact(revision, Some(options)))
+            .await?
+        {
+            Ok(_) => Ok(()),
+            // At or below the compaction point already: nothing to forget.
+            Err(e) if is_compacted(&e) => Ok(()),
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+}
+
+/// The comparisons for a write to an existing key: it exists and, if
+/// `expected` is given, is at that revision.
+fn guard(key: &str, expected: Option<i64>) -> Vec<Compare> {
+    // A missing key has mod_revision 0, so the existence check is needed
+    // even with an expected revision.
+    let mut compares = vec![Compare::create_revision(key, CompareOp::Greater, 0)];
+    if let Some(expected) = expected {
+        compares.push(Compare::mod_revision(key, CompareOp::Equal, expected));
+    }
+    compares
+}
+
+/// Why a guarded write failed, from the `get` in its else branch.
+fn refusal(key: &str, expected: i64, response: &TxnResponse) -> StorageError {
+    let current = response.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(got) => got.kvs().first().map(|kv| kv.mod_revision()),
+        _ => None,
+    });
+    match current {
+        Some(current) => StorageError::Conflict {
+            key: key.to_owned(),
+            expected,
+            current,
+        },
+        None => StorageError::NotFound(key.to_owned()),
+    }
+}
+
+/// The revision in a response header, which etcd always sends.
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64, StorageError> {
+    header
+        .map(etcd_client::ResponseHeader::revision)
+        .ok_or_else(|| StorageError::Internal("etcd response without a header".into()))
+}
+
+/// The `[start, end)` range of keys under `prefix`, as etcd takes it (`\0`
+/// as both ends means every key).
+pub(crate) fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return (prefix.as_bytes().to_vec(), end);
+        }
+    }
+    (vec![0], vec![0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ranges() {
+        assert_eq!(prefix_range("/a/"), (b"/a/".to_vec(), b"/a0".to_vec()));
+        assert_eq!(prefix_range(""), (vec![0], vec![0]));
+    }
+}

@@ -1,0 +1,21 @@
+//! Helpers shared by moor's tests: a throwaway etcd server, the
+//! `assert_eventually!` macro, free loopback ports and tracing setup.
+//!
+//! A dev-dependency only; nothing here is meant for production code.
+
+mod etcd;
+mod eventually;
+mod net;
+mod trace;
+
+pub use etcd::EtcdServer;
+pub use eventually::POLL_INTERVAL;
+pub use net::free_port;
+pub use trace::init_tracing;
+
+/// What `assert_eventually!` expands to needs, so callers need not depend on
+/// tokio's `time` feature themselves.
+#[doc(hidden)]
+pub mod __private {
+    pub use tokio::time::{Instant, sleep};
+}

@@ -1,0 +1,350 @@
+//! The watch cache of one resource: current objects plus a ring buffer of
+//! recent events, fed by a single store watch, fanned out to every watcher.
+//!
+//! A lock guards the state; `apply` pushes to the ring and broadcasts while
+//! holding it, and `subscribe` copies the ring and subscribes while holding
+//! it, so a new watcher sees each event exactly once: in its replay or live.
+//! The lock is never held across an await.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use futures::StreamExt;
+use moor_api::meta::v1::EventType;
+use moor_api::{Resource, WatchEvent};
+use moor_storage::{Event, EventKind, KeyValue, Store};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+
+/// One change of one object, shared by every watcher.
+pub struct Change<K> {
+    /// Store revision of the change.
+    pub revision: i64,
+    /// Added, Modified or Deleted.
+    pub kind: EventType,
+    /// The object after the change (for a delete: its last state).
+    pub object: Arc<K>,
+    /// The object before the change.
+    pub prev: Option<Arc<K>>,
+    /// The encoded events, built at most once per event type.
+    encoded: [OnceLock<WatchEvent<K>>; 3],
+}
+
+// === impl Change ===
+
+impl<K: Resource> Change<K> {
+    /// A change.
+    pub fn new(revision: i64, kind: EventType, object: Arc<K>, prev: Option<Arc<K>>) -> Self {
+        Self {
+            revision,
+            kind,
+            object,
+            prev,
+            encoded: Default::default(),
+        }
+    }
+
+    /// The change as a watch event of type `as_type`, encoded on first use.
+    pub fn encoded(&self, as_type: EventType) -> WatchEvent<K> {
+        let slot = match as_type {
+            EventType::Added => 0,
+            EventType::Deleted => 2,
+            _ => 1,
+        };
+        self.encoded[slot]
+            .get_or_init(|| WatchEvent::encode_once(as_type, &self.object))
+            .clone()
+    }
+
+    /// Builds a change from a store event.
+    pub fn from_store(event: &Event) -> Result<Self, Error> {
+        let object = Arc::new(decode::<K>(&event.kv)?);
+        let prev = match &event.prev {
+            Some(kv) => Some(Arc::new(decode::<K>(kv)?)),
+            None => None,
+        };
+        let kind = match event.kind {
+            EventKind::Create => EventType::Added,
+            EventKind::Update => EventType::Modified,
+            EventKind::Delete => EventType::Deleted,
+        };
+        Ok(Self::new(event.kv.mod_revision, kind, object, prev))
+    }
+}
+
+/// Decodes a stored object and stamps its resourceVersion.
+pub fn decode<K: Resource>(kv: &KeyValue) -> Result<K, Error> {
+    let mut object = K::decode(kv.value.as_ref()).map_err(|err| {
+        Error::Internal(format!(
+            "stored {} at {} does not decode: {err}",
+            K::KIND,
+            kv.key
+        ))
+    })?;
+    object.meta_mut().resource_version = kv.mod_revision.to_string();
+    Ok(object)
+}
+
+/// A live feed of changes.
+pub type Live<K> = broadcast::Receiver<Arc<Change<K>>>;
+
+/// Where a new watcher starts.
+pub enum Start<K> {
+    /// Every current object as ADDED, at the cache's revision.
+    Snapshot(Vec<Arc<K>>, i64),
+    /// The buffered changes after the requested revision.
+    Replay(Vec<Arc<Change<K>>>),
+}
+
+struct State<K> {
+    objects: BTreeMap<String, Arc<K>>,
+    events: VecDeque<Arc<Change<K>>>,
+    /// Latest revision applied.
+    revision: i64,
+    /// Every change after this revision is in `events`.
+    floor: i64,
+}
+
+/// The watch cache of one resource.
+pub struct Cache<K> {
+    state: RwLock<State<K>>,
+    live: broadcast::Sender<Arc<Change<K>>>,
+    capacity: usize,
+    primed: tokio::sync::watch::Sender<bool>,
+}
+
+// === impl Cache ===
+
+impl<K: Resource> Cache<K> {
+    /// An empty cache keeping `capacity` recent events.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        let (live, _) = broadcast::channel(capacity.max(16));
+        let (primed, _) = tokio::sync::watch::channel(false);
+        Arc::new(Self {
+            state: RwLock::new(State {
+                objects: BTreeMap::new(),
+                events: VecDeque::new(),
+                revision: 0,
+                floor: 0,
+            }),
+            live,
+            capacity,
+            primed,
+        })
+    }
+
+    /// Waits until the first listing is loaded.
+    pub async fn wait_primed(&self) {
+        let mut rx = self.primed.subscribe();
+        // An error means the sender is gone, which outlives every caller.
+        let _ = rx.wait_for(|primed| *primed).await;
+    }
+
+    /// The latest revision applied.
+    pub fn revision(&self) -> i64 {
+        self.read().revision
+    }
+
+    /// Starts a watcher: its starting events and a live receiver, taken
+    /// atomically. `after: None` asks for a snapshot.
+    pub fn subscribe(&self, after: Option<i64>) -> Result<(Start<K>, Live<K>), Error> {
+        let state = self.read();
+        let start = match after {
+            None => Start::Snapshot(state.objects.values().cloned().collect(), state.revision),
+            Some(rv) if rv < state.floor => {
+                return Err(Error::Gone {
+                    requested: rv,
+                    oldest: state.floor,
+                });
+            }
+            Some(rv) => Start::Replay(
+                state
+                    .events
+                    .iter()
+                    .filter(|e| e.revision > rv)
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        Ok((start, self.live.subscribe()))
+    }
+
+    /// Applies one store event.
+    fn apply(&self, change: Change<K>, key: &str) {
+        let change = Arc::new(change);
+        let mut state = self.write();
+        if change.revision <= state.revision {
+            return;
+        }
+        match change.kind {
+            EventType::Deleted => {
+                state.objects.remove(key);
+            }
+            _ => {
+                state.objects.insert(key.to_string(), change.object.clone());
+            }
+        }
+        state.revision = change.revision;
+        state.events.push_back(change.clone());
+        while state.events.len() > self.capacity {
+            if let Some(old) = state.events.pop_front() {
+                state.floor = old.revision;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.live.send(change);
+    }
+
+    /// Replaces the content with a fresh listing at `revision`, emitting the
+    /// differences as changes (after a lost or compacted store watch).
+    fn reset(&self, items: Vec<(String, K)>, revision: i64) {
+        let primed = *self.primed.borrow();
+        let fresh: BTreeMap<String, Arc<K>> =
+            items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        if !primed {
+            let mut state = self.write();
+            state.objects = fresh;
+            state.revision = revision;
+            state.floor = revision;
+            drop(state);
+            self.primed.send_replace(true);
+            return;
+        }
+        let old = self.read().objects.clone();
+        for (key, object) in &fresh {
+            match old.get(key) {
+                None => self.apply_at(key, EventType::Added, object.clone(), None, revision),
+                Some(prev) if prev.meta().resource_version != object.meta().resource_version => {
+                    self.apply_at(
+                        key,
+                        EventType::Modified,
+                        object.clone(),
+                        Some(prev.clone()),
+                        revision,
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        for (key, prev) in &old {
+            if !fresh.contains_key(key) {
+                let mut last = (**prev).clone();
+                last.meta_mut().resource_version = revision.to_string();
+                self.apply_at(
+                    key,
+                    EventType::Deleted,
+                    Arc::new(last),
+                    Some(prev.clone()),
+                    revision,
+                );
+            }
+        }
+        let mut state = self.write();
+        state.revision = state.revision.max(revision);
+    }
+
+    /// Applies a synthetic change at `revision` (several may share it).
+    fn apply_at(
+        &self,
+        key: &str,
+        kind: EventType,
+        object: Arc<K>,
+        prev: Option<Arc<K>>,
+        revision: i64,
+    ) {
+        let change = Arc::new(Change::new(revision, kind, object.clone(), prev));
+        let mut state = self.write();
+        if kind == EventType::Deleted {
+            state.objects.remove(key);
+        } else {
+            state.objects.insert(key.to_string(), object);
+        }
+        state.events.push_back(change.clone());
+        while state.events.len() > self.capacity {
+            if let Some(old) = state.events.pop_front() {
+                state.floor = old.revision;
+            }
+        }
+        let _ = self.live.send(change);
+    }
+
+    /// Feeds the cache from the store until `shutdown`: list, then watch;
+    /// re-watch after an error, re-list when history is gone.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        prefix: String,
+        shutdown: CancellationToken,
+    ) {
+        let backoff = std::time::Duration::from_millis(500);
+        'relist: loop {
+            let listed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                listed = store.list(&prefix) => listed,
+            };
+            let (kvs, revision) = match listed {
+                Ok(listed) => listed,
+                Err(err) => {
+                    tracing::warn!(%prefix, %err, "watch cache cannot list; retrying");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            let items = kvs
+                .iter()
+                .filter_map(|kv| decode::<K>(kv).ok().map(|o| (kv.key.clone(), o)))
+                .collect();
+            self.reset(items, revision);
+            loop {
+                let after = self.revision();
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    stream = store.watch(&prefix, after) => stream,
+                };
+                let mut stream = match stream {
+                    Ok(stream) => stream,
+                    Err(moor_storage::Error::Compacted { .. }) => continue 'relist,
+                    Err(err) => {
+                        tracing::warn!(%prefix, %err, "watch cache cannot watch; retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                };
+                loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        next = stream.next() => next,
+                    };
+                    match next {
+                        Some(Ok(event)) => match Change::<K>::from_store(&event) {
+                            Ok(change) => self.apply(change, &event.kv.key),
+                            Err(err) => tracing::error!(%err, "skipping undecodable stored object"),
+                        },
+                        Some(Err(moor_storage::Error::Compacted { .. })) => continue 'relist,
+                        Some(Err(err)) => {
+                            tracing::warn!(%prefix, %err, "store watch failed; resuming");
+                            tokio::time::sleep(backoff).await;
+                            break;
+                        }
+                        None => {
+                            tokio::time::sleep(backoff).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State<K>> {
+        // A poisoned lock means a panic mid-update; the state is still
+        // consistent enough to serve (each update is a few assignments).
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State<K>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

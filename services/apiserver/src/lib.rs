@@ -1,0 +1,286 @@
+//! moor's apiserver: the only reader and writer of storage.
+//!
+//! It serves every kind's gRPC service over one generic registry (validation,
+//! defaulting, optimistic concurrency, graceful deletion), keeps one watch
+//! cache per kind fed by a single store watch, and fans changes out to every
+//! watcher. `ApiServer::bind` then `run`, or `run(config, shutdown)`.
+
+mod alloc;
+mod cache;
+mod error;
+mod grpc;
+mod kinds;
+mod registry;
+mod subresources;
+mod validate;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use moor_api::{apps, coordination, core};
+use moor_storage::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+pub use registry::MAX_OBJECT_BYTES;
+
+use crate::alloc::Allocator;
+use crate::cache::Cache;
+use crate::grpc::Api;
+use crate::kinds::Kind;
+use crate::registry::{Registry, Shared};
+
+/// Where the apiserver keeps its data.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The embedded SQLite store in this directory.
+    DataDir(PathBuf),
+    /// An etcd cluster.
+    Etcd(Vec<String>),
+}
+
+/// How to run the apiserver.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    pub listen: SocketAddr,
+    /// The store.
+    pub storage: Storage,
+    /// Range cluster IPs come from.
+    pub service_cidr: Ipv4Net,
+    /// Recent events each kind's watch cache keeps for resuming watchers.
+    pub watch_cache_events: usize,
+    /// How often watchers that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// How often store history older than one interval is compacted.
+    pub compaction_interval: Duration,
+}
+
+impl Config {
+    /// Defaults for `storage`: 127.0.0.1:6443, 10.96.0.0/12.
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            storage,
+            service_cidr: Ipv4Net::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12)
+                .unwrap_or_default(),
+            watch_cache_events: 10_000,
+            bookmark_interval: Duration::from_secs(10),
+            compaction_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why the apiserver could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source} (is another apiserver or `moor up` running?)")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded store could not be opened.
+    #[error("cannot open the data directory: {0}")]
+    Sqlite(#[from] moor_storage_sqlite::Error),
+    /// etcd could not be reached.
+    #[error("cannot connect to etcd: {0}")]
+    Etcd(#[from] moor_storage_etcd::Error),
+    /// The built-in namespaces could not be created.
+    #[error("cannot create the built-in namespaces: {0}")]
+    Bootstrap(#[source] Error),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] moor_rpc::Error),
+}
+
+/// An apiserver bound to its address, ready to run.
+pub struct ApiServer {
+    config: Config,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+}
+
+// === impl ApiServer ===
+
+impl ApiServer {
+    /// Opens the store and binds the listen address.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let store: Arc<dyn Store> = match &config.storage {
+            Storage::DataDir(dir) => Arc::new(moor_storage_sqlite::SqliteStore::open(dir)?),
+            Storage::Etcd(endpoints) => {
+                Arc::new(moor_storage_etcd::EtcdStore::connect(endpoints).await?)
+            }
+        };
+        Ok(Self {
+            config,
+            listener,
+            store,
+        })
+    }
+
+    /// The address the apiserver listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let shared = Arc::new(Shared {
+            store: self.store.clone(),
+            alloc: Allocator::new(self.store.clone(), self.config.service_cidr),
+            shutdown: shutdown.clone(),
+            bookmark_interval: self.config.bookmark_interval,
+        });
+        let mut tasks = JoinSet::new();
+        let mut server = moor_rpc::Server::new()?;
+        let size = self.config.watch_cache_events;
+
+        let namespaces = registry::<core::v1::Namespace>(&shared, size, &mut tasks);
+        bootstrap(&namespaces)
+            .await
+            .map_err(StartError::Bootstrap)?;
+        server
+            .add(core::v1::namespaces_server::NamespacesServer::new(
+                Api::new(namespaces),
+            ))
+            .await;
+        macro_rules! add {
+            ($kind:ty, $server:ty) => {
+                let registry = registry::<$kind>(&shared, size, &mut tasks);
+                server
+                    .add(
+                        <$server>::new(Api::new(registry))
+                            .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
+                            .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES),
+                    )
+                    .await;
+            };
+        }
+        add!(
+            core::v1::Node,
+            core::v1::nodes_server::NodesServer<Api<core::v1::Node>>
+        );
+        add!(
+            core::v1::Pod,
+            core::v1::pods_server::PodsServer<Api<core::v1::Pod>>
+        );
+        add!(
+            core::v1::Service,
+            core::v1::services_server::ServicesServer<Api<core::v1::Service>>
+        );
+        add!(
+            core::v1::Endpoints,
+            core::v1::endpoints_service_server::EndpointsServiceServer<Api<core::v1::Endpoints>>
+        );
+        add!(
+            core::v1::ConfigMap,
+            core::v1::config_maps_server::ConfigMapsServer<Api<core::v1::ConfigMap>>
+        );
+        add!(
+            core::v1::Secret,
+            core::v1::secrets_server::SecretsServer<Api<core::v1::Secret>>
+        );
+        add!(
+            core::v1::Event,
+            core::v1::events_server::EventsServer<Api<core::v1::Event>>
+        );
+        add!(
+            core::v1::ReplicationController,
+            core::v1::replication_controllers_server::ReplicationControllersServer<
+                Api<core::v1::ReplicationController>,
+            >
+        );
+        add!(
+            apps::v1::ReplicaSet,
+            apps::v1::replica_sets_server::ReplicaSetsServer<Api<apps::v1::ReplicaSet>>
+        );
+        add!(
+            apps::v1::Deployment,
+            apps::v1::deployments_server::DeploymentsServer<Api<apps::v1::Deployment>>
+        );
+        add!(
+            coordination::v1::Lease,
+            coordination::v1::leases_server::LeasesServer<Api<coordination::v1::Lease>>
+        );
+
+        tasks.spawn(compact(
+            self.store.clone(),
+            self.config.compaction_interval,
+            shutdown.clone(),
+        ));
+        tracing::info!(addr = %self.local_addr(), storage = ?self.config.storage, "apiserver ready");
+        let served = server.serve(self.listener, shutdown.clone()).await;
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("apiserver stopped");
+        Ok(served?)
+    }
+}
+
+/// Runs an apiserver until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    ApiServer::bind(config).await?.run(shutdown).await
+}
+
+/// A registry for `K` with its watch cache running in `tasks`.
+fn registry<K: Kind>(
+    shared: &Arc<Shared>,
+    size: usize,
+    tasks: &mut JoinSet<()>,
+) -> Arc<Registry<K>> {
+    let cache = Cache::<K>::new(size);
+    tasks.spawn(cache.clone().run(
+        shared.store.clone(),
+        Registry::<K>::prefix(),
+        shared.shutdown.clone(),
+    ));
+    Arc::new(Registry::new(shared.clone(), cache))
+}
+
+/// Creates the namespaces that always exist.
+async fn bootstrap(namespaces: &Registry<core::v1::Namespace>) -> Result<(), Error> {
+    for name in ["default", "moor-system"] {
+        let mut ns = core::v1::Namespace::default();
+        moor_api::Resource::meta_mut(&mut ns).name = name.to_string();
+        match namespaces.create(ns).await {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Compacts store history every `interval` to the revision seen one interval
+/// earlier, so watchers can resume across that long and the log stays small.
+async fn compact(store: Arc<dyn Store>, interval: Duration, shutdown: CancellationToken) {
+    let mut previous: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Some(revision) = previous
+            && let Err(err) = store.compact(revision).await
+        {
+            tracing::warn!(%err, revision, "compaction failed; will retry");
+        }
+        previous = store.current_revision().await.ok();
+    }
+}

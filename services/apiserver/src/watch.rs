@@ -1,0 +1,229 @@
+//! One watcher: filters shared changes for one client and turns them into
+//! its stream. A watcher that falls behind the shared buffer is ended with
+//! RESOURCE_EXHAUSTED instead of slowing the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+use moor_api::meta::v1::{EventType, ListRequest, WatchRequest};
+use moor_api::{Resource, WatchEvent};
+use moor_labels::{FieldSelector, Selector};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::cache::Change;
+use crate::error::Error;
+
+/// What a client asked to see.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    namespace: String,
+    labels: Selector,
+    fields: FieldSelector,
+}
+
+// === impl Filter ===
+
+impl Filter {
+    /// Parses the filters of a list request.
+    pub fn from_list<K: Resource>(req: &ListRequest) -> Result<Self, Error> {
+        Self::parse::<K>(&req.namespace, &req.label_selector, &req.field_selector)
+    }
+
+    /// Parses the filters of a watch request.
+    pub fn from_watch<K: Resource>(req: &WatchRequest) -> Result<Self, Error> {
+        Self::parse::<K>(&req.namespace, &req.label_selector, &req.field_selector)
+    }
+
+    fn parse<K: Resource>(namespace: &str, labels: &str, fields: &str) -> Result<Self, Error> {
+        let labels = Selector::parse(labels).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let fields = FieldSelector::parse(fields).map_err(|e| Error::BadRequest(e.to_string()))?;
+        fields
+            .validate_keys(K::field_keys())
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let namespace = if K::NAMESPACED {
+            namespace.to_string()
+        } else {
+            String::new()
+        };
+        Ok(Self {
+            namespace,
+            labels,
+            fields,
+        })
+    }
+
+    /// The namespace the filter is limited to, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        (!self.namespace.is_empty()).then_some(self.namespace.as_str())
+    }
+
+    /// Whether the object passes every filter.
+    pub fn matches<K: Resource>(&self, object: &K) -> bool {
+        let meta = object.meta();
+        (self.namespace.is_empty() || meta.namespace == self.namespace)
+            && self.labels.matches(&meta.labels)
+            && (self.fields.is_empty() || self.fields.matches(|path| object.field(path)))
+    }
+
+    /// The event this watcher gets for a change, if any: an object that
+    /// starts matching is ADDED for it, one that stops matching DELETED.
+    pub fn deliver<K: Resource>(&self, change: &Change<K>) -> Option<WatchEvent<K>> {
+        let now = self.matches(&*change.object);
+        let before = change.prev.as_ref().is_some_and(|p| self.matches(&**p));
+        let as_type = match (change.kind, before, now) {
+            (EventType::Added, _, true) => EventType::Added,
+            (EventType::Modified, true, true) => EventType::Modified,
+            (EventType::Modified, false, true) => EventType::Added,
+            (EventType::Modified, true, false) => EventType::Deleted,
+            (EventType::Deleted, _, true) => EventType::Deleted,
+            (EventType::Deleted, true, false) => EventType::Deleted,
+            _ => return None,
+        };
+        Some(change.encoded(as_type))
+    }
+}
+
+/// Where a watcher's changes come from after its start.
+pub enum Source<K> {
+    /// The shared cache (the usual case).
+    Cache(broadcast::Receiver<Arc<Change<K>>>),
+    /// A dedicated store watch, for a client resuming from before the cache's
+    /// buffer (for instance right after an apiserver restart).
+    Store(moor_storage::WatchStream),
+}
+
+/// The state of one watch stream.
+struct Watcher<K> {
+    filter: Filter,
+    pending: std::vec::IntoIter<WatchEvent<K>>,
+    source: Source<K>,
+    /// Revision of the last change taken from the source, delivered or not:
+    /// what a bookmark may safely report.
+    seen: i64,
+    bookmarked: i64,
+    bookmarks: Option<tokio::time::Interval>,
+    shutdown: CancellationToken,
+    done: bool,
+}
+
+/// Builds a watch stream from its first events and its source.
+pub fn stream<K: Resource>(
+    filter: Filter,
+    first: Vec<WatchEvent<K>>,
+    seen: i64,
+    source: Source<K>,
+    bookmark_every: Option<Duration>,
+    shutdown: CancellationToken,
+) -> BoxStream<'static, Result<WatchEvent<K>, Status>> {
+    let bookmarks = bookmark_every.map(|every| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    let watcher = Watcher {
+        filter,
+        pending: first.into_iter(),
+        source,
+        seen,
+        bookmarked: seen,
+        bookmarks,
+        shutdown,
+        done: false,
+    };
+    futures::stream::unfold(watcher, |mut w| async move {
+        let item = w.next().await?;
+        Some((item, w))
+    })
+    .boxed()
+}
+
+// === impl Watcher ===
+
+impl<K: Resource> Watcher<K> {
+    async fn next(&mut self) -> Option<Result<WatchEvent<K>, Status>> {
+        if self.done {
+            return None;
+        }
+        if let Some(event) = self.pending.next() {
+            return Some(Ok(event));
+        }
+        loop {
+            let change = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.done = true;
+                    return Some(Err(Status::unavailable(format!(
+                        "apiserver is shutting down; watch again from resourceVersion {}", self.seen))));
+                }
+                change = next_change(&mut self.source) => change,
+                _ = tick(&mut self.bookmarks) => {
+                    if self.seen > self.bookmarked {
+                        self.bookmarked = self.seen;
+                        return Some(Ok(bookmark::<K>(self.seen)));
+                    }
+                    continue;
+                }
+            };
+            match change {
+                Ok(change) => {
+                    if change.revision <= self.seen && matches!(self.source, Source::Cache(_)) {
+                        continue;
+                    }
+                    self.seen = self.seen.max(change.revision);
+                    if let Some(event) = self.filter.deliver(&change) {
+                        return Some(Ok(event));
+                    }
+                }
+                Err(status) => {
+                    self.done = true;
+                    return status.map(Err);
+                }
+            }
+        }
+    }
+}
+
+/// The next change from the source; `Err(None)` ends the stream quietly,
+/// `Err(Some(status))` ends it with that status.
+async fn next_change<K: Resource>(
+    source: &mut Source<K>,
+) -> Result<Arc<Change<K>>, Option<Status>> {
+    match source {
+        Source::Cache(rx) => match rx.recv().await {
+            Ok(change) => Ok(change),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                Err(Some(Status::resource_exhausted(format!(
+                    "watcher too slow: fell {n} events behind; list again and watch from the list's resourceVersion"
+                ))))
+            }
+            Err(broadcast::error::RecvError::Closed) => Err(None),
+        },
+        Source::Store(stream) => match stream.next().await {
+            Some(Ok(event)) => Change::from_store(&event)
+                .map(Arc::new)
+                .map_err(|e| Some(e.into())),
+            Some(Err(err)) => Err(Some(Error::from(err).into())),
+            None => Err(None),
+        },
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A BOOKMARK event at `revision`.
+pub fn bookmark<K: Resource>(revision: i64) -> WatchEvent<K> {
+    let mut object = K::default();
+    object.set_type_meta();
+    object.meta_mut().resource_version = revision.to_string();
+    WatchEvent::new(EventType::Bookmark, object)
+}

@@ -1,0 +1,390 @@
+//! The API's semantics through gRPC, on a real apiserver over the embedded store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{TestServer, pod};
+use moor_api::core::v1::config_maps_client::ConfigMapsClient;
+use moor_api::core::v1::namespaces_client::NamespacesClient;
+use moor_api::core::v1::services_client::ServicesClient;
+use moor_api::core::v1::{Binding, ConfigMap, Service, ServicePort, ServiceSpec};
+use moor_api::meta::v1::{DeleteRequest, GetRequest, ListRequest, ObjectMeta, ObjectReference};
+use tonic::Code;
+
+fn meta(name: &str) -> Option<ObjectMeta> {
+    Some(ObjectMeta {
+        name: name.to_string(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn create_sets_server_fields_and_defaults() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let created = server.pods().create(pod("web")).await?.into_inner();
+    let m = created.metadata.clone().unwrap();
+    assert_eq!(m.namespace, "default");
+    assert!(!m.uid.is_empty());
+    assert!(m.creation_timestamp.is_some());
+    assert_eq!(m.generation, 1);
+    assert!(m.resource_version.parse::<i64>()? > 0);
+    assert_eq!(created.kind, "Pod");
+    assert_eq!(created.api_version, "v1");
+    let spec = created.spec.unwrap();
+    assert_eq!(spec.restart_policy, "Always");
+    assert_eq!(spec.termination_grace_period_seconds, Some(30));
+    assert_eq!(spec.containers[0].image_pull_policy, "IfNotPresent");
+    assert_eq!(created.status.unwrap().phase, "Pending");
+
+    let again = server.pods().create(pod("web")).await.unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_objects_name_the_field_and_write_nothing() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut bad = pod("Bad_Name");
+    bad.spec.as_mut().unwrap().containers[0]
+        .ports
+        .push(moor_api::core::v1::ContainerPort {
+            container_port: 70000,
+            ..Default::default()
+        });
+    let err = server.pods().create(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("metadata.name"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("spec.containers[0].ports[0].containerPort"),
+        "{}",
+        err.message()
+    );
+
+    let mut no_image = pod("no-image");
+    no_image.spec.as_mut().unwrap().containers[0].image.clear();
+    let err = server.pods().create(no_image).await.unwrap_err();
+    assert!(
+        err.message()
+            .contains("spec.containers[0].image: Required value"),
+        "{}",
+        err.message()
+    );
+
+    let list = server
+        .pods()
+        .list(ListRequest::default())
+        .await?
+        .into_inner();
+    assert!(list.items.is_empty(), "nothing written");
+
+    let err = server
+        .pods()
+        .list(ListRequest {
+            label_selector: "app in (web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = server
+        .pods()
+        .list(ListRequest {
+            field_selector: "spec.image=x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("spec.image"), "{}", err.message());
+    Ok(())
+}
+
+#[tokio::test]
+async fn objects_need_an_existing_namespace_and_builtins_exist() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut p = pod("web");
+    p.metadata.as_mut().unwrap().namespace = "nowhere".into();
+    let err = server.pods().create(p).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("nowhere"));
+
+    let mut namespaces = NamespacesClient::new(server.channel());
+    let names: HashSet<String> = namespaces
+        .list(ListRequest::default())
+        .await?
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.unwrap().name)
+        .collect();
+    assert!(
+        names.contains("default") && names.contains("moor-system"),
+        "{names:?}"
+    );
+    let err = namespaces
+        .delete(DeleteRequest {
+            name: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_updates_are_aborted_and_spec_and_status_are_separate() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut pods = server.pods();
+    let created = pods.create(pod("web")).await?.into_inner();
+
+    let mut with_status = created.clone();
+    with_status.status.as_mut().unwrap().phase = "Running".into();
+    with_status
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("tier".into(), "web".into());
+    let updated = pods.update(with_status.clone()).await?.into_inner();
+    assert_eq!(
+        updated.status.as_ref().unwrap().phase,
+        "Pending",
+        "update ignores status"
+    );
+
+    let err = pods.update_status(with_status).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "stale resourceVersion");
+
+    let mut current = pods
+        .get(GetRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await?
+        .into_inner();
+    current.status.as_mut().unwrap().phase = "Running".into();
+    current.spec.as_mut().unwrap().containers[0].image = "moor/echo:0.2".into();
+    let status_written = pods.update_status(current).await?.into_inner();
+    assert_eq!(status_written.status.unwrap().phase, "Running");
+    assert_eq!(
+        status_written.spec.unwrap().containers[0].image,
+        "moor/echo:0.1",
+        "update-status ignores spec"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bound_pods_are_deleted_gracefully_and_bind_is_once() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut pods = server.pods();
+    pods.create(pod("web")).await?;
+    let binding = |node: &str| Binding {
+        metadata: Some(ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        target: Some(ObjectReference {
+            kind: "Node".into(),
+            name: node.into(),
+            ..Default::default()
+        }),
+    };
+    let bound = pods.bind(binding("node-1")).await?.into_inner();
+    assert_eq!(bound.spec.unwrap().node_name, "node-1");
+    let err = pods.bind(binding("node-2")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+
+    let marked = pods
+        .delete(DeleteRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let m = marked.metadata.unwrap();
+    assert!(m.deletion_timestamp.is_some());
+    assert_eq!(m.deletion_grace_period_seconds, Some(30));
+    assert!(
+        pods.get(GetRequest {
+            namespace: "default".into(),
+            name: "web".into()
+        })
+        .await
+        .is_ok(),
+        "still there until the node confirms"
+    );
+
+    // The node agent confirms with a zero grace period.
+    pods.delete(DeleteRequest {
+        namespace: "default".into(),
+        name: "web".into(),
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    })
+    .await?;
+    let err = pods
+        .get(GetRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    Ok(())
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut cms = ConfigMapsClient::new(server.channel());
+    let mut cm = ConfigMap {
+        metadata: meta("settings"),
+        ..Default::default()
+    };
+    cm.metadata
+        .as_mut()
+        .unwrap()
+        .finalizers
+        .push("example.com/hold".into());
+    cm.data.insert("a".into(), "1".into());
+    cms.create(cm).await?;
+    let marked = cms
+        .delete(DeleteRequest {
+            namespace: "default".into(),
+            name: "settings".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(
+        marked
+            .metadata
+            .as_ref()
+            .unwrap()
+            .deletion_timestamp
+            .is_some()
+    );
+    let mut current = cms
+        .get(GetRequest {
+            namespace: "default".into(),
+            name: "settings".into(),
+        })
+        .await?
+        .into_inner();
+    current.metadata.as_mut().unwrap().finalizers.clear();
+    cms.update(current).await?;
+    let err = cms
+        .get(GetRequest {
+            namespace: "default".into(),
+            name: "settings".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_objects_are_refused() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut cms = ConfigMapsClient::new(server.channel());
+    let mut cm = ConfigMap {
+        metadata: meta("big"),
+        ..Default::default()
+    };
+    cm.data.insert("blob".into(), "x".repeat(2 * 1024 * 1024));
+    let err = cms.create(cm).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("too large"), "{}", err.message());
+    Ok(())
+}
+
+fn service(name: &str, node_port: Option<i32>) -> Service {
+    Service {
+        metadata: meta(name),
+        spec: Some(ServiceSpec {
+            r#type: if node_port.is_some() {
+                "NodePort".into()
+            } else {
+                String::new()
+            },
+            ports: vec![ServicePort {
+                port: 80,
+                node_port: node_port.unwrap_or(0),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn concurrent_service_creates_get_distinct_cluster_ips() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let mut client = ServicesClient::new(server.channel());
+        tasks.spawn(async move {
+            client
+                .create(service(&format!("svc-{i}"), None))
+                .await
+                .map(|r| r.into_inner())
+        });
+    }
+    let mut ips = HashSet::new();
+    while let Some(result) = tasks.join_next().await {
+        let svc = result??;
+        let ip = svc.spec.unwrap().cluster_ip;
+        assert!(ip.starts_with("10."), "{ip}");
+        assert!(ips.insert(ip.clone()), "duplicate cluster IP {ip}");
+    }
+    assert_eq!(ips.len(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_ports_are_allocated_once_and_released() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut services = ServicesClient::new(server.channel());
+    let a = services
+        .create(service("a", Some(30080)))
+        .await?
+        .into_inner();
+    assert_eq!(a.spec.unwrap().ports[0].node_port, 30080);
+    let err = services
+        .create(service("b", Some(30080)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("already allocated"),
+        "{}",
+        err.message()
+    );
+    let err = services.create(service("c", Some(80))).await.unwrap_err();
+    assert!(
+        err.message().contains("spec.ports[0].nodePort"),
+        "{}",
+        err.message()
+    );
+    let auto = services.create(service("d", Some(0))).await?.into_inner();
+    assert!((30000..=32767).contains(&auto.spec.unwrap().ports[0].node_port));
+    services
+        .delete(DeleteRequest {
+            namespace: "default".into(),
+            name: "a".into(),
+            ..Default::default()
+        })
+        .await?;
+    services.create(service("b", Some(30080))).await?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! A real apiserver for tests: on the embedded store or a real etcd, on a
+//! free loopback port, restartable on the same address and data.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use moor_api::core::v1::pods_client::PodsClient;
+use moor_apiserver::{ApiServer, Config, Storage};
+use moor_testkit::EtcdServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Which store a test runs on.
+pub enum Backend {
+    /// Embedded SQLite in a temp dir.
+    Sqlite(tempfile::TempDir),
+    /// A real etcd started for the test.
+    Etcd(EtcdServer),
+}
+
+/// A running apiserver.
+pub struct TestServer {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    tweak: fn(&mut Config),
+}
+
+impl TestServer {
+    pub async fn sqlite() -> anyhow::Result<Self> {
+        Self::sqlite_with(|_| {}).await
+    }
+
+    /// On the embedded store, with `tweak` applied to the configuration.
+    pub async fn sqlite_with(tweak: fn(&mut Config)) -> anyhow::Result<Self> {
+        moor_testkit::init_tracing();
+        Self::start(
+            Backend::Sqlite(tempfile::tempdir()?),
+            "127.0.0.1:0".parse()?,
+            tweak,
+        )
+        .await
+    }
+
+    pub async fn etcd() -> anyhow::Result<Self> {
+        moor_testkit::init_tracing();
+        Self::start(
+            Backend::Etcd(EtcdServer::start().await?),
+            "127.0.0.1:0".parse()?,
+            |_| {},
+        )
+        .await
+    }
+
+    async fn start(
+        backend: Backend,
+        listen: SocketAddr,
+        tweak: fn(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let (addr, shutdown, task) = launch(storage(&backend), listen, tweak).await?;
+        Ok(Self {
+            backend,
+            addr,
+            shutdown,
+            task: Some(task),
+            tweak,
+        })
+    }
+
+    /// Stops the apiserver and starts a new one on the same address and store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let mut last = None;
+        // The port was just released; retry briefly in case it is not yet free.
+        for _ in 0..50 {
+            match launch(storage(&self.backend), self.addr, self.tweak).await {
+                Ok((_, shutdown, task)) => {
+                    self.shutdown = shutdown;
+                    self.task = Some(task);
+                    return Ok(());
+                }
+                Err(err) => last = Some(err),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn channel(&self) -> Channel {
+        moor_rpc::channel(&self.url()).expect("valid url")
+    }
+
+    pub fn pods(&self) -> PodsClient<Channel> {
+        PodsClient::new(self.channel())
+    }
+}
+
+fn storage(backend: &Backend) -> Storage {
+    match backend {
+        Backend::Sqlite(dir) => Storage::DataDir(dir.path().to_path_buf()),
+        Backend::Etcd(etcd) => Storage::Etcd(vec![etcd.endpoint()]),
+    }
+}
+
+async fn launch(
+    storage: Storage,
+    listen: SocketAddr,
+    tweak: fn(&mut Config),
+) -> anyhow::Result<(SocketAddr, CancellationToken, JoinHandle<()>)> {
+    let mut config = Config::new(storage);
+    config.listen = listen;
+    config.bookmark_interval = std::time::Duration::from_millis(200);
+    tweak(&mut config);
+    let server = ApiServer::bind(config).await?;
+    let addr = server.local_addr();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        if let Err(err) = server.run(token).await {
+            panic!("apiserver failed: {err}");
+        }
+    });
+    Ok((addr, shutdown, task))
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A minimal valid pod.
+pub fn pod(name: &str) -> moor_api::core::v1::Pod {
+    use moor_api::core::v1::{Container, Pod, PodSpec};
+    use moor_api::meta::v1::ObjectMeta;
+    Pod {
+        metadata: Some(ObjectMeta {
+            name: name.to_string(),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: "moor/echo:0.1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,115 @@
+//! `moor`: one binary for every server component. This file only parses
+//! flags; each component is a library with `run(config, shutdown)`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// moor: a container orchestrator in the line of early Kubernetes.
+#[derive(Parser)]
+#[command(name = "moor", version, about)]
+struct Cli {
+    /// Log filter, e.g. "info" or "moor_apiserver=debug" (also $RUST_LOG).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    /// What to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the apiserver: the API, storage and watches.
+    Apiserver(ApiserverArgs),
+}
+
+#[derive(Args)]
+struct ApiserverArgs {
+    /// Address to serve the gRPC API on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Directory of the embedded SQLite store (default ~/.moor/data unless --etcd-endpoints is given).
+    #[arg(long, conflicts_with = "etcd_endpoints")]
+    data_dir: Option<PathBuf>,
+    /// Comma-separated etcd URLs, e.g. http://127.0.0.1:2379; replaces the embedded store.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// IPv4 range that service cluster IPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: ipnet::Ipv4Net,
+    /// Recent events each kind's watch cache keeps, for watchers that resume.
+    #[arg(long, default_value_t = 10_000)]
+    watch_cache_events: usize,
+    /// Seconds between bookmarks sent to watchers that ask for them.
+    #[arg(long, default_value_t = 10)]
+    bookmark_interval_seconds: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        match cli.command {
+            Command::Apiserver(args) => run_apiserver(args, shutdown).await,
+        }
+    })
+}
+
+async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let storage = if args.etcd_endpoints.is_empty() {
+        let dir = match args.data_dir {
+            Some(dir) => dir,
+            None => default_data_dir()?,
+        };
+        moor_apiserver::Storage::DataDir(dir)
+    } else {
+        moor_apiserver::Storage::Etcd(args.etcd_endpoints)
+    };
+    let mut config = moor_apiserver::Config::new(storage);
+    config.listen = args.listen;
+    config.service_cidr = args.service_cidr;
+    config.watch_cache_events = args.watch_cache_events;
+    config.bookmark_interval = Duration::from_secs(args.bookmark_interval_seconds.max(1));
+    moor_apiserver::run(config, shutdown).await?;
+    Ok(())
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| anyhow::anyhow!("$HOME is not set; pass --data-dir"))?;
+    Ok(PathBuf::from(home).join(".moor").join("data"))
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("interrupted; shutting down"),
+        _ = term => tracing::info!("terminated; shutting down"),
+    }
+    shutdown.cancel();
+}
