@@ -142,6 +142,11 @@ impl<K: Resource> Cache<K> {
         let _ = rx.wait_for(|primed| *primed).await;
     }
 
+    /// The cached object at `key`, if the cache has seen it.
+    pub fn get(&self, key: &str) -> Option<Arc<K>> {
+        self.read().objects.get(key).cloned()
+    }
+
     /// The latest revision applied.
     pub fn revision(&self) -> i64 {
         self.read().revision

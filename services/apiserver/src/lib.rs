@@ -142,17 +142,19 @@ impl ApiServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let size = self.config.watch_cache_events;
+        let namespace_cache = Cache::<core::v1::Namespace>::new(size);
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             alloc: Allocator::new(self.store.clone(), self.config.service_cidr),
             shutdown: shutdown.clone(),
             bookmark_interval: self.config.bookmark_interval,
+            namespaces: namespace_cache.clone(),
         });
         let mut tasks = JoinSet::new();
         let mut server = moor_rpc::Server::new()?;
-        let size = self.config.watch_cache_events;
 
-        let namespaces = registry::<core::v1::Namespace>(&shared, size, &mut tasks);
+        let namespaces = registry_with(&shared, namespace_cache, &mut tasks);
         bootstrap(&namespaces)
             .await
             .map_err(StartError::Bootstrap)?;
@@ -245,7 +247,15 @@ fn registry<K: Kind>(
     size: usize,
     tasks: &mut JoinSet<()>,
 ) -> Arc<Registry<K>> {
-    let cache = Cache::<K>::new(size);
+    registry_with(shared, Cache::<K>::new(size), tasks)
+}
+
+/// A registry for `K` over `cache`, which starts running in `tasks`.
+fn registry_with<K: Kind>(
+    shared: &Arc<Shared>,
+    cache: Arc<Cache<K>>,
+    tasks: &mut JoinSet<()>,
+) -> Arc<Registry<K>> {
     tasks.spawn(cache.clone().run(
         shared.store.clone(),
         Registry::<K>::prefix(),

@@ -34,6 +34,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// How often watchers that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// The namespaces' watch cache, for the existence check on create.
+    pub namespaces: Arc<Cache<Namespace>>,
 }
 
 /// Which part of an object an update writes.
@@ -453,11 +455,20 @@ impl<K: Kind> Registry<K> {
 
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), Error> {
         let key = format!("/registry/namespaces/{namespace}");
-        let kv = self.shared.store.get(&key).await?.ok_or(Error::NotFound {
-            kind: "Namespace",
-            name: namespace.to_string(),
-        })?;
-        let ns: Namespace = decode(&kv)?;
+        // The cache answers almost always without a store round trip; a
+        // namespace created a moment ago may not be in it yet, so a miss
+        // asks the store.
+        let ns = match self.shared.namespaces.get(&key) {
+            Some(ns) => ns,
+            None => {
+                let kv = self.shared.store.get(&key).await?;
+                let kv = kv.ok_or(Error::NotFound {
+                    kind: "Namespace",
+                    name: namespace.to_string(),
+                })?;
+                Arc::new(decode::<Namespace>(&kv)?)
+            }
+        };
         if ns
             .metadata
             .as_ref()

@@ -1,0 +1,202 @@
+//! `moor-bench api`: creates per second and latency through the API, on the
+//! embedded store and on etcd, beside raw etcd puts of the same bytes at the
+//! same concurrency.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use moor_api::core::v1::{Container, Pod, PodSpec};
+use moor_api::meta::v1::ObjectMeta;
+use moor_testkit::EtcdServer;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::server::Apiserver;
+use crate::stats::Samples;
+
+/// Flags of `moor-bench api`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Creates per measurement.
+    #[arg(long, default_value_t = 3000)]
+    creates: usize,
+    /// Concurrent clients, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    concurrency: Vec<usize>,
+}
+
+/// One measured configuration.
+struct Figure {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn pod(name: String) -> Pod {
+    let mut labels = std::collections::HashMap::new();
+    labels.insert("app".to_string(), "bench".to_string());
+    Pod {
+        metadata: Some(ObjectMeta {
+            name,
+            labels,
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "web".into(),
+                image: "moor/echo:0.1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Runs `total` operations over `concurrency` workers; `op(i)` does one.
+async fn measure<F, Fut>(total: usize, concurrency: usize, op: F) -> anyhow::Result<Figure>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let op = op.clone();
+        let next = next.clone();
+        tasks.spawn(async move {
+            let mut samples = Samples::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                op(i).await?;
+                samples.push(t.elapsed());
+            }
+            anyhow::Ok(samples)
+        });
+    }
+    let mut all = Samples::default();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Figure {
+        rate: all.len() as f64 / elapsed,
+        p50: all.quantile_ms(0.5),
+        p99: all.quantile_ms(0.99),
+    })
+}
+
+async fn api_creates(
+    url: &str,
+    run: &str,
+    total: usize,
+    concurrency: usize,
+) -> anyhow::Result<Figure> {
+    let pods = moor_client::Client::new(url)?.api::<Pod>();
+    let run = run.to_string();
+    measure(total, concurrency, move |i| {
+        let pods = pods.clone();
+        let name = format!("{run}-{i}");
+        async move {
+            pods.create(&pod(name)).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn etcd_puts(
+    endpoint: &str,
+    bytes: Vec<u8>,
+    run: &str,
+    total: usize,
+    concurrency: usize,
+) -> anyhow::Result<Figure> {
+    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let bytes = bytes::Bytes::from(bytes);
+    let run = run.to_string();
+    measure(total, concurrency, move |i| {
+        let mut kv = client.kv_client();
+        let key = format!("/raw/pods/default/{run}-{i}");
+        let value = bytes.to_vec();
+        async move {
+            kv.put(key, value, None).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+fn print(name: &str, concurrency: usize, f: &Figure) {
+    println!(
+        "{name:<22} c={concurrency:<3} {:>9.0} creates/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        f.rate, f.p50, f.p99
+    );
+}
+
+fn entry(f: &Figure) -> Value {
+    json!({"per_second": f.rate.round(), "p50_ms": (f.p50 * 100.0).round() / 100.0, "p99_ms": (f.p99 * 100.0).round() / 100.0})
+}
+
+/// Runs the benchmark and returns its summary.
+pub async fn run(args: Args) -> anyhow::Result<Value> {
+    let etcd = EtcdServer::start().await?;
+    let mut summary = serde_json::Map::new();
+    // The stored bytes of a typical pod, as the apiserver writes them.
+    let sample = {
+        let server = Apiserver::start(None).await?;
+        let pods = moor_client::Client::new(&server.url)?.api::<Pod>();
+        let mut created = pods.create(&pod("sample".into())).await?;
+        if let Some(meta) = created.metadata.as_mut() {
+            meta.resource_version.clear();
+        }
+        prost::Message::encode_to_vec(&created)
+    };
+    println!(
+        "moor-bench api: {} creates per figure, pod of {} bytes",
+        args.creates,
+        sample.len()
+    );
+    for &c in &args.concurrency {
+        let sqlite = Apiserver::start(None).await?;
+        let on_sqlite = api_creates(&sqlite.url, "s", args.creates, c).await?;
+        drop(sqlite);
+        let on_etcd_server = Apiserver::start(Some(&etcd.endpoint())).await?;
+        let on_etcd = api_creates(&on_etcd_server.url, &format!("e{c}"), args.creates, c).await?;
+        drop(on_etcd_server);
+        let raw = etcd_puts(
+            &etcd.endpoint(),
+            sample.clone(),
+            &format!("r{c}"),
+            args.creates,
+            c,
+        )
+        .await?;
+        print("api on sqlite", c, &on_sqlite);
+        print("api on etcd", c, &on_etcd);
+        print("raw etcd put (baseline)", c, &raw);
+        let ratio = on_etcd.rate / raw.rate;
+        println!(
+            "{:<22} c={c:<3} {:>8.0}% of raw etcd put rate",
+            "api on etcd",
+            ratio * 100.0
+        );
+        summary.insert(
+            format!("c{c}"),
+            json!({
+                "api_sqlite": entry(&on_sqlite),
+                "api_etcd": entry(&on_etcd),
+                "raw_etcd_put": entry(&raw),
+                "api_etcd_vs_raw": (ratio * 1000.0).round() / 1000.0,
+            }),
+        );
+    }
+    Ok(json!({"bench": "api", "creates": args.creates, "figures": summary}))
+}

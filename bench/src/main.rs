@@ -1,0 +1,40 @@
+//! `moor-bench`: measures moor against its baseline in the same run and
+//! prints the figures, then one JSON line with all of them.
+//!
+//! The apiserver runs as a real `moor apiserver` process (found next to this
+//! binary), so its memory is its own; etcd is Debian's, started on free ports.
+
+mod api;
+mod server;
+mod stats;
+mod watch;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of moor, each beside its baseline.
+#[derive(Parser)]
+#[command(name = "moor-bench", version, about)]
+struct Cli {
+    /// Which benchmark.
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Object creates through the API (sqlite and etcd) against raw etcd puts of the same bytes.
+    Api(api::Args),
+    /// Watch fan-out: events delivered to many watchers, delivery latency and apiserver memory.
+    Watch(watch::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let summary = match cli.command {
+        Command::Api(args) => api::run(args).await?,
+        Command::Watch(args) => watch::run(args).await?,
+    };
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The processes a benchmark measures: `moor apiserver` and etcd.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+/// A `moor apiserver` child process; killed on drop.
+pub struct Apiserver {
+    child: Child,
+    /// Its URL.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Apiserver {
+    /// Starts one on the embedded store in a temp dir, or on `etcd`.
+    pub async fn start(etcd: Option<&str>) -> anyhow::Result<Self> {
+        let moor = sibling("moor")?;
+        let port = moor_testkit::free_port();
+        let mut cmd = Command::new(&moor);
+        cmd.args([
+            "apiserver",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "warn",
+        ]);
+        let dir = match etcd {
+            Some(endpoint) => {
+                cmd.args(["--etcd-endpoints", endpoint]);
+                None
+            }
+            None => {
+                let dir = tempfile::tempdir()?;
+                cmd.arg("--data-dir").arg(dir.path());
+                Some(dir)
+            }
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", moor.display()))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let server = Self {
+            child,
+            url,
+            _dir: dir,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let client = moor_client::Client::new(&self.url)?;
+        let namespaces = client.api::<moor_api::core::v1::Namespace>();
+        for _ in 0..200 {
+            if namespaces.get("", "default").await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("moor apiserver at {} did not become ready", self.url)
+    }
+
+    /// Resident memory of the process now, and its peak, in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<(f64, f64)> {
+        let pid = self.child.id().context("apiserver exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> f64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map(|kb| kb / 1024.0)
+                .unwrap_or(f64::NAN)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+}
+
+/// A binary built next to this one (`cargo build --release -p moor`).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it first with `cargo build --release -p moor -p moor-bench`",
+        path.display()
+    );
+    Ok(path)
+}
