@@ -224,9 +224,6 @@ impl<K: Kind> Registry<K> {
             new.set_type_meta();
             new.set_defaults();
             self.validate(&new, Some(&old))?;
-            if new.desired_state() != old.desired_state() {
-                new.meta_mut().generation = old.meta().generation + 1;
-            }
             // The last finalizer gone from an object being deleted: remove it.
             if new.meta().deletion_timestamp.is_some()
                 && !new.has_finalizers()
@@ -241,6 +238,11 @@ impl<K: Kind> Registry<K> {
                 }
             }
             let reserved = new.allocate(Some(&old), &self.shared.alloc).await?;
+            // After allocation, which fills in what the client left out
+            // (cluster IP, node ports), so a no-op update stays a no-op.
+            if new.desired_state() != old.desired_state() {
+                new.meta_mut().generation = old.meta().generation + 1;
+            }
             let bytes = encode(&new)?;
             if bytes == kv.value {
                 return Ok(old);

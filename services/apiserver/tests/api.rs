@@ -388,3 +388,74 @@ async fn node_ports_are_allocated_once_and_released() -> anyhow::Result<()> {
     services.create(service("b", Some(30080))).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn updating_a_service_without_its_cluster_ip_is_a_no_op() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut services = ServicesClient::new(server.channel());
+    let created = services.create(service("web", None)).await?.into_inner();
+    let again = services.update(service("web", None)).await?.into_inner();
+    let (a, b) = (created.metadata.unwrap(), again.metadata.unwrap());
+    assert_eq!(a.resource_version, b.resource_version);
+    assert_eq!(a.generation, b.generation);
+    assert_eq!(
+        created.spec.unwrap().cluster_ip,
+        again.spec.unwrap().cluster_ip
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn reflection_and_health_are_served() -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let server = TestServer::sqlite().await?;
+    let mut health = HealthClient::new(server.channel());
+    for service in [
+        "moor.core.v1.Pods",
+        "moor.apps.v1.Deployments",
+        "moor.coordination.v1.Leases",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service}");
+    }
+    // Reflection (v1) lists every API service.
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(server.channel());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await?
+        .into_inner();
+    let response = futures::StreamExt::next(&mut responses)
+        .await
+        .expect("a response")?;
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "moor.core.v1.Pods",
+        "moor.core.v1.Services",
+        "moor.apps.v1.Deployments",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
+    Ok(())
+}

@@ -311,3 +311,65 @@ async fn watch_is_out_of_range(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_cannot_keep_up_is_ended_and_others_are_not_slowed() -> anyhow::Result<()> {
+    // A small shared buffer, so a stalled watcher falls behind quickly.
+    let server = TestServer::sqlite_with(|config| config.watch_cache_events = 32).await?;
+    let mut client = ConfigMapsClient::new(server.channel());
+    let from = client
+        .create(config_map("load", &[], "0"))
+        .await?
+        .into_inner()
+        .metadata
+        .unwrap()
+        .resource_version;
+    let req = || WatchRequest {
+        namespace: "default".into(),
+        resource_version: from.clone(),
+        ..Default::default()
+    };
+    // The slow watcher has its own connection and does not read until the end.
+    let mut slow = ConfigMapsClient::new(server.channel())
+        .watch(req())
+        .await?
+        .into_inner();
+    let mut fast = ConfigMapsClient::new(server.channel())
+        .watch(req())
+        .await?
+        .into_inner();
+    const CHANGES: usize = 600;
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < CHANGES {
+            match fast.next().await {
+                Some(Ok(_)) => seen += 1,
+                other => anyhow::bail!("fast watcher ended after {seen}: {other:?}"),
+            }
+        }
+        anyhow::Ok(seen)
+    });
+    // Large values fill the slow watcher's HTTP/2 window quickly.
+    let padding = "x".repeat(4096);
+    for i in 0..CHANGES {
+        client
+            .update(config_map("load", &[], &format!("{i}{padding}")))
+            .await?;
+    }
+    assert_eq!(reader.await??, CHANGES, "the fast watcher saw every change");
+    let mut ended = None;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(30), slow.next()).await? {
+        if let Err(status) = item {
+            ended = Some(status);
+            break;
+        }
+    }
+    let status = ended.expect("the slow watcher is ended with a status");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("too slow"),
+        "{}",
+        status.message()
+    );
+    Ok(())
+}
