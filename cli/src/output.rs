@@ -1,0 +1,101 @@
+//! `-o` formats: tables, YAML, JSON, names and JSONPath templates.
+
+use moor_codec::KindInfo;
+use prost_reflect::DynamicMessage;
+
+use crate::error::{Error, Result};
+use crate::jsonpath;
+use crate::objects::meta_str;
+use crate::table::{Layout, Table};
+
+/// An output format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The kind's table.
+    Table,
+    /// The table with its `-o wide` columns.
+    Wide,
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+    /// `kind/name` lines.
+    Name,
+    /// A kubectl JSONPath template.
+    JsonPath(String),
+}
+
+// === impl Format ===
+
+impl Format {
+    /// Parses `-o`; none is the table.
+    pub fn parse(output: Option<&str>) -> Result<Self> {
+        Ok(match output {
+            None | Some("") => Self::Table,
+            Some("wide") => Self::Wide,
+            Some("yaml") => Self::Yaml,
+            Some("json") => Self::Json,
+            Some("name") => Self::Name,
+            Some(other) => match other.split_once('=') {
+                Some(("jsonpath", expr)) => Self::JsonPath(expr.to_string()),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "unknown output format {other:?}: use wide, yaml, json, name or jsonpath=EXPR"
+                    )));
+                }
+            },
+        })
+    }
+
+    /// Whether this is a table format.
+    pub fn is_table(&self) -> bool {
+        matches!(self, Self::Table | Self::Wide)
+    }
+}
+
+/// `kind/name`, as kubectl prints it.
+pub fn name_of(info: &KindInfo, object: &DynamicMessage) -> String {
+    format!("{}/{}", info.kind.to_lowercase(), meta_str(object, "name"))
+}
+
+/// Objects in a non-table format: one object alone when `single`, else a List.
+pub fn render(
+    format: &Format,
+    infos: &[(&KindInfo, Vec<DynamicMessage>)],
+    single: bool,
+) -> Result<String> {
+    let all: Vec<DynamicMessage> = infos.iter().flat_map(|(_, o)| o.iter().cloned()).collect();
+    let one = if single { all.first() } else { None };
+    Ok(match format {
+        Format::Yaml => match one {
+            Some(object) => moor_codec::to_yaml(object)?,
+            None => moor_codec::list_to_yaml(&all)?,
+        },
+        Format::Json => match one {
+            Some(object) => moor_codec::to_json_string(object)?,
+            None => moor_codec::list_to_json_string(&all)?,
+        },
+        Format::Name => infos
+            .iter()
+            .flat_map(|(info, objects)| objects.iter().map(|o| name_of(info, o) + "\n"))
+            .collect(),
+        Format::JsonPath(expr) => {
+            let value = match one {
+                Some(object) => moor_codec::encode_json(object)?,
+                None => moor_codec::encode_list(&all)?,
+            };
+            jsonpath::render(expr, &value)?
+        }
+        Format::Table | Format::Wide => {
+            let mut out = String::new();
+            for (info, objects) in infos {
+                let layout = Layout {
+                    wide: *format == Format::Wide,
+                    ..Layout::default()
+                };
+                out.push_str(&Table::of(info, objects, layout)?.render(true));
+            }
+            out
+        }
+    })
+}

@@ -1,0 +1,193 @@
+//! Calls any RPC of moor's API by service and method name, with messages
+//! built from the descriptors (`DynamicMessage`), so no verb needs code per
+//! kind.
+
+use std::str::FromStr;
+
+use futures::{Stream, StreamExt};
+use prost::Message;
+use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+use crate::config::Target;
+use crate::error::{Error, Result};
+
+/// A connection to the apiserver that calls methods by name.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    target: Target,
+}
+
+/// Encodes and decodes `DynamicMessage`s of the method's types.
+struct DynamicCodec {
+    output: MessageDescriptor,
+}
+
+/// Encodes a `DynamicMessage`.
+struct DynamicEncoder;
+
+/// Decodes into a `DynamicMessage` of one type.
+struct DynamicDecoder {
+    output: MessageDescriptor,
+}
+
+// === impl Client ===
+
+impl Client {
+    /// A lazily connecting client of `target`.
+    pub fn new(target: Target) -> Result<Self> {
+        let channel = moor_rpc::channel(&target.server)?;
+        Ok(Self { channel, target })
+    }
+
+    /// The server and how it was chosen.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The method `service/method`, e.g. `moor.core.v1.Pods` and `Get`.
+    pub fn method(service: &str, method: &str) -> Result<MethodDescriptor> {
+        let pool = moor_api::descriptor_pool();
+        let svc = pool
+            .get_service_by_name(service)
+            .ok_or_else(|| Error::Usage(format!("unknown service {service:?}")))?;
+        svc.methods().find(|m| m.name() == method).ok_or_else(|| {
+            let names: Vec<String> = svc.methods().map(|m| m.name().to_string()).collect();
+            Error::Usage(format!(
+                "service {service} has no method {method:?} (it has {})",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// An empty request message for the method.
+    pub fn request(method: &MethodDescriptor) -> DynamicMessage {
+        DynamicMessage::new(method.input())
+    }
+
+    /// Calls a unary method.
+    pub async fn unary(
+        &self,
+        method: &MethodDescriptor,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.map_err(|e| self.unreachable(e))?;
+        let codec = DynamicCodec {
+            output: method.output(),
+        };
+        let response = grpc
+            .unary(tonic::Request::new(request), path(method)?, codec)
+            .await
+            .map_err(|s| self.status(s))?;
+        Ok(response.into_inner())
+    }
+
+    /// Calls a server-streaming method; the stream ends with the call.
+    pub async fn stream(
+        &self,
+        method: &MethodDescriptor,
+        request: DynamicMessage,
+    ) -> Result<impl Stream<Item = Result<DynamicMessage>> + use<>> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.map_err(|e| self.unreachable(e))?;
+        let codec = DynamicCodec {
+            output: method.output(),
+        };
+        let response = grpc
+            .server_streaming(tonic::Request::new(request), path(method)?, codec)
+            .await
+            .map_err(|s| self.status(s))?;
+        let this = self.clone();
+        Ok(response
+            .into_inner()
+            .map(move |item| item.map_err(|s| this.status(s))))
+    }
+
+    /// A status as an error: transport failures name the server and how it
+    /// was chosen; others carry the server's message.
+    pub fn status(&self, status: Status) -> Error {
+        if status.code() == tonic::Code::Unavailable && is_transport(&status) {
+            return self.unreachable(status);
+        }
+        Error::Server {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+
+    fn unreachable(&self, err: impl std::error::Error) -> Error {
+        let mut reason = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            reason = cause.to_string();
+            source = cause.source();
+        }
+        if reason.contains("refused") {
+            reason = "connection refused".to_string();
+        }
+        Error::Unreachable {
+            server: self.target.server.clone(),
+            source_of: self.target.chosen_by.clone(),
+            reason,
+        }
+    }
+}
+
+/// Whether an UNAVAILABLE status comes from the client's transport rather
+/// than from the server.
+fn is_transport(status: &Status) -> bool {
+    use std::error::Error as _;
+    status.source().is_some()
+        || status.message().contains("transport")
+        || status.message().contains("connect")
+}
+
+fn path(method: &MethodDescriptor) -> Result<http::uri::PathAndQuery> {
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    http::uri::PathAndQuery::from_str(&path)
+        .map_err(|e| Error::Usage(format!("bad method path {path}: {e}")))
+}
+
+// === impl DynamicCodec ===
+
+impl Codec for DynamicCodec {
+    type Encode = DynamicMessage;
+    type Decode = DynamicMessage;
+    type Encoder = DynamicEncoder;
+    type Decoder = DynamicDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        DynamicDecoder {
+            output: self.output.clone(),
+        }
+    }
+}
+
+impl Encoder for DynamicEncoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the request: {e}")))
+    }
+}
+
+impl Decoder for DynamicDecoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
+        DynamicMessage::decode(self.output.clone(), src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("decoding the response: {e}")))
+    }
+}

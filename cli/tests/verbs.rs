@@ -1,0 +1,337 @@
+//! The other verbs: delete, scale, label, annotate, describe, explain,
+//! api-resources, events, call, version, completion, cordon, wait, and the
+//! verbs that wait for later server features.
+
+mod common;
+
+use common::{Cluster, golden, path_str, pod};
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.14.2
+";
+
+const EVENT: &str = "apiVersion: v1
+kind: Event
+metadata:
+  name: web.1
+involvedObject:
+  kind: Pod
+  name: web
+  namespace: default
+reason: Scheduled
+message: Successfully assigned default/web to node-1
+type: Normal
+source:
+  component: moor-scheduler
+";
+
+const NODE: &str = "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_by_name_and_file() {
+    let c = Cluster::start().await;
+    c.apply("a.yaml", &pod("a", "app: x")).await;
+    c.apply("b.yaml", &pod("b", "app: x")).await;
+    let cfile = c.write("c.yaml", &pod("c", "app: x"));
+    c.ok(&["apply", "-f", path_str(&cfile)]).await;
+
+    assert_eq!(
+        c.ok(&["delete", "pod", "a", "b", "--wait"]).await,
+        "pod \"a\" deleted\npod \"b\" deleted\n"
+    );
+    assert_eq!(
+        c.ok(&["delete", "-f", path_str(&cfile), "--grace-period", "0"])
+            .await,
+        "pod \"c\" deleted\n"
+    );
+    assert_eq!(c.run(&["get", "pods"]).await.stdout, "");
+    let err = c.fails(&["delete", "pod", "a"]).await;
+    assert_eq!(err, r#"Error from server (NotFound): Pod "a" not found"#);
+    let out = c.run(&["delete", "pod", "a", "--ignore-not-found"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let err = c.fails(&["delete", "pod"]).await;
+    assert!(err.contains("a name is needed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_label_annotate() {
+    let c = Cluster::start().await;
+    c.apply("d.yaml", DEPLOYMENT).await;
+    assert_eq!(
+        c.ok(&["scale", "deployment", "web", "--replicas", "4"])
+            .await,
+        "deployment/web scaled\n"
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "4"
+    );
+    assert_eq!(
+        c.ok(&["scale", "deploy/web", "--replicas=2"]).await,
+        "deployment/web scaled\n"
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "2"
+    );
+    let err = c
+        .fails(&["scale", "configmap", "x", "--replicas", "1"])
+        .await;
+    assert_eq!(err, "error: configmaps cannot be scaled");
+
+    c.apply("p.yaml", &pod("web", "app: web")).await;
+    assert_eq!(
+        c.ok(&["label", "pod", "web", "tier=front", "env=prod"])
+            .await,
+        "pod/web labeled\n"
+    );
+    let labels = c
+        .ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.labels}"])
+        .await;
+    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(
+        labels,
+        serde_json::json!({"app": "web", "tier": "front", "env": "prod"})
+    );
+    let err = c.fails(&["label", "pod", "web", "tier=back"]).await;
+    assert!(err.contains("--overwrite is false"), "{err}");
+    c.ok(&["label", "pod/web", "tier=back", "env-", "--overwrite"])
+        .await;
+    let labels = c
+        .ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.labels}"])
+        .await;
+    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(labels, serde_json::json!({"app": "web", "tier": "back"}));
+    assert_eq!(
+        c.ok(&["get", "pods", "-l", "tier=back", "-o", "name"])
+            .await,
+        "pod/web\n"
+    );
+
+    assert_eq!(
+        c.ok(&["annotate", "pod", "web", "note=hello world"]).await,
+        "pod/web annotated\n"
+    );
+    let note = c
+        .ok(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.note}",
+        ])
+        .await;
+    assert_eq!(note, "hello world");
+    c.ok(&["annotate", "pod", "web", "note-"]).await;
+    let note = c
+        .ok(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.note}",
+        ])
+        .await;
+    assert_eq!(note, "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_and_events() {
+    let c = Cluster::start().await;
+    c.apply("p.yaml", &pod("web", "app: web")).await;
+    c.apply("e.yaml", EVENT).await;
+    c.apply(
+        "e2.yaml",
+        &EVENT
+            .replace("name: web.1", "name: other.1")
+            .replace("name: web\n", "name: other\n"),
+    )
+    .await;
+    let text = c.ok(&["describe", "pod", "web"]).await;
+    assert!(text.starts_with("Name:         web\nNamespace:    default\nKind:         Pod (v1)\nLabels:       app=web\n"), "{text}");
+    assert!(
+        text.contains("Spec:\n  containers:\n  - name: app\n    image: nginx:1.14.2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Events:\n  Type     Reason      Age"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Successfully assigned default/web to node-1"),
+        "{text}"
+    );
+    assert!(!text.contains("other"), "{text}");
+    let err = c.fails(&["describe", "pod", "ghost"]).await;
+    assert!(err.contains("NotFound"), "{err}");
+
+    let events = c.ok(&["events"]).await;
+    assert!(
+        events.starts_with("LAST SEEN   TYPE     REASON      OBJECT"),
+        "{events}"
+    );
+    assert!(events.contains("pod/web"), "{events}");
+    assert!(events.contains("pod/other"), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_and_api_resources() {
+    let c = Cluster::start().await;
+    let text = c.ok(&["explain", "deployments.spec.replicas"]).await;
+    assert!(
+        text.starts_with(
+            "KIND:       Deployment\nVERSION:    apps/v1\n\nFIELD: replicas <integer>"
+        ),
+        "{text}"
+    );
+    let text = c.ok(&["explain", "pods"]).await;
+    assert!(
+        text.contains("DESCRIPTION:\n    A group of containers"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  spec\t<PodSpec>\n    Desired state of the pod."),
+        "{text}"
+    );
+    let err = c.fails(&["explain", "pods.spec.bogus"]).await;
+    assert!(err.contains("\"bogus\" does not exist"), "{err}");
+    golden("api_resources", &c.ok(&["api-resources"]).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_version_completion() {
+    let c = Cluster::start().await;
+    c.apply("p.yaml", &pod("web", "app: web")).await;
+    let out = c
+        .ok(&[
+            "call",
+            "moor.core.v1.Pods/Get",
+            "-d",
+            r#"{"namespace":"default","name":"web"}"#,
+        ])
+        .await;
+    let pod: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pod["metadata"]["name"], "web");
+    let out = c.ok(&["call", "Namespaces/List"]).await;
+    assert!(out.contains("moor-system"), "{out}");
+    let err = c.fails(&["call", "Pods/Frob"]).await;
+    assert!(err.contains("has no method \"Frob\""), "{err}");
+    let err = c
+        .fails(&["call", "Pods/Get", "-d", r#"{"nmae": "x"}"#])
+        .await;
+    assert!(err.contains("nmae"), "{err}");
+
+    let out = c.ok(&["version"]).await;
+    assert_eq!(
+        out,
+        format!(
+            "Client Version: v{}\nServer: reachable at {}\n",
+            env!("CARGO_PKG_VERSION"),
+            c.server
+        )
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = c.ok(&["completion", shell]).await;
+        assert!(script.contains("moorctl"), "{shell}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cordon_and_wait() {
+    let c = Cluster::start().await;
+    c.apply("n.yaml", NODE).await;
+    assert_eq!(c.ok(&["cordon", "node-1"]).await, "node/node-1 cordoned\n");
+    assert_eq!(
+        c.ok(&["cordon", "node-1"]).await,
+        "node/node-1 already cordoned\n"
+    );
+    let table = c.ok(&["get", "nodes"]).await;
+    assert!(table.contains("Unknown,SchedulingDisabled"), "{table}");
+    assert_eq!(
+        c.ok(&["uncordon", "node-1"]).await,
+        "node/node-1 uncordoned\n"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "node",
+            "node-1",
+            "-o",
+            "jsonpath={.spec.unschedulable}"
+        ])
+        .await,
+        ""
+    );
+
+    c.apply("p.yaml", &pod("web", "app: web")).await;
+    let err = c
+        .fails(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/web",
+            "--timeout",
+            "1s",
+        ])
+        .await;
+    assert_eq!(err, "error: timed out waiting for pod/web");
+    let waiter = c
+        .command(&["wait", "--for=delete", "pod/web", "--timeout", "60s"])
+        .output();
+    let deleter = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        c.ok(&["delete", "pod", "web", "--grace-period", "0"]).await
+    };
+    let (waited, _) = tokio::join!(waiter, deleter);
+    let waited = waited.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&waited.stdout),
+        "pod/web deleted\n",
+        "{waited:?}"
+    );
+    assert_eq!(
+        c.ok(&["wait", "--for=delete", "pod/web"]).await,
+        "pod/web deleted\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn later_verbs_say_what_they_wait_for() {
+    let c = Cluster::start().await;
+    for verb in ["logs", "exec", "rollout", "rolling-update", "drain", "edit"] {
+        let err = c.fails(&[verb, "x"]).await;
+        assert_eq!(
+            err,
+            format!(
+                "moorctl {verb}: the server does not support {verb} yet (it comes with the node agent / controller-manager)"
+            )
+        );
+    }
+    let help = c.ok(&["--help"]).await;
+    for verb in [
+        "logs",
+        "exec",
+        "rollout",
+        "rolling-update",
+        "drain",
+        "edit",
+        "wait",
+        "cordon",
+    ] {
+        assert!(help.contains(verb), "{verb} missing from --help");
+    }
+}
