@@ -181,23 +181,9 @@ impl<K: Kind> Registry<K> {
         let key = Self::key(&namespace, &meta.name);
         let expected = parse_revision(&meta.resource_version)?;
         loop {
-            let kv = self
-                .shared
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| Self::not_found(&meta.name))?;
-            if expected.is_some_and(|rv| rv != kv.mod_revision) {
-                return Err(stale(K::KIND, &meta.name));
-            }
-            let old: K = decode(&kv)?;
-            if !meta.uid.is_empty() && meta.uid != old.meta().uid {
-                return Err(Error::Conflict(format!(
-                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    meta.uid,
-                    old.meta().uid
-                )));
-            }
+            let (kv, old) = self
+                .read_checked(&key, &meta.name, expected, &meta.uid)
+                .await?;
             let mut new = match part {
                 Part::Main => {
                     let mut new = object.clone();
@@ -274,6 +260,34 @@ impl<K: Kind> Registry<K> {
         }
     }
 
+    /// Reads the object at `key`, checking the caller's resourceVersion and
+    /// uid preconditions.
+    async fn read_checked(
+        &self,
+        key: &str,
+        name: &str,
+        expected: Option<i64>,
+        uid: &str,
+    ) -> Result<(moor_storage::KeyValue, K), Error> {
+        let kv = self
+            .shared
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| Self::not_found(name))?;
+        if expected.is_some_and(|rv| rv != kv.mod_revision) {
+            return Err(stale(K::KIND, name));
+        }
+        let object: K = decode(&kv)?;
+        if !uid.is_empty() && uid != object.meta().uid {
+            return Err(Error::Conflict(format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                object.meta().uid
+            )));
+        }
+        Ok((kv, object))
+    }
+
     /// Removes an object from the store at `revision`; `Ok(None)` when it
     /// changed meanwhile and the caller should retry.
     async fn remove(
@@ -311,23 +325,9 @@ impl<K: Kind> Registry<K> {
         let key = Self::key(&namespace, &req.name);
         let expected = parse_revision(&req.resource_version)?;
         loop {
-            let kv = self
-                .shared
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| Self::not_found(&req.name))?;
-            if expected.is_some_and(|rv| rv != kv.mod_revision) {
-                return Err(stale(K::KIND, &req.name));
-            }
-            let mut object: K = decode(&kv)?;
-            if !req.uid.is_empty() && req.uid != object.meta().uid {
-                return Err(Error::Conflict(format!(
-                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    req.uid,
-                    object.meta().uid
-                )));
-            }
+            let (kv, mut object) = self
+                .read_checked(&key, &req.name, expected, &req.uid)
+                .await?;
             let grace = object
                 .graceful_deletion()
                 .map(|default| req.grace_period_seconds.unwrap_or(default).max(0));

@@ -169,7 +169,11 @@ impl<K: Resource> Watcher<K> {
             };
             match change {
                 Ok(change) => {
-                    if change.revision <= self.seen && matches!(self.source, Source::Cache(_)) {
+                    // The cache hands each watcher every change once (its start
+                    // and live feed are taken atomically); this only guards
+                    // against going back in time. Equal revisions are let
+                    // through: a re-list emits several changes at one revision.
+                    if change.revision < self.seen && matches!(self.source, Source::Cache(_)) {
                         continue;
                     }
                     self.seen = self.seen.max(change.revision);

@@ -24,6 +24,30 @@ struct Cli {
 enum Command {
     /// Run the apiserver: the API, storage and watches.
     Apiserver(ApiserverArgs),
+    /// Run a node agent: registers the node and runs its pods on Docker.
+    Node(NodeArgs),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// URL of the apiserver, e.g. http://127.0.0.1:6443.
+    #[arg(long, default_value = "http://127.0.0.1:6443")]
+    server: String,
+    /// Node name (with --count: the prefix of NAME-0 ... NAME-(N-1)).
+    #[arg(long)]
+    name: String,
+    /// Directory for pod volumes (emptyDir).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Container runtime: docker, or fake for simulated nodes.
+    #[arg(long, default_value = "docker", value_parser = ["docker", "fake"])]
+    runtime: String,
+    /// With --runtime fake: run this many simulated nodes in one process.
+    #[arg(long)]
+    count: Option<usize>,
+    /// Seconds between node status and lease renewals.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_seconds: u64,
 }
 
 #[derive(Args)]
@@ -61,6 +85,20 @@ fn main() -> anyhow::Result<()> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         match cli.command {
             Command::Apiserver(args) => run_apiserver(args, shutdown).await,
+            Command::Node(args) => {
+                let mut config = moor_node::Config::new(args.server, args.name, args.data_dir);
+                config.runtime = match args.runtime.as_str() {
+                    "fake" => moor_node::RuntimeKind::Fake,
+                    _ => moor_node::RuntimeKind::Docker,
+                };
+                if args.count.is_some() && config.runtime != moor_node::RuntimeKind::Fake {
+                    anyhow::bail!("--count needs --runtime fake");
+                }
+                config.count = args.count;
+                config.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
+                moor_node::run(config, shutdown).await?;
+                Ok(())
+            }
         }
     })
 }

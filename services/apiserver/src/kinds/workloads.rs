@@ -155,28 +155,6 @@ impl Kind for ReplicationController {
     }
 }
 
-impl Scalable for ReplicationController {
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn set_replicas(&mut self, replicas: i32) {
-        self.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
-    }
-    fn status_replicas(&self) -> i32 {
-        self.status.as_ref().map(|s| s.replicas).unwrap_or(0)
-    }
-    fn selector_string(&self) -> String {
-        let selector = self
-            .spec
-            .as_ref()
-            .map(|s| s.selector.clone())
-            .unwrap_or_default();
-        Selector::from_match_labels(selector)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    }
-}
-
 impl Kind for ReplicaSet {
     fn set_defaults(&mut self) {
         let spec = self.spec.get_or_insert_with(Default::default);
@@ -195,21 +173,6 @@ impl Kind for ReplicaSet {
             }
         };
         validate_template(spec.template.as_ref(), selector.as_ref(), errors);
-    }
-}
-
-impl Scalable for ReplicaSet {
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn set_replicas(&mut self, replicas: i32) {
-        self.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
-    }
-    fn status_replicas(&self) -> i32 {
-        self.status.as_ref().map(|s| s.replicas).unwrap_or(0)
-    }
-    fn selector_string(&self) -> String {
-        selector_text(self.spec.as_ref().and_then(|s| s.selector.as_ref()))
     }
 }
 
@@ -326,17 +289,35 @@ fn int_or_percent(value: Option<&IntOrString>, path: &str, errors: &mut Errors) 
     }
 }
 
-impl Scalable for Deployment {
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-    fn set_replicas(&mut self, replicas: i32) {
-        self.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
-    }
-    fn status_replicas(&self) -> i32 {
-        self.status.as_ref().map(|s| s.replicas).unwrap_or(0)
-    }
-    fn selector_string(&self) -> String {
-        selector_text(self.spec.as_ref().and_then(|s| s.selector.as_ref()))
-    }
+/// The scale accessors are the same for every workload: `spec.replicas`
+/// (default 1) and `status.replicas`; only the selector's form differs.
+macro_rules! scalable {
+    ($($kind:ty => |$this:ident| $selector:expr;)*) => {
+        $(
+            impl Scalable for $kind {
+                fn replicas(&self) -> i32 {
+                    self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+                }
+                fn set_replicas(&mut self, replicas: i32) {
+                    self.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
+                }
+                fn status_replicas(&self) -> i32 {
+                    self.status.as_ref().map(|s| s.replicas).unwrap_or(0)
+                }
+                fn selector_string(&self) -> String {
+                    let $this = self;
+                    $selector
+                }
+            }
+        )*
+    };
+}
+
+scalable! {
+    ReplicationController => |rc| {
+        let selector = rc.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        Selector::from_match_labels(selector).map(|s| s.to_string()).unwrap_or_default()
+    };
+    ReplicaSet => |rs| selector_text(rs.spec.as_ref().and_then(|s| s.selector.as_ref()));
+    Deployment => |d| selector_text(d.spec.as_ref().and_then(|s| s.selector.as_ref()));
 }

@@ -1,0 +1,428 @@
+//! [`Docker`]: the runtime on a Docker Engine, through bollard.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
+    NetworkCreateRequest, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+
+use crate::types::{
+    ContainerInfo, ContainerSpec, ContainerState, NetworkMode, PortMapping, RuntimeInfo,
+};
+use crate::{ContainerRuntime, Error};
+
+/// The runtime on the local Docker Engine; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Docker {
+    docker: bollard::Docker,
+    network: String,
+    /// Serialises network creation in this process (Docker allows two
+    /// networks of one name, which then makes the name ambiguous).
+    network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+// === impl Docker ===
+
+impl Docker {
+    /// Connects to the local engine (`$DOCKER_HOST` or the default socket) and
+    /// negotiates the API version. `network` is the cluster bridge network
+    /// whose address [`ContainerInfo::ip`] reports.
+    pub async fn connect(network: &str) -> Result<Self, Error> {
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(unavailable)?
+            .negotiate_version()
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            docker,
+            network: network.to_owned(),
+            network_lock: std::sync::Arc::default(),
+        })
+    }
+
+    /// Another agent on this host may have created the network at the same
+    /// time: the oldest one of the name wins, and ours goes if it lost.
+    async fn keep_one_network(&self, name: &str, ours: &str) -> Result<(), Error> {
+        let filters = HashMap::from([("name".to_owned(), vec![format!("^{name}$")])]);
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut networks: Vec<(Option<SystemTime>, String)> = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(engine)?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .map(|n| {
+                (
+                    n.created.as_deref().and_then(parse_time),
+                    n.id.unwrap_or_default(),
+                )
+            })
+            .collect();
+        networks.sort();
+        let winner = networks.first().map(|(_, id)| id.as_str());
+        if winner.is_some_and(|w| w != ours) {
+            tracing::info!(
+                network = name,
+                "another agent created the network first; using theirs"
+            );
+            match self.docker.remove_network(ours).await {
+                Ok(()) => {}
+                Err(err) if status_of(&err) == Some(404) => {}
+                Err(err) => return Err(engine(err)),
+            }
+        }
+        Ok(())
+    }
+
+    fn info_from(&self, c: ContainerInspectResponse) -> ContainerInfo {
+        let state = c.state.unwrap_or_default();
+        let failed_start = state.error.as_deref().is_some_and(|e| !e.is_empty());
+        let status = match state.status {
+            // A start that failed (bad command, missing mount) leaves the
+            // container created with an error: treat it as exited so the
+            // agent backs off instead of retrying the start at once.
+            Some(ContainerStateStatusEnum::CREATED) if failed_start => ContainerState::Exited,
+            Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+            Some(
+                ContainerStateStatusEnum::RUNNING
+                | ContainerStateStatusEnum::PAUSED
+                | ContainerStateStatusEnum::RESTARTING,
+            ) => ContainerState::Running,
+            _ => ContainerState::Exited,
+        };
+        let config = c.config.unwrap_or_default();
+        let ip = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&self.network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty());
+        ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            labels: config.labels.unwrap_or_default(),
+            state: status,
+            exit_code: state.exit_code.unwrap_or(0),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error.unwrap_or_default(),
+            started_at: state.started_at.as_deref().and_then(parse_time),
+            finished_at: state.finished_at.as_deref().and_then(parse_time),
+            image: config.image.unwrap_or_default(),
+            image_id: c.image.unwrap_or_default(),
+            ip,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for Docker {
+    fn id_scheme(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn info(&self) -> Result<RuntimeInfo, Error> {
+        let info = self.docker.info().await.map_err(unavailable)?;
+        let architecture = match info.architecture.as_deref().unwrap_or_default() {
+            "x86_64" => "amd64".to_owned(),
+            "aarch64" => "arm64".to_owned(),
+            other => other.to_owned(),
+        };
+        Ok(RuntimeInfo {
+            cpus: info.ncpu.unwrap_or(0),
+            memory_bytes: info.mem_total.unwrap_or(0),
+            operating_system: info.os_type.unwrap_or_else(|| "linux".into()),
+            architecture,
+            kernel_version: info.kernel_version.unwrap_or_default(),
+            os_image: info.operating_system.unwrap_or_default(),
+            runtime_version: format!("docker://{}", info.server_version.unwrap_or_default()),
+        })
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<(), Error> {
+        let _creating = self.network_lock.lock().await;
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(err) if status_of(&err) == Some(404) => {}
+            Err(err) => return Err(engine(err)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([("moor.network".into(), "true".into())])),
+            ..Default::default()
+        };
+        let created = match self.docker.create_network(request).await {
+            Ok(created) => created.id,
+            Err(err) if status_of(&err) == Some(409) => return Ok(()),
+            Err(err) => return Err(engine(err)),
+        };
+        self.keep_one_network(name, &created).await
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<String>, Error> {
+        match self.docker.inspect_image(image).await {
+            Ok(inspect) => Ok(Some(inspect.id.unwrap_or_default())),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(engine(err)),
+        }
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<(), Error> {
+        let (name, tag) = split_tag(image);
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag)
+            .build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            match item {
+                Ok(info) => tracing::debug!(image, status = ?info.status, "pulling"),
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    return Err(Error::Pull(message));
+                }
+                Err(BollardError::DockerStreamError { error }) => return Err(Error::Pull(error)),
+                Err(err) => return Err(Error::Pull(err.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
+        let network_mode = match &spec.network {
+            NetworkMode::Network(name) => name.clone(),
+            NetworkMode::Container(id) => format!("container:{id}"),
+        };
+        let binds = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                let mode = if m.read_only { ":ro" } else { "" };
+                format!("{}:{}{mode}", m.host_path, m.container_path)
+            })
+            .collect();
+        let host_config = HostConfig {
+            network_mode: Some(network_mode),
+            ipc_mode: Some(match &spec.ipc_container {
+                Some(id) => format!("container:{id}"),
+                None => "shareable".into(),
+            }),
+            binds: Some(binds),
+            port_bindings: (!spec.ports.is_empty()).then(|| {
+                spec.ports
+                    .iter()
+                    .map(|p| {
+                        let binding = PortBinding {
+                            host_ip: (!p.host_ip.is_empty()).then(|| p.host_ip.clone()),
+                            host_port: Some(p.host_port.to_string()),
+                        };
+                        (port_key(p), Some(vec![binding]))
+                    })
+                    .collect()
+            }),
+            nano_cpus: spec.nano_cpus,
+            memory: spec.memory_bytes,
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
+            working_dir: (!spec.working_dir.is_empty()).then(|| spec.working_dir.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            hostname: spec.hostname.clone(),
+            exposed_ports: (!spec.ports.is_empty())
+                .then(|| spec.ports.iter().map(port_key).collect()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(engine)?;
+        Ok(created.id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), Error> {
+        self.docker.start_container(id, None).await.map_err(engine)
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped; 404: gone.
+            Err(err) if matches!(status_of(&err), Some(304 | 404)) => Ok(()),
+            Err(err) => Err(engine(err)),
+        }
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 404: gone; 409: removal already in progress.
+            Err(err) if matches!(status_of(&err), Some(404 | 409)) => Ok(()),
+            Err(err) => Err(engine(err)),
+        }
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, Error> {
+        match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => Ok(Some(self.info_from(c))),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(engine(err)),
+        }
+    }
+
+    async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine)?;
+        let mut infos = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            // A container removed between list and inspect is simply skipped.
+            if let Some(info) = self.inspect_container(&id).await? {
+                infos.push(info);
+            }
+        }
+        Ok(infos)
+    }
+}
+
+/// Docker's name of a port: `8080/tcp`.
+fn port_key(p: &PortMapping) -> String {
+    format!("{}/{}", p.container_port, p.protocol)
+}
+
+fn status_of(err: &BollardError) -> Option<u16> {
+    match err {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn unavailable(err: BollardError) -> Error {
+    Error::Unavailable(err.to_string())
+}
+
+fn engine(err: BollardError) -> Error {
+    match err {
+        BollardError::DockerResponseServerError { message, .. } => Error::Engine(message),
+        BollardError::DockerStreamError { error } => Error::Engine(error),
+        other if is_transport(&other) => Error::Unavailable(other.to_string()),
+        other => Error::Engine(other.to_string()),
+    }
+}
+
+fn is_transport(err: &BollardError) -> bool {
+    matches!(
+        err,
+        BollardError::IOError { .. }
+            | BollardError::HyperResponseError { .. }
+            | BollardError::RequestTimeoutError
+            | BollardError::SocketNotFoundError(_)
+    )
+}
+
+/// `name:tag` from an image reference (`latest` when untagged; a registry
+/// port is not a tag).
+fn split_tag(image: &str) -> (&str, &str) {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}
+
+/// Parses Docker's RFC 3339 UTC times (`2024-01-02T03:04:05.123456789Z`);
+/// Docker's zero time (year 1) and anything unparsable give `None`.
+fn parse_time(text: &str) -> Option<SystemTime> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    if year < 1970 {
+        return None;
+    }
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut hms = hms.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    let nanos: u32 = format!("{fraction:0<9}").get(..9)?.parse().ok()?;
+    let days = days_from_civil(year, month, day);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_times() {
+        let t = parse_time("2024-01-02T03:04:05.5Z").unwrap();
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(secs, Duration::new(1_704_164_645, 500_000_000));
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_time("garbage"), None);
+    }
+
+    #[test]
+    fn splits_tags() {
+        assert_eq!(split_tag("moor/pause:0.1"), ("moor/pause", "0.1"));
+        assert_eq!(
+            split_tag("localhost:5000/echo"),
+            ("localhost:5000/echo", "latest")
+        );
+        assert_eq!(split_tag("echo"), ("echo", "latest"));
+    }
+}

@@ -1,0 +1,207 @@
+//! [`Fake`]: an in-memory runtime for simulated nodes. Containers start
+//! instantly and run until stopped; every image is present; nothing runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::types::{ContainerInfo, ContainerSpec, ContainerState, NetworkMode, RuntimeInfo};
+use crate::{ContainerRuntime, Error};
+
+/// An in-memory runtime; clones share their containers.
+#[derive(Clone, Debug)]
+pub struct Fake {
+    info: RuntimeInfo,
+    // A std Mutex: held only in short synchronous sections, never across an await.
+    containers: Arc<Mutex<HashMap<String, ContainerInfo>>>,
+    next: Arc<AtomicU64>,
+    down: Arc<AtomicBool>,
+}
+
+// === impl Fake ===
+
+impl Fake {
+    /// A fake machine with `cpus` CPUs and `memory_bytes` of memory.
+    pub fn new(cpus: i64, memory_bytes: i64) -> Self {
+        Self {
+            info: RuntimeInfo {
+                cpus,
+                memory_bytes,
+                operating_system: "linux".into(),
+                architecture: "amd64".into(),
+                kernel_version: "fake".into(),
+                os_image: "moor fake node".into(),
+                runtime_version: "fake://0.1".into(),
+            },
+            containers: Arc::default(),
+            next: Arc::new(AtomicU64::new(1)),
+            down: Arc::default(),
+        }
+    }
+
+    /// Makes `info` fail (or answer again), as when the engine is down:
+    /// the node goes NotReady.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, ContainerInfo>) -> T) -> T {
+        let mut guard = match self.containers.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for Fake {
+    fn id_scheme(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn info(&self) -> Result<RuntimeInfo, Error> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable("the fake runtime is down".into()));
+        }
+        Ok(self.info.clone())
+    }
+
+    async fn ensure_network(&self, _name: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<String>, Error> {
+        Ok(Some(format!("fake:{image}")))
+    }
+
+    async fn pull_image(&self, _image: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("fake{n:012x}");
+        // Sandboxes get an address in 10.0.0.0/8 so pods show a plausible podIP.
+        let ip = matches!(spec.network, NetworkMode::Network(_))
+            .then(|| format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff));
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            state: ContainerState::Created,
+            exit_code: 0,
+            oom_killed: false,
+            error: String::new(),
+            started_at: None,
+            finished_at: None,
+            image: spec.image.clone(),
+            image_id: format!("fake:{}", spec.image),
+            ip,
+        };
+        self.with(|c| {
+            if c.values().any(|other| other.name == spec.name) {
+                return Err(Error::Engine(format!("name {:?} is in use", spec.name)));
+            }
+            c.insert(id.clone(), info);
+            Ok(id)
+        })
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), Error> {
+        self.with(|c| match c.get_mut(id) {
+            Some(info) => {
+                info.state = ContainerState::Running;
+                info.started_at = Some(SystemTime::now());
+                Ok(())
+            }
+            None => Err(Error::Engine(format!("no such container: {id}"))),
+        })
+    }
+
+    async fn stop_container(&self, id: &str, _grace: Duration) -> Result<(), Error> {
+        self.with(|c| {
+            if let Some(info) = c.get_mut(id).filter(|i| i.state == ContainerState::Running) {
+                info.state = ContainerState::Exited;
+                info.finished_at = Some(SystemTime::now());
+            }
+        });
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        self.with(|c| c.remove(id));
+        Ok(())
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, Error> {
+        Ok(self.with(|c| c.get(id).cloned()))
+    }
+
+    async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error> {
+        Ok(self.with(|c| {
+            c.values()
+                .filter(|info| labels.iter().all(|(k, v)| info.label(k) == *v))
+                .cloned()
+                .collect()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels;
+
+    fn spec(name: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: "img".into(),
+            command: vec![],
+            args: vec![],
+            working_dir: String::new(),
+            env: vec![],
+            labels: [(labels::POD_UID.to_owned(), "u1".to_owned())].into(),
+            mounts: vec![],
+            network: NetworkMode::Network("moor".into()),
+            ipc_container: None,
+            hostname: None,
+            ports: vec![],
+            nano_cpus: None,
+            memory_bytes: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn containers_run_until_stopped_and_list_by_label() {
+        let fake = Fake::new(4, 1 << 30);
+        let id = fake.create_container(&spec("a")).await.unwrap();
+        assert!(
+            fake.create_container(&spec("a")).await.is_err(),
+            "names are unique"
+        );
+        fake.start_container(&id).await.unwrap();
+        let info = fake.inspect_container(&id).await.unwrap().unwrap();
+        assert_eq!(info.state, ContainerState::Running);
+        assert!(info.ip.is_some());
+        assert_eq!(
+            fake.list_containers(&[(labels::POD_UID, "u1")])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            fake.list_containers(&[(labels::POD_UID, "u2")])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        fake.stop_container(&id, Duration::ZERO).await.unwrap();
+        let info = fake.inspect_container(&id).await.unwrap().unwrap();
+        assert_eq!(info.state, ContainerState::Exited);
+        fake.remove_container(&id).await.unwrap();
+        assert!(fake.inspect_container(&id).await.unwrap().is_none());
+    }
+}

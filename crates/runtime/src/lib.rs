@@ -1,0 +1,63 @@
+//! The container runtime behind the node agent: a [`ContainerRuntime`] trait
+//! over containers, images and the cluster network, with two implementations:
+//! [`Docker`] (through bollard, the only crate of moor that talks to Docker)
+//! and [`Fake`] (in memory, for simulated nodes at scale).
+//!
+//! A pod is a sandbox container plus app containers; the runtime knows nothing
+//! of pods beyond the labels the agent puts on each container.
+
+mod docker;
+mod error;
+mod fake;
+mod types;
+
+pub use docker::Docker;
+pub use error::Error;
+pub use fake::Fake;
+pub use types::{
+    ContainerInfo, ContainerSpec, ContainerState, Labels, Mount, NetworkMode, PortMapping,
+    RuntimeInfo, labels,
+};
+
+use std::time::Duration;
+
+/// What the node agent needs from a container engine.
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// The prefix of container ids in pod status: `docker` gives `docker://<id>`.
+    fn id_scheme(&self) -> &'static str;
+
+    /// The machine and engine: CPUs, memory, OS, versions. Fails when the
+    /// engine does not answer (the node goes NotReady).
+    async fn info(&self) -> Result<RuntimeInfo, Error>;
+
+    /// Creates the bridge network `name` unless it exists (shared by every
+    /// agent on the host, so a concurrent create by another agent is fine).
+    async fn ensure_network(&self, name: &str) -> Result<(), Error>;
+
+    /// The image's id when it is present locally.
+    async fn image_id(&self, image: &str) -> Result<Option<String>, Error>;
+
+    /// Pulls an image from its registry; the error carries the engine's message.
+    async fn pull_image(&self, image: &str) -> Result<(), Error>;
+
+    /// Creates a container (not started); returns its id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error>;
+
+    /// Starts a created container.
+    async fn start_container(&self, id: &str) -> Result<(), Error>;
+
+    /// Sends the stop signal, waits up to `grace`, then kills. Stopping a
+    /// stopped or missing container succeeds.
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error>;
+
+    /// Removes a container (killing it if still running). Removing a missing
+    /// container succeeds.
+    async fn remove_container(&self, id: &str) -> Result<(), Error>;
+
+    /// One container's state, or `None` when it does not exist.
+    async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, Error>;
+
+    /// Every container (running or not) carrying all of `labels`.
+    async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error>;
+}

@@ -1,0 +1,77 @@
+//! The agent's settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which container runtime the agent drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// The local Docker Engine.
+    Docker,
+    /// In memory: pods report Running without containers (simulated nodes).
+    Fake,
+}
+
+/// Settings of [`crate::run`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Apiserver URL, `http://HOST:PORT`.
+    pub server: String,
+    /// Node name (with a count: the prefix of `NAME-0` ...).
+    pub name: String,
+    /// Where pod volumes live (`pods/<uid>/volumes/<name>`).
+    pub data_dir: PathBuf,
+    /// Docker or fake.
+    pub runtime: RuntimeKind,
+    /// With the fake runtime: how many simulated nodes.
+    pub count: Option<usize>,
+    /// How often the Node status and Lease are renewed.
+    pub heartbeat: Duration,
+    /// How often each pod is re-checked against its containers without a change.
+    pub pod_resync: Duration,
+    /// How often containers and directories of vanished pods are cleaned up.
+    pub gc_interval: Duration,
+    /// First restart (and pull) back-off; doubles up to `backoff_max`.
+    pub backoff_base: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+    /// The cluster bridge network, shared by every agent on the host.
+    pub network: String,
+    /// The sandbox image, built by images/build.sh.
+    pub sandbox_image: String,
+    /// CPUs a fake node reports.
+    pub fake_cpus: i64,
+    /// Memory a fake node reports, in bytes.
+    pub fake_memory_bytes: i64,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Defaults as Kubernetes' kubelet has them (10 s heartbeat, 10 s to 5 min back-off).
+    pub fn new(server: impl Into<String>, name: impl Into<String>, data_dir: PathBuf) -> Self {
+        Self {
+            server: server.into(),
+            name: name.into(),
+            data_dir,
+            runtime: RuntimeKind::Docker,
+            count: None,
+            heartbeat: Duration::from_secs(10),
+            pod_resync: Duration::from_secs(2),
+            gc_interval: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            network: "moor".into(),
+            sandbox_image: "moor/pause:0.1".into(),
+            fake_cpus: 4,
+            fake_memory_bytes: 16 << 30,
+        }
+    }
+
+    /// The back-off after `failures` failures in a row.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        self.backoff_base
+            .saturating_mul(2u32.saturating_pow(failures.min(20)))
+            .min(self.backoff_max)
+    }
+}

@@ -1,0 +1,33 @@
+//! The agent's errors.
+
+/// What can stop a sync or a heartbeat (both are retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The container runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] moor_runtime::Error),
+    /// The apiserver refused or did not answer.
+    #[error("apiserver: {0}")]
+    Api(#[from] moor_client::Error),
+    /// The data directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+// === impl Error ===
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The moor node agent. [`run`] registers a Node, renews its Lease and keeps
+//! the Ready condition true while the container runtime answers, and
+//! converges the runtime to the pods bound to the node: a sandbox per pod
+//! holding the network namespace, app containers joined to it, volumes,
+//! restarts with back-off, status written only on change, graceful deletion,
+//! and removal of containers whose pod is gone. A restarted agent adopts the
+//! containers it finds (by their labels) instead of restarting them.
+//!
+//! With the fake runtime and a count, one process runs many simulated nodes.
+
+mod agent;
+mod config;
+mod error;
+mod gc;
+mod node;
+mod pod;
+
+pub use config::{Config, RuntimeKind};
+pub use error::Error;
+
+use std::sync::Arc;
+
+use moor_runtime::{ContainerRuntime, Fake};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+
+/// Runs the agent (or, with the fake runtime and a count, `count` simulated
+/// agents named `NAME-0` ...) until `shutdown` is cancelled. Containers keep
+/// running after shutdown; the next agent adopts them.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let client = moor_client::Client::new(&config.server)?;
+    let mut agents = JoinSet::new();
+    match (config.runtime, config.count) {
+        (RuntimeKind::Fake, Some(count)) => {
+            for i in 0..count {
+                let mut one = config.clone();
+                one.name = format!("{}-{i}", config.name);
+                one.data_dir = config.data_dir.join(&one.name);
+                let runtime = Arc::new(Fake::new(config.fake_cpus, config.fake_memory_bytes));
+                agents.spawn(run_one(one, client.clone(), runtime, shutdown.clone()));
+            }
+        }
+        (RuntimeKind::Fake, None) => {
+            let runtime = Arc::new(Fake::new(config.fake_cpus, config.fake_memory_bytes));
+            agents.spawn(run_one(config, client, runtime, shutdown));
+        }
+        (RuntimeKind::Docker, _) => {
+            let Some(runtime) = agent::connect_docker(&config, &client, &shutdown).await else {
+                return Ok(());
+            };
+            agents.spawn(run_one(config, client, Arc::new(runtime), shutdown));
+        }
+    }
+    let mut result = Ok(());
+    while let Some(done) = agents.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => result = Err(err),
+            Err(err) => tracing::error!(%err, "node agent task panicked"),
+        }
+    }
+    result
+}
+
+/// Runs one agent on a runtime the caller built (tests inject a [`Fake`]
+/// they can take down).
+pub async fn run_with_runtime(
+    config: Config,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let client = moor_client::Client::new(&config.server)?;
+    run_one(config, client, runtime, shutdown).await
+}
+
+async fn run_one(
+    config: Config,
+    client: moor_client::Client,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let agent = Arc::new(Agent::new(config, client, runtime).await?);
+    tracing::info!(node = %agent.name, "node agent starting");
+    let mut tasks = JoinSet::new();
+    tasks.spawn(node::heartbeat_loop(agent.clone(), shutdown.clone()));
+    tasks.spawn(gc::gc_loop(agent.clone(), shutdown.clone()));
+    tasks.spawn(pod::run_controller(agent.clone(), shutdown.clone()));
+    while tasks.join_next().await.is_some() {}
+    tracing::info!(node = %agent.name, "node agent stopped; containers keep running");
+    Ok(())
+}

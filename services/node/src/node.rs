@@ -1,0 +1,229 @@
+//! The Node object and its Lease: registration, heartbeats, Ready.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use moor_api::Resource;
+use moor_api::coordination::v1::{Lease, LeaseSpec};
+use moor_api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use moor_api::meta::v1::ObjectMeta;
+use moor_client::Client;
+use moor_runtime::RuntimeInfo;
+use prost_types::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+use crate::{Config, Error};
+
+/// Namespace of node Leases (Kubernetes uses kube-node-lease).
+pub const LEASE_NAMESPACE: &str = "moor-system";
+/// Pods a node accepts.
+const MAX_PODS: &str = "110";
+/// Reported as the kubelet version.
+const VERSION: &str = concat!("moor-", env!("CARGO_PKG_VERSION"));
+
+/// Renews the Node status and Lease every heartbeat until shutdown.
+pub async fn heartbeat_loop(agent: Arc<Agent>, shutdown: CancellationToken) {
+    loop {
+        if let Err(err) = heartbeat(&agent).await {
+            tracing::warn!(node = %agent.name, %err, "heartbeat failed; retrying at the next one");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(agent.config.heartbeat) => {}
+        }
+    }
+}
+
+/// One heartbeat: asks the runtime, then writes Node status and Lease.
+async fn heartbeat(agent: &Agent) -> Result<(), Error> {
+    let ready = match agent.runtime.info().await {
+        Ok(info) => Ok(info),
+        Err(err) => {
+            tracing::warn!(node = %agent.name, %err, "container runtime does not answer; node NotReady");
+            Err(err.to_string())
+        }
+    };
+    let facts = Facts {
+        host_ip: &agent.host_ip,
+        hostname: &agent.hostname,
+    };
+    write_node(&agent.config, &agent.client, &facts, ready).await?;
+    renew_lease(&agent.client, &agent.name, &agent.config).await
+}
+
+/// Reports the node NotReady before any runtime answered at all.
+pub async fn report_unreachable(
+    config: &Config,
+    client: &Client,
+    message: &str,
+) -> Result<(), Error> {
+    let facts = Facts {
+        host_ip: "",
+        hostname: "",
+    };
+    write_node(config, client, &facts, Err(message.to_owned())).await?;
+    renew_lease(client, &config.name, config).await
+}
+
+struct Facts<'a> {
+    host_ip: &'a str,
+    hostname: &'a str,
+}
+
+/// Creates the Node when missing, then writes its status.
+async fn write_node(
+    config: &Config,
+    client: &Client,
+    facts: &Facts<'_>,
+    ready: Result<RuntimeInfo, String>,
+) -> Result<(), Error> {
+    let nodes = client.api::<Node>();
+    let mut node = match nodes.get("", &config.name).await {
+        Ok(node) => node,
+        Err(moor_client::Error::NotFound(_)) => {
+            let node = nodes
+                .create(&new_node(&config.name, ready.as_ref().ok()))
+                .await?;
+            tracing::info!(node = %config.name, "registered node");
+            node
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let old = node.status.clone().unwrap_or_default();
+    node.status = Some(node_status(&old, facts, ready));
+    nodes.update_status(&node).await?;
+    Ok(())
+}
+
+fn new_node(name: &str, info: Option<&RuntimeInfo>) -> Node {
+    let os = info.map_or("linux", |i| i.operating_system.as_str());
+    let arch = info.map_or(std::env::consts::ARCH, |i| i.architecture.as_str());
+    let labels = HashMap::from([
+        ("kubernetes.io/hostname".to_owned(), name.to_owned()),
+        ("kubernetes.io/os".to_owned(), os.to_owned()),
+        ("kubernetes.io/arch".to_owned(), arch.to_owned()),
+    ]);
+    let mut node = Node {
+        metadata: Some(ObjectMeta {
+            name: name.to_owned(),
+            labels,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    node.set_type_meta();
+    node
+}
+
+/// The new status: capacity and info from the runtime when it answered
+/// (else kept), Ready with a fresh heartbeat, transition time kept while
+/// the status does not change.
+fn node_status(
+    old: &NodeStatus,
+    facts: &Facts<'_>,
+    ready: Result<RuntimeInfo, String>,
+) -> NodeStatus {
+    let now = Timestamp::from(std::time::SystemTime::now());
+    let mut status = old.clone();
+    let (value, reason, message) = match &ready {
+        Ok(_) => (
+            "True",
+            "KubeletReady",
+            "moor node agent is posting ready status".to_owned(),
+        ),
+        Err(err) => (
+            "False",
+            "ContainerRuntimeUnavailable",
+            format!("container runtime is down: {err}"),
+        ),
+    };
+    if let Ok(info) = &ready {
+        let capacity = HashMap::from([
+            ("cpu".to_owned(), info.cpus.to_string()),
+            (
+                "memory".to_owned(),
+                format!("{}Ki", info.memory_bytes / 1024),
+            ),
+            ("pods".to_owned(), MAX_PODS.to_owned()),
+        ]);
+        status.allocatable = capacity.clone();
+        status.capacity = capacity;
+        status.node_info = Some(NodeSystemInfo {
+            machine_id: std::fs::read_to_string("/etc/machine-id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            kernel_version: info.kernel_version.clone(),
+            os_image: info.os_image.clone(),
+            container_runtime_version: info.runtime_version.clone(),
+            kubelet_version: VERSION.to_owned(),
+            operating_system: info.operating_system.clone(),
+            architecture: info.architecture.clone(),
+        });
+    }
+    if !facts.host_ip.is_empty() {
+        status.addresses = vec![
+            NodeAddress {
+                r#type: "InternalIP".into(),
+                address: facts.host_ip.to_owned(),
+            },
+            NodeAddress {
+                r#type: "Hostname".into(),
+                address: facts.hostname.to_owned(),
+            },
+        ];
+    }
+    let transition = old
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready" && c.status == value)
+        .and_then(|c| c.last_transition_time)
+        .unwrap_or(now);
+    status.conditions.retain(|c| c.r#type != "Ready");
+    status.conditions.push(NodeCondition {
+        r#type: "Ready".into(),
+        status: value.into(),
+        last_heartbeat_time: Some(now),
+        last_transition_time: Some(transition),
+        reason: reason.into(),
+        message,
+    });
+    status
+}
+
+/// Creates or renews the node's Lease.
+async fn renew_lease(client: &Client, name: &str, config: &Config) -> Result<(), Error> {
+    let leases = client.api::<Lease>();
+    let now = Timestamp::from(std::time::SystemTime::now());
+    let duration = i32::try_from(config.heartbeat.as_secs().saturating_mul(4)).unwrap_or(40);
+    match leases.get(LEASE_NAMESPACE, name).await {
+        Ok(mut lease) => {
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            spec.holder_identity = Some(name.to_owned());
+            spec.lease_duration_seconds = Some(duration);
+            spec.renew_time = Some(now);
+            leases.update(&lease).await?;
+        }
+        Err(moor_client::Error::NotFound(_)) => {
+            let mut lease = Lease {
+                metadata: Some(ObjectMeta {
+                    name: name.to_owned(),
+                    namespace: LEASE_NAMESPACE.to_owned(),
+                    ..Default::default()
+                }),
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(name.to_owned()),
+                    lease_duration_seconds: Some(duration),
+                    acquire_time: Some(now),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                }),
+                ..Default::default()
+            };
+            lease.set_type_meta();
+            leases.create(&lease).await?;
+        }
+        Err(err) => return Err(err.into()),
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The pod sync loop: a controller over the pods bound to this node that
+//! converges the runtime to each pod and writes its status.
+
+mod spec;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use moor_api::core::v1::{Container, Pod};
+use moor_client::{Action, Context, Controller, DeleteParams, ListParams};
+use moor_runtime::{ContainerInfo, ContainerState, labels};
+use tokio_util::sync::CancellationToken;
+
+use self::status::{Observed, Waiting};
+use crate::Error;
+use crate::agent::Agent;
+
+/// Grace period when neither the deletion nor the spec gives one.
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// Runs the sync loop until shutdown.
+pub async fn run_controller(agent: Arc<Agent>, shutdown: CancellationToken) {
+    let params = ListParams::default().fields(format!("spec.nodeName={}", agent.name));
+    let controller = Controller::new(agent.client.api::<Pod>(), params);
+    controller
+        .run(
+            move |pod: Arc<Pod>, _ctx: Context<Pod>| {
+                let agent = agent.clone();
+                async move { sync(&agent, &pod).await }
+            },
+            shutdown,
+        )
+        .await;
+}
+
+/// One sync of one pod.
+#[tracing::instrument(skip_all, fields(node = %agent.name, pod = %key(pod)))]
+async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    if spec.node_name != agent.name {
+        return Ok(Action::AwaitChange);
+    }
+    let existing = agent
+        .runtime
+        .list_containers(&[(labels::POD_UID, &meta.uid)])
+        .await?;
+    if meta.deletion_timestamp.is_some() {
+        terminate(agent, pod, &existing).await?;
+        return Ok(Action::AwaitChange);
+    }
+    let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
+    if matches!(phase, "Succeeded" | "Failed") {
+        // Nothing runs again: the sandbox goes, the exited containers stay
+        // until the pod is deleted (their status is already written).
+        for sandbox in existing
+            .iter()
+            .filter(|c| c.is_sandbox() && c.state == ContainerState::Running)
+        {
+            agent
+                .runtime
+                .stop_container(&sandbox.id, Duration::ZERO)
+                .await?;
+        }
+        return Ok(Action::AwaitChange);
+    }
+    let mut waiting = HashMap::new();
+    let mut next = agent.config.pod_resync;
+    let (sandbox, problem) = ensure_sandbox(agent, pod, &existing).await?;
+    if let Some(sandbox) = &sandbox {
+        spec::prepare_volumes(agent, pod).await?;
+        for container in &spec.containers {
+            let attempts = attempts_of(&existing, &container.name);
+            match converge(agent, pod, container, &attempts, sandbox).await? {
+                Step::Fine => {}
+                Step::Wait(w, due) => {
+                    waiting.insert(container.name.clone(), w);
+                    next = next.min(due);
+                }
+            }
+        }
+    }
+    // Observe again: the steps above created and started containers.
+    let current = agent
+        .runtime
+        .list_containers(&[(labels::POD_UID, &meta.uid)])
+        .await?;
+    let pod_ip = current
+        .iter()
+        .filter(|c| c.is_sandbox() && c.state == ContainerState::Running)
+        .max_by_key(|c| c.attempt())
+        .and_then(|c| c.ip.clone())
+        .unwrap_or_default();
+    let observed = Observed {
+        attempts: spec
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), attempts_of(&current, &c.name)))
+            .collect(),
+        waiting,
+        pod_ip,
+        host_ip: agent.host_ip.clone(),
+        scheme: agent.runtime.id_scheme().to_owned(),
+        problem,
+    };
+    let new_status = status::compute(pod, &observed);
+    if pod.status.as_ref() != Some(&new_status) {
+        let mut updated = pod.clone();
+        updated.status = Some(new_status);
+        agent.client.api::<Pod>().update_status(&updated).await?;
+        tracing::debug!("pod status written");
+    }
+    Ok(Action::Requeue(next.max(Duration::from_millis(100))))
+}
+
+/// What a container needs next.
+enum Step {
+    /// Running, or done for good.
+    Fine,
+    /// Waiting for this reason; look again after this long.
+    Wait(Waiting, Duration),
+}
+
+/// Starts, restarts (after back-off) or leaves one app container.
+async fn converge(
+    agent: &Agent,
+    pod: &Pod,
+    container: &Container,
+    attempts: &[&ContainerInfo],
+    sandbox: &ContainerInfo,
+) -> Result<Step, Error> {
+    let policy = pod
+        .spec
+        .as_ref()
+        .map_or("Always", |s| s.restart_policy.as_str());
+    let Some(latest) = attempts.last() else {
+        return start(agent, pod, container, 0, sandbox).await;
+    };
+    match latest.state {
+        ContainerState::Running => Ok(Step::Fine),
+        ContainerState::Created => {
+            agent.runtime.start_container(&latest.id).await?;
+            Ok(Step::Fine)
+        }
+        ContainerState::Exited if !status::restarts(policy, latest.exit_code) => Ok(Step::Fine),
+        ContainerState::Exited => {
+            let backoff = agent.config.backoff(latest.attempt());
+            let since = latest
+                .finished_at
+                .and_then(|f| SystemTime::now().duration_since(f).ok())
+                .unwrap_or(backoff);
+            if since < backoff {
+                let message = format!(
+                    "back-off {}s restarting failed container={} pod={}",
+                    backoff.as_secs(),
+                    container.name,
+                    key(pod)
+                );
+                return Ok(Step::Wait(
+                    Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message,
+                    },
+                    backoff - since,
+                ));
+            }
+            let step = start(agent, pod, container, latest.attempt() + 1, sandbox).await?;
+            // Keep the previous attempt for lastState; older ones go.
+            for old in attempts.iter().rev().skip(1) {
+                agent.runtime.remove_container(&old.id).await?;
+            }
+            Ok(step)
+        }
+    }
+}
+
+/// Ensures the image per the pull policy, then creates and starts attempt `attempt`.
+async fn start(
+    agent: &Agent,
+    pod: &Pod,
+    container: &Container,
+    attempt: u32,
+    sandbox: &ContainerInfo,
+) -> Result<Step, Error> {
+    let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
+    if let Some(wait) = ensure_image(agent, uid, container).await? {
+        return Ok(wait);
+    }
+    let pod_ip = sandbox.ip.clone().unwrap_or_default();
+    let spec = match spec::app(agent, pod, container, attempt, &sandbox.id, &pod_ip) {
+        Ok(spec) => spec,
+        Err(spec::ConfigError(message)) => {
+            let reason = "CreateContainerConfigError".into();
+            return Ok(Step::Wait(
+                Waiting { reason, message },
+                agent.config.backoff_max,
+            ));
+        }
+    };
+    let id = agent.runtime.create_container(&spec).await?;
+    if let Err(err) = agent.runtime.start_container(&id).await {
+        // The container stays, exited with the engine's error; the next
+        // sync backs off from it like from a crash.
+        tracing::warn!(container = %container.name, %err, "container failed to start");
+    } else {
+        tracing::info!(container = %container.name, attempt, "started container");
+    }
+    Ok(Step::Fine)
+}
+
+/// Makes the image present per imagePullPolicy; a waiting step when it is not.
+async fn ensure_image(
+    agent: &Agent,
+    uid: &str,
+    container: &Container,
+) -> Result<Option<Step>, Error> {
+    let image = &container.image;
+    let present = agent.runtime.image_id(image).await?.is_some();
+    let policy = match container.image_pull_policy.as_str() {
+        "" if image.ends_with(":latest")
+            || !image.rsplit('/').next().unwrap_or(image).contains(':') =>
+        {
+            "Always"
+        }
+        "" => "IfNotPresent",
+        other => other,
+    };
+    match (policy, present) {
+        ("Never", false) => {
+            let message =
+                format!("Container image {image:?} is not present with pull policy of Never");
+            let reason = "ErrImageNeverPull".into();
+            return Ok(Some(Step::Wait(
+                Waiting { reason, message },
+                agent.config.pod_resync,
+            )));
+        }
+        ("Never", true) | ("IfNotPresent", true) => return Ok(None),
+        _ => {}
+    }
+    if let Some(failure) = agent.pull_failure(uid, &container.name) {
+        let backoff = agent.config.backoff(failure.count.saturating_sub(1));
+        let since = SystemTime::now()
+            .duration_since(failure.at)
+            .unwrap_or_default();
+        if since < backoff {
+            let message = format!("Back-off pulling image {image:?}: {}", failure.message);
+            let reason = "ImagePullBackOff".into();
+            return Ok(Some(Step::Wait(
+                Waiting { reason, message },
+                backoff - since,
+            )));
+        }
+    }
+    tracing::info!(image = %image, "pulling image");
+    match agent.runtime.pull_image(image).await {
+        Ok(()) => {
+            agent.clear_pull_failures(uid, Some(&container.name));
+            Ok(None)
+        }
+        Err(err) => {
+            let message = format!("failed to pull image {image:?}: {err}");
+            tracing::warn!(image = %image, %err, "pull failed; backing off");
+            let count = agent.record_pull_failure(uid, &container.name, message.clone());
+            let reason = "ErrImagePull".into();
+            Ok(Some(Step::Wait(
+                Waiting { reason, message },
+                agent.config.backoff(count - 1),
+            )))
+        }
+    }
+}
+
+/// The running sandbox, created when missing; or the problem preventing it.
+async fn ensure_sandbox(
+    agent: &Agent,
+    pod: &Pod,
+    existing: &[ContainerInfo],
+) -> Result<(Option<ContainerInfo>, Option<Waiting>), Error> {
+    let sandboxes: Vec<&ContainerInfo> = existing.iter().filter(|c| c.is_sandbox()).collect();
+    let latest = sandboxes.iter().max_by_key(|c| c.attempt()).copied();
+    if let Some(sandbox) = latest.filter(|c| c.state == ContainerState::Running) {
+        return Ok((Some(sandbox.clone()), None));
+    }
+    let image = &agent.config.sandbox_image;
+    if agent.runtime.image_id(image).await?.is_none() {
+        let message = format!(
+            "the sandbox image {image} is missing on node {}: build it with images/build.sh",
+            agent.name
+        );
+        tracing::warn!(%message, "cannot create pod sandbox");
+        let reason = "SandboxImageMissing".into();
+        return Ok((None, Some(Waiting { reason, message })));
+    }
+    // A new sandbox means a new network namespace: every container of the
+    // pod is created again in it.
+    for container in existing {
+        agent.runtime.remove_container(&container.id).await?;
+    }
+    agent.runtime.ensure_network(&agent.config.network).await?;
+    let attempt = latest.map_or(0, |c| c.attempt() + 1);
+    let id = agent
+        .runtime
+        .create_container(&spec::sandbox(agent, pod, attempt))
+        .await?;
+    agent.runtime.start_container(&id).await?;
+    tracing::info!(attempt, "started pod sandbox");
+    let sandbox = agent.runtime.inspect_container(&id).await?;
+    Ok((sandbox, None))
+}
+
+/// Graceful deletion: stop app containers with the grace period, then the
+/// sandbox, remove everything, and confirm so the apiserver removes the pod.
+async fn terminate(agent: &Agent, pod: &Pod, existing: &[ContainerInfo]) -> Result<(), Error> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let grace = meta
+        .deletion_grace_period_seconds
+        .or(pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+    let apps = existing
+        .iter()
+        .filter(|c| !c.is_sandbox() && c.state == ContainerState::Running);
+    tracing::info!(grace_seconds = grace.as_secs(), "stopping pod");
+    let stops = apps.map(|c| agent.runtime.stop_container(&c.id, grace));
+    for result in futures::future::join_all(stops).await {
+        result?;
+    }
+    for container in existing {
+        agent
+            .runtime
+            .stop_container(&container.id, Duration::ZERO)
+            .await?;
+        agent.runtime.remove_container(&container.id).await?;
+    }
+    let dir = agent.pod_dir(&meta.uid);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(Error::io(&dir, err)),
+    }
+    agent.clear_pull_failures(&meta.uid, None);
+    let params = DeleteParams {
+        uid: Some(meta.uid.clone()),
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    match agent
+        .client
+        .api::<Pod>()
+        .delete(&meta.namespace, &meta.name, &params)
+        .await
+    {
+        Ok(_) | Err(moor_client::Error::NotFound(_)) => {}
+        Err(err) => return Err(err.into()),
+    }
+    tracing::info!("pod stopped and removed");
+    Ok(())
+}
+
+/// A container's attempts, oldest first.
+fn attempts_of<'a>(containers: &'a [ContainerInfo], name: &str) -> Vec<&'a ContainerInfo> {
+    let mut attempts: Vec<&ContainerInfo> = containers
+        .iter()
+        .filter(|c| !c.is_sandbox() && c.label(labels::CONTAINER_NAME) == name)
+        .collect();
+    attempts.sort_by_key(|c| c.attempt());
+    attempts
+}
+
+fn key(pod: &Pod) -> String {
+    pod.metadata
+        .as_ref()
+        .map_or_else(String::new, |m| format!("{}/{}", m.namespace, m.name))
+}

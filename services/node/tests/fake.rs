@@ -1,0 +1,133 @@
+//! Simulated nodes: the fake runtime with a count, no Docker needed.
+
+mod support;
+
+use std::time::Duration;
+
+use moor_api::core::v1::{Node, Pod};
+use moor_client::{Client, ListParams};
+use moor_integration_tests::Apiserver;
+use moor_node::{Config, RuntimeKind};
+use moor_testkit::assert_eventually;
+use tokio_util::sync::CancellationToken;
+
+fn ready(node: &Node) -> bool {
+    node.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_fake_nodes_register_ready_and_run_pods() {
+    let apiserver = Apiserver::start().await.unwrap();
+    let url = format!("http://{}", apiserver.addr);
+    let client = Client::new(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(url, "hollow", dir.path().to_path_buf());
+    config.runtime = RuntimeKind::Fake;
+    config.count = Some(50);
+    config.heartbeat = Duration::from_secs(1);
+    let shutdown = CancellationToken::new();
+    let agents = tokio::spawn(moor_node::run(config, shutdown.clone()));
+
+    let nodes = client.api::<Node>();
+    assert_eventually!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .is_ok_and(|(n, _)| n.len() == 50 && n.iter().all(ready)),
+        Duration::from_secs(60),
+        "50 Ready nodes"
+    );
+    let names: std::collections::BTreeSet<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|n| n.metadata.unwrap().name)
+        .collect();
+    assert!(names.contains("hollow-0") && names.contains("hollow-49"));
+
+    let cluster_pod = support::pod("sim", "Always", vec![support::echo("main", &["serve"])]);
+    let mut p = cluster_pod;
+    moor_api::Resource::set_type_meta(&mut p);
+    client.api::<Pod>().create(&p).await.unwrap();
+    let binding = moor_api::core::v1::Binding {
+        metadata: Some(moor_api::meta::v1::ObjectMeta {
+            name: "sim".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        target: Some(moor_api::meta::v1::ObjectReference {
+            kind: "Node".into(),
+            name: "hollow-7".into(),
+            ..Default::default()
+        }),
+    };
+    client.api::<Pod>().bind(&binding).await.unwrap();
+    assert_eventually!(
+        client
+            .api::<Pod>()
+            .get("default", "sim")
+            .await
+            .is_ok_and(|p| p
+                .status
+                .is_some_and(|s| s.phase == "Running" && !s.pod_ip.is_empty())),
+        Duration::from_secs(30),
+        "the simulated pod runs"
+    );
+    shutdown.cancel();
+    agents.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_goes_not_ready_while_the_runtime_is_down_and_recovers() {
+    let apiserver = Apiserver::start().await.unwrap();
+    let url = format!("http://{}", apiserver.addr);
+    let client = Client::new(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(url, "flaky", dir.path().to_path_buf());
+    config.heartbeat = Duration::from_millis(200);
+    let runtime = std::sync::Arc::new(moor_runtime::Fake::new(2, 1 << 30));
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(moor_node::run_with_runtime(
+        config,
+        runtime.clone(),
+        shutdown.clone(),
+    ));
+    let nodes = client.api::<Node>();
+    let condition = |node: Node| {
+        node.status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.r#type == "Ready"))
+            .map(|c| (c.status, c.reason))
+    };
+    assert_eventually!(
+        nodes
+            .get("", "flaky")
+            .await
+            .is_ok_and(|n| condition(n).is_some_and(|c| c.0 == "True")),
+        Duration::from_secs(30)
+    );
+    runtime.set_down(true);
+    assert_eventually!(
+        nodes.get("", "flaky").await.is_ok_and(
+            |n| condition(n) == Some(("False".into(), "ContainerRuntimeUnavailable".into()))
+        ),
+        Duration::from_secs(30),
+        "NotReady with the reason"
+    );
+    runtime.set_down(false);
+    assert_eventually!(
+        nodes
+            .get("", "flaky")
+            .await
+            .is_ok_and(|n| condition(n).is_some_and(|c| c.0 == "True")),
+        Duration::from_secs(30),
+        "Ready again by itself"
+    );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
