@@ -71,8 +71,17 @@ pub enum Command {
     RollingUpdate(Passthrough),
     /// Evict every pod from a node (needs the node agent).
     Drain(Passthrough),
-    /// Edit a resource in $EDITOR.
-    Edit(Passthrough),
+    /// Edit a resource in $EDITOR (default vi) and apply it on save.
+    Edit(EditArgs),
+}
+
+/// Arguments of `edit`.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Kind, or KIND/NAME.
+    pub kind: String,
+    /// Name of the object (unless given as KIND/NAME).
+    pub name: Option<String>,
 }
 
 /// Arguments of `get`.

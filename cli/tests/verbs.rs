@@ -312,7 +312,7 @@ async fn cordon_and_wait() {
 #[tokio::test(flavor = "multi_thread")]
 async fn later_verbs_say_what_they_wait_for() {
     let c = Cluster::start().await;
-    for verb in ["logs", "exec", "rollout", "rolling-update", "drain", "edit"] {
+    for verb in ["logs", "exec", "rollout", "rolling-update", "drain"] {
         let err = c.fails(&[verb, "x"]).await;
         assert_eq!(
             err,
@@ -334,4 +334,62 @@ async fn later_verbs_say_what_they_wait_for() {
     ] {
         assert!(help.contains(verb), "{verb} missing from --help");
     }
+}
+
+/// A moorctl command whose $EDITOR is a shell script.
+fn with_editor(c: &Cluster, args: &[&str], script: &str) -> tokio::process::Command {
+    let editor = c.write("editor.sh", script);
+    let mut cmd = c.command(args);
+    cmd.env("EDITOR", format!("sh {}", path_str(&editor)));
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edit_applies_the_saved_object() {
+    let c = Cluster::start().await;
+    c.apply("web.yaml", DEPLOYMENT).await;
+    // The "editor" changes the replica count in place.
+    let cmd = with_editor(
+        &c,
+        &["edit", "deployment/web"],
+        "sed -i 's/replicas: 1/replicas: 4/' \"$1\"\n",
+    );
+    let out = common::output(cmd).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "deployment/web edited\n");
+    let replicas = c
+        .ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(replicas.trim(), "4");
+
+    // Saving without changes cancels.
+    let cmd = with_editor(&c, &["edit", "deployment", "web"], "true\n");
+    let out = common::output(cmd).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "Edit cancelled, no changes made.\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_edit_reopens_the_editor_with_the_error() {
+    let c = Cluster::start().await;
+    c.apply("web.yaml", DEPLOYMENT).await;
+    let seen = c.write("seen", "");
+    // First round: an unknown field. Second round: the editor sees the
+    // error on top, records it, and fixes the field.
+    let script = format!(
+        "if grep -q 'unknown field' \"$1\"; then\n  grep 'replicaz' \"$1\" >> {seen}\n  sed -i 's/replicaz: 1/replicas: 2/' \"$1\"\nelse\n  sed -i 's/replicas: 1/replicaz: 1/' \"$1\"\nfi\n",
+        seen = path_str(&seen)
+    );
+    let out = common::output(with_editor(&c, &["edit", "deployment/web"], &script)).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "deployment/web edited\n");
+    let recorded = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        recorded.contains("spec.replicaz: unknown field"),
+        "{recorded}"
+    );
+    let replicas = c
+        .ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(replicas.trim(), "2");
 }

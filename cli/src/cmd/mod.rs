@@ -5,6 +5,7 @@ mod apply;
 mod config;
 mod delete;
 mod describe;
+mod edit;
 mod explain;
 mod get;
 mod info;
@@ -117,6 +118,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rollout(_) => Err(Error::Unsupported("rollout")),
         Command::RollingUpdate(_) => Err(Error::Unsupported("rolling-update")),
         Command::Drain(_) => Err(Error::Unsupported("drain")),
-        Command::Edit(_) => Err(Error::Unsupported("edit")),
+        Command::Edit(args) => edit::run(&ctx, args).await,
     }
 }
