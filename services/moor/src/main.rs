@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod up;
+
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,8 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Run a node agent: registers the node and runs its pods on Docker.
     Node(NodeArgs),
+    /// Run the whole cluster on this machine: apiserver and node agent (more to come).
+    Up(up::UpArgs),
 }
 
 #[derive(Args)]
@@ -72,8 +76,19 @@ struct ApiserverArgs {
     bookmark_interval_seconds: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One readable line (with its causes), not a backtrace.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
         .init();
@@ -85,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         match cli.command {
             Command::Apiserver(args) => run_apiserver(args, shutdown).await,
+            Command::Up(args) => up::run(args, shutdown).await,
             Command::Node(args) => {
                 let mut config = moor_node::Config::new(args.server, args.name, args.data_dir);
                 config.runtime = match args.runtime.as_str() {
@@ -123,9 +139,14 @@ async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyh
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
+    Ok(home()?.join(".moor").join("data"))
+}
+
+/// The user's home directory.
+fn home() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME")
         .ok_or_else(|| anyhow::anyhow!("$HOME is not set; pass --data-dir"))?;
-    Ok(PathBuf::from(home).join(".moor").join("data"))
+    Ok(PathBuf::from(home))
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

@@ -1,0 +1,142 @@
+//! `moor up`: the whole cluster on this machine in one process. Every
+//! component still talks to the apiserver over gRPC, exactly as when they
+//! run apart; `moor up` only starts them and wires their addresses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use moor_runtime::ContainerRuntime;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `moor up`.
+#[derive(Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its state (store, pod volumes); default ~/.moor.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Comma-separated etcd URLs to use instead of the embedded store.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Name of this machine's node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+}
+
+/// Runs the cluster until `shutdown`.
+pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let home = match args.data_dir {
+        Some(dir) => dir,
+        None => crate::home()?.join(".moor"),
+    };
+    check_docker().await?;
+    let storage = if args.etcd_endpoints.is_empty() {
+        moor_apiserver::Storage::DataDir(home.join("data"))
+    } else {
+        moor_apiserver::Storage::Etcd(args.etcd_endpoints.clone())
+    };
+    let mut config = moor_apiserver::Config::new(storage);
+    config.listen = args.listen;
+    let apiserver = moor_apiserver::ApiServer::bind(config)
+        .await
+        .map_err(|err| match err {
+            moor_apiserver::StartError::Listen { addr, source } => anyhow::anyhow!(
+                "cannot listen on {addr}: {source}. Is another `moor up` or apiserver running? \
+             Stop it, or pick another address with --listen"
+            ),
+            other => anyhow::Error::from(other),
+        })?;
+    let url = format!("http://{}", apiserver.local_addr());
+    let mut tasks = JoinSet::new();
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { apiserver.run(shutdown).await.context("apiserver") });
+    }
+    wait_for_api(&url).await?;
+    tracing::info!(%url, "apiserver ready");
+
+    let node_name = match args.node_name {
+        Some(name) => name,
+        None => hostname(),
+    };
+    let node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
+    }
+    tracing::info!(node = %node_name, "node agent started");
+
+    let config_path = write_context(&url)?;
+    println!(
+        "moor is up: the API listens on {url} (context \"moor\" in {})",
+        config_path.display()
+    );
+    println!("try:");
+    println!("  moorctl get nodes");
+    println!("  moorctl apply -f examples/pod.yaml    # set spec.nodeName: {node_name}");
+    println!("  moorctl get pods -o wide");
+
+    // The first component to fail stops the rest.
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(err) = outcome {
+            if result.is_ok() {
+                result = Err(err);
+            }
+            shutdown.cancel();
+        }
+    }
+    tracing::info!("moor stopped; pods keep running and are adopted by the next `moor up`");
+    result
+}
+
+/// Fails with what to do when Docker is not there or the sandbox image is missing.
+async fn check_docker() -> anyhow::Result<()> {
+    let docker = moor_runtime::Docker::connect("moor").await.map_err(|err| {
+        anyhow::anyhow!(
+            "Docker is not reachable ({err}). Start it (`sudo systemctl start docker`, or `sudo dockerd &`) \
+             and make sure this user may use /var/run/docker.sock"
+        )
+    })?;
+    if docker.image_id("moor/pause:0.1").await?.is_none() {
+        bail!("the pod sandbox image moor/pause:0.1 is missing: build it with ./images/build.sh");
+    }
+    Ok(())
+}
+
+async fn wait_for_api(url: &str) -> anyhow::Result<()> {
+    let client = moor_client::Client::new(url)?;
+    let namespaces = client.api::<moor_api::core::v1::Namespace>();
+    for _ in 0..200 {
+        if namespaces.get("", "default").await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the apiserver at {url} did not become ready")
+}
+
+/// Points moorctl's current context at this cluster.
+fn write_context(url: &str) -> anyhow::Result<PathBuf> {
+    let path = moorctl::config::Config::path();
+    let mut config = moorctl::config::Config::load(&path)?;
+    config.set_context("moor", Some(url.to_string()), None);
+    config.current_context = "moor".to_string();
+    config.save(&path)?;
+    Ok(path)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_string())
+}

@@ -1,0 +1,174 @@
+//! `moor up` as a new user runs it: the cluster comes up, moorctl's context
+//! points at it, a pod runs; stopped and started again, the pod's
+//! containers are the same ones; a busy port is a clear error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use moor_api::core::v1::{Container, Pod, PodSpec};
+use moor_api::meta::v1::ObjectMeta;
+use moor_client::{Client, DeleteParams};
+use tokio::process::{Child, Command};
+
+fn up(home: &Path, port: u16, node: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-name",
+            node,
+            "--log",
+            "warn",
+        ])
+        .env("HOME", home)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moor up starts")
+}
+
+fn containers_of(pod: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=moor.pod.name={pod}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn stop(mut child: Child) {
+    let pid = child.id().expect("running").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops")
+        .expect("exit");
+    assert!(
+        status.success(),
+        "moor up should exit cleanly on SIGTERM: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()> {
+    let home = tempfile::tempdir()?;
+    let port = moor_testkit::free_port();
+    let node = format!("up-test-{}", std::process::id());
+    let pod_name = format!("up-hello-{}", std::process::id());
+    let first = up(home.path(), port, &node);
+
+    // moorctl's context was written and points at the cluster.
+    let config_path = home.path().join(".moor/config");
+    moor_testkit::assert_eventually!(
+        config_path.exists(),
+        Duration::from_secs(60),
+        "no context written"
+    );
+    let config = std::fs::read_to_string(&config_path)?;
+    assert!(
+        config.contains(&format!("http://127.0.0.1:{port}")),
+        "{config}"
+    );
+
+    let client = Client::new(&format!("http://127.0.0.1:{port}"))?;
+    let pods = client.api::<Pod>();
+    let pod = Pod {
+        metadata: Some(ObjectMeta {
+            name: pod_name.clone(),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            node_name: node.clone(),
+            containers: vec![Container {
+                name: "web".into(),
+                image: "moor/echo:0.1".into(),
+                image_pull_policy: "Never".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    pods.create(&pod).await?;
+    let running = || async {
+        pods.get("default", &pod_name)
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.phase == "Running")
+    };
+    moor_testkit::assert_eventually!(running().await, Duration::from_secs(60), "pod never ran");
+    let before = containers_of(&pod_name);
+    assert_eq!(before.len(), 2, "sandbox and app container: {before:?}");
+
+    // A second `moor up` on the same port fails and says why.
+    let busy = Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-name",
+            "other",
+        ])
+        .env("HOME", home.path())
+        .output()
+        .await?;
+    assert!(!busy.status.success());
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        stderr.contains("Is another `moor up` or apiserver running?"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+
+    stop(first).await;
+    assert_eq!(
+        containers_of(&pod_name),
+        before,
+        "stopping moor up leaves the pod's containers running"
+    );
+    let second = up(home.path(), port, &node);
+    moor_testkit::assert_eventually!(
+        running().await,
+        Duration::from_secs(60),
+        "pod not running after restart"
+    );
+    assert_eq!(
+        containers_of(&pod_name),
+        before,
+        "the restarted cluster adopted the same containers"
+    );
+
+    pods.delete(
+        "default",
+        &pod_name,
+        &DeleteParams {
+            grace_period_seconds: Some(1),
+            ..Default::default()
+        },
+    )
+    .await?;
+    moor_testkit::assert_eventually!(
+        containers_of(&pod_name).is_empty(),
+        Duration::from_secs(60),
+        "containers not removed"
+    );
+    stop(second).await;
+    Ok(())
+}
