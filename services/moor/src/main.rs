@@ -28,8 +28,29 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Run a node agent: registers the node and runs its pods on Docker.
     Node(NodeArgs),
-    /// Run the whole cluster on this machine: apiserver and node agent (more to come).
+    /// Run the scheduler: binds pending pods to nodes.
+    Scheduler(SchedulerArgs),
+    /// Run the whole cluster on this machine: apiserver, scheduler and node agent (more to come).
     Up(up::UpArgs),
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    /// URL of the apiserver.
+    #[arg(long, default_value = "http://127.0.0.1:6443")]
+    server: String,
+    /// Take part in leader election (Lease moor-system/moor-scheduler); only the leader schedules.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds the leader keeps trying to renew before it steps down.
+    #[arg(long, default_value_t = 10)]
+    renew_deadline_seconds: u64,
+    /// Seconds between attempts to acquire or renew the lease.
+    #[arg(long, default_value_t = 2)]
+    retry_period_seconds: u64,
 }
 
 #[derive(Args)]
@@ -101,6 +122,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Apiserver(args) => run_apiserver(args, shutdown).await,
             Command::Up(args) => up::run(args, shutdown).await,
+            Command::Scheduler(args) => {
+                let mut config = moor_scheduler::Config::new(args.server);
+                config.leader_elect = args.leader_elect;
+                config.lease = moor_scheduler::LeaseConfig {
+                    duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
+                    renew_deadline: Duration::from_secs(args.renew_deadline_seconds.max(1)),
+                    retry: Duration::from_secs(args.retry_period_seconds.max(1)),
+                };
+                moor_scheduler::run(config, shutdown).await?;
+                Ok(())
+            }
             Command::Node(args) => {
                 let mut config = moor_node::Config::new(args.server, args.name, args.data_dir);
                 config.runtime = match args.runtime.as_str() {

@@ -61,6 +61,17 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     wait_for_api(&url).await?;
     tracing::info!(%url, "apiserver ready");
 
+    let scheduler = moor_scheduler::Config::new(url.clone());
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            moor_scheduler::run(scheduler, shutdown)
+                .await
+                .context("scheduler")
+        });
+    }
+    tracing::info!("scheduler started");
+
     let node_name = match args.node_name {
         Some(name) => name,
         None => hostname(),
@@ -79,7 +90,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     );
     println!("try:");
     println!("  moorctl get nodes");
-    println!("  moorctl apply -f examples/pod.yaml    # set spec.nodeName: {node_name}");
+    println!("  moorctl apply -f examples/pod.yaml");
     println!("  moorctl get pods -o wide");
 
     // The first component to fail stops the rest.

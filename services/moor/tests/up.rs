@@ -93,8 +93,8 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
             name: pod_name.clone(),
             ..Default::default()
         }),
+        // No nodeName: the scheduler places it on the only node.
         spec: Some(PodSpec {
-            node_name: node.clone(),
             containers: vec![Container {
                 name: "web".into(),
                 image: "moor/echo:0.1".into(),
@@ -114,6 +114,16 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
             .is_some_and(|s| s.phase == "Running")
     };
     moor_testkit::assert_eventually!(running().await, Duration::from_secs(60), "pod never ran");
+    let placed = pods
+        .get("default", &pod_name)
+        .await?
+        .spec
+        .unwrap_or_default()
+        .node_name;
+    assert_eq!(
+        placed, node,
+        "the scheduler bound the pod to this machine's node"
+    );
     let before = containers_of(&pod_name);
     assert_eq!(before.len(), 2, "sandbox and app container: {before:?}");
 

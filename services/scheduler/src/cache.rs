@@ -1,0 +1,393 @@
+//! The scheduling cache: every node, and on each what its bound and assumed
+//! pods commit, plus service selectors for spreading.
+//!
+//! A decision is "assumed" into the cache at once so the next pod sees it,
+//! while the bind runs in the background; the watch later confirms it, or a
+//! failed bind forgets it. Plain data, no I/O: the caller holds the lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use moor_api::core::v1::{Node, Pod, Service};
+
+use crate::Resources;
+use crate::filter::HostPort;
+use crate::resources::{nonzero_requests, pod_requests};
+
+/// What the scheduler needs to know of a pod, computed once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    /// uid.
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: HashMap<String, String>,
+    /// uid of the controlling owner (replica set, replication controller...).
+    pub owner: Option<String>,
+    /// Requests, for fitting.
+    pub requests: Resources,
+    /// Requests with defaults for containers that request nothing, for scoring.
+    pub nonzero: Resources,
+    /// Host ports the pod's containers claim.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// One node and what is committed on it.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    /// The Node; `None` while pods name a node the cache has not seen.
+    pub node: Option<Arc<Node>>,
+    /// What the node offers.
+    pub allocatable: Resources,
+    /// Sum of the requests of its bound and assumed pods.
+    pub requested: Resources,
+    /// Same, with scoring defaults.
+    pub nonzero_requested: Resources,
+    /// Its pods by uid.
+    pub pods: HashMap<String, Arc<PodInfo>>,
+}
+
+/// Where a known pod sits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Placement {
+    node: String,
+    assumed: bool,
+}
+
+/// Nodes, committed pods and service selectors.
+#[derive(Debug, Default)]
+pub struct Cache {
+    nodes: BTreeMap<String, NodeInfo>,
+    pods: HashMap<String, Placement>,
+    services: HashMap<(String, String), HashMap<String, String>>,
+}
+
+// === impl PodInfo ===
+
+impl PodInfo {
+    /// Extracts what scheduling needs from `pod`.
+    pub fn new(pod: &Pod) -> Self {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let owner = meta
+            .owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone());
+        Self {
+            uid: meta.uid,
+            namespace: meta.namespace,
+            name: meta.name,
+            labels: meta.labels,
+            owner,
+            requests: pod_requests(&spec),
+            nonzero: nonzero_requests(&spec),
+            host_ports: HostPort::of(&spec),
+        }
+    }
+}
+
+// === impl NodeInfo ===
+
+impl NodeInfo {
+    /// A node with no pods yet.
+    pub fn new(node: Node) -> Self {
+        Self {
+            allocatable: Resources::allocatable(&node),
+            node: Some(Arc::new(node)),
+            ..Self::default()
+        }
+    }
+
+    /// The node's name ("" when unknown).
+    pub fn name(&self) -> &str {
+        self.node
+            .as_ref()
+            .and_then(|n| n.metadata.as_ref())
+            .map_or("", |m| m.name.as_str())
+    }
+
+    /// Adds a pod's requests.
+    pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
+        self.requested = self.requested + pod.requests;
+        self.nonzero_requested = self.nonzero_requested + pod.nonzero;
+        if let Some(old) = self.pods.insert(pod.uid.clone(), pod) {
+            self.requested = self.requested - old.requests;
+            self.nonzero_requested = self.nonzero_requested - old.nonzero;
+        }
+    }
+
+    /// Removes a pod's requests.
+    pub fn remove_pod(&mut self, uid: &str) {
+        if let Some(old) = self.pods.remove(uid) {
+            self.requested = self.requested - old.requests;
+            self.nonzero_requested = self.nonzero_requested - old.nonzero;
+        }
+    }
+}
+
+// === impl Cache ===
+
+impl Cache {
+    /// Adds or updates a node, keeping its pods.
+    pub fn set_node(&mut self, node: Node) {
+        let name = node
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let info = self.nodes.entry(name).or_default();
+        info.allocatable = Resources::allocatable(&node);
+        info.node = Some(Arc::new(node));
+    }
+
+    /// Removes a node; pods still bound to it stay accounted.
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(info) = self.nodes.get_mut(name) {
+            info.node = None;
+            if info.pods.is_empty() {
+                self.nodes.remove(name);
+            }
+        }
+    }
+
+    /// Replaces every node (after a re-list).
+    pub fn reset_nodes(&mut self, nodes: Vec<Node>) {
+        let keep: std::collections::HashSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.as_ref().map(|m| m.name.clone()))
+            .collect();
+        let gone: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.remove_node(&name);
+        }
+        for node in nodes {
+            self.set_node(node);
+        }
+    }
+
+    /// The nodes in name order, with their committed pods; only those with
+    /// a Node object.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values().filter(|n| n.node.is_some())
+    }
+
+    /// Whether the pod is bound or assumed.
+    pub fn has_pod(&self, uid: &str) -> bool {
+        self.pods.contains_key(uid)
+    }
+
+    /// Whether the pod is assumed and not yet confirmed.
+    pub fn is_assumed(&self, uid: &str) -> bool {
+        self.pods.get(uid).is_some_and(|p| p.assumed)
+    }
+
+    /// Records a pod bound to `node`, confirming an assumption.
+    pub fn add_bound(&mut self, pod: &Pod, node: &str) {
+        self.place(Arc::new(PodInfo::new(pod)), node, false);
+    }
+
+    /// Assumes `pod` on `node` before the bind completes.
+    pub fn assume(&mut self, pod: &Pod, node: &str) {
+        self.place(Arc::new(PodInfo::new(pod)), node, true);
+    }
+
+    /// Drops an assumption whose bind failed; a confirmed pod stays.
+    pub fn forget(&mut self, uid: &str) {
+        if self.is_assumed(uid) {
+            self.remove_pod(uid);
+        }
+    }
+
+    /// Removes a pod (deleted, or finished); true if it was accounted.
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        let Some(placement) = self.pods.remove(uid) else {
+            return false;
+        };
+        if let Some(info) = self.nodes.get_mut(&placement.node) {
+            info.remove_pod(uid);
+            if info.node.is_none() && info.pods.is_empty() {
+                self.nodes.remove(&placement.node);
+            }
+        }
+        true
+    }
+
+    /// Replaces every bound pod (after a re-list); assumptions stay.
+    pub fn reset_bound(&mut self, bound: Vec<(Pod, String)>) {
+        let confirmed: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| !p.assumed)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in confirmed {
+            self.remove_pod(&uid);
+        }
+        for (pod, node) in bound {
+            self.add_bound(&pod, &node);
+        }
+    }
+
+    /// Adds or updates a service's selector.
+    pub fn set_service(&mut self, service: &Service) {
+        let meta = service.metadata.clone().unwrap_or_default();
+        let selector = service.spec.clone().unwrap_or_default().selector;
+        self.services.insert((meta.namespace, meta.name), selector);
+    }
+
+    /// Removes a service.
+    pub fn remove_service(&mut self, service: &Service) {
+        let meta = service.metadata.clone().unwrap_or_default();
+        self.services.remove(&(meta.namespace, meta.name));
+    }
+
+    /// Replaces every service (after a re-list).
+    pub fn reset_services(&mut self, services: &[Service]) {
+        self.services.clear();
+        for s in services {
+            self.set_service(s);
+        }
+    }
+
+    /// Selectors of the services in `namespace` that select `labels`.
+    pub fn services_of(
+        &self,
+        namespace: &str,
+        labels: &HashMap<String, String>,
+    ) -> Vec<HashMap<String, String>> {
+        self.services
+            .iter()
+            .filter(|((ns, _), sel)| ns == namespace && !sel.is_empty() && selects(sel, labels))
+            .map(|(_, sel)| sel.clone())
+            .collect()
+    }
+
+    fn place(&mut self, info: Arc<PodInfo>, node: &str, assumed: bool) {
+        let uid = info.uid.clone();
+        if let Some(old) = self.pods.get(&uid)
+            && old.node != node
+        {
+            self.remove_pod(&uid);
+        }
+        self.nodes
+            .entry(node.to_string())
+            .or_default()
+            .add_pod(info);
+        self.pods.insert(
+            uid,
+            Placement {
+                node: node.to_string(),
+                assumed,
+            },
+        );
+    }
+}
+
+/// Whether an equality selector selects `labels`.
+pub fn selects(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use moor_api::core::v1::{NodeStatus, PodSpec};
+    use moor_api::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::resources::tests::container;
+
+    pub(crate) fn node(name: &str) -> Node {
+        Node {
+            metadata: Some(ObjectMeta {
+                name: name.to_string(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                allocatable: HashMap::from([
+                    ("cpu".to_string(), "4".to_string()),
+                    ("memory".to_string(), "8Gi".to_string()),
+                    ("pods".to_string(), "110".to_string()),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pod(uid: &str, cpu: &str) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                name: uid.to_string(),
+                uid: uid.to_string(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![container(cpu, "")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn cpu_on(cache: &Cache, name: &str) -> i128 {
+        cache.nodes.get(name).map_or(0, |n| n.requested.milli_cpu)
+    }
+
+    #[test]
+    fn assume_then_confirm_counts_once() {
+        let mut cache = Cache::default();
+        cache.set_node(node("a"));
+        cache.assume(&pod("p", "1"), "a");
+        assert!(cache.is_assumed("p"));
+        assert_eq!(cpu_on(&cache, "a"), 1000);
+        cache.add_bound(&pod("p", "1"), "a");
+        assert!(!cache.is_assumed("p"));
+        assert_eq!(cpu_on(&cache, "a"), 1000);
+        // A late failure of our own bind must not drop a confirmed pod.
+        cache.forget("p");
+        assert_eq!(cpu_on(&cache, "a"), 1000);
+    }
+
+    #[test]
+    fn forget_and_move_release_requests() {
+        let mut cache = Cache::default();
+        cache.set_node(node("a"));
+        cache.set_node(node("b"));
+        cache.assume(&pod("p", "1"), "a");
+        cache.forget("p");
+        assert_eq!(cpu_on(&cache, "a"), 0);
+        cache.assume(&pod("q", "1"), "a");
+        // Someone else bound it to b.
+        cache.add_bound(&pod("q", "1"), "b");
+        assert_eq!(cpu_on(&cache, "a"), 0);
+        assert_eq!(cpu_on(&cache, "b"), 1000);
+        assert!(cache.remove_pod("q"));
+        assert_eq!(cpu_on(&cache, "b"), 0);
+    }
+
+    #[test]
+    fn pods_on_unknown_nodes_are_kept_but_not_offered() {
+        let mut cache = Cache::default();
+        cache.add_bound(&pod("p", "1"), "ghost");
+        assert_eq!(cache.nodes().count(), 0);
+        cache.set_node(node("ghost"));
+        assert_eq!(
+            cache.nodes().next().map(|n| n.requested.milli_cpu),
+            Some(1000)
+        );
+        cache.reset_nodes(vec![node("other")]);
+        assert_eq!(
+            cache.nodes().map(NodeInfo::name).collect::<Vec<_>>(),
+            ["other"]
+        );
+    }
+}

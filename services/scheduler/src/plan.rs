@@ -1,0 +1,268 @@
+//! One pod against every node: which filter each node fails or what score it
+//! gets, the node to bind to, and the "why not" message when none fits.
+//!
+//! [`plan`] is the dry run, with no side effects; the scheduling loop and a
+//! future plan RPC both build on it.
+
+use std::collections::BTreeMap;
+
+use moor_api::core::v1::{Node, Pod, Service};
+use moor_client::{Client, ListParams};
+
+use crate::cache::PodInfo;
+use crate::filter::FILTERS;
+use crate::score::{Context, score_nodes};
+use crate::{Cache, Error, NodeInfo};
+
+/// What one node makes of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeVerdict {
+    /// The node's name.
+    pub node: String,
+    /// The first filter it failed, e.g. "NodeResourcesFit"; `None` if it fits.
+    pub failed_filter: Option<String>,
+    /// Why that filter failed, in Kubernetes' words.
+    pub reasons: Vec<String>,
+    /// Its total score, when it fits.
+    pub score: Option<i64>,
+}
+
+/// Where a pod goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Bind it to this node.
+    Bind(String),
+    /// It fits nowhere; the message says why.
+    Unschedulable(String),
+}
+
+/// Filters and scores every node for `pod`, in node name order.
+pub fn plan(cache: &Cache, pod: &Pod) -> Vec<NodeVerdict> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let info = PodInfo::new(pod);
+    let ctx = Context {
+        services: cache.services_of(&info.namespace, &info.labels),
+    };
+    let mut verdicts = Vec::new();
+    let mut feasible: Vec<(usize, &NodeInfo)> = Vec::new();
+    for node in cache.nodes() {
+        let failed = FILTERS
+            .iter()
+            .find_map(|(name, f)| f(&spec, &info, node).err().map(|r| (*name, r)));
+        if failed.is_none() {
+            feasible.push((verdicts.len(), node));
+        }
+        let (failed_filter, reasons) =
+            failed.map_or((None, Vec::new()), |(n, r)| (Some(n.to_string()), r));
+        verdicts.push(NodeVerdict {
+            node: node.name().to_string(),
+            failed_filter,
+            reasons,
+            score: None,
+        });
+    }
+    let nodes: Vec<&NodeInfo> = feasible.iter().map(|(_, n)| *n).collect();
+    let scores = score_nodes(&spec, &info, &ctx, &nodes);
+    for ((i, _), score) in feasible.iter().zip(scores) {
+        verdicts[*i].score = Some(score);
+    }
+    verdicts
+}
+
+/// A cache loaded once from the API (nodes, bound pods, services): what a
+/// dry run plans against when no scheduler's live cache is at hand.
+pub async fn snapshot(client: &Client) -> Result<Cache, Error> {
+    let all = ListParams::default();
+    let (nodes, _) = client.api::<Node>().list(&all).await.map_err(Error::Api)?;
+    let (pods, _) = client.api::<Pod>().list(&all).await.map_err(Error::Api)?;
+    let (services, _) = client
+        .api::<Service>()
+        .list(&all)
+        .await
+        .map_err(Error::Api)?;
+    let mut cache = Cache::default();
+    cache.reset_nodes(nodes);
+    cache.reset_services(&services);
+    let bound = pods
+        .into_iter()
+        .filter_map(|p| crate::scheduler::bound_node(&p).map(|n| (p, n)))
+        .collect();
+    cache.reset_bound(bound);
+    Ok(cache)
+}
+
+/// Decides for `pod`: the best-scoring node, ties broken by a hash of the
+/// pod's uid and the node's name (deterministic, yet different pods break
+/// ties differently).
+pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
+    let verdicts = plan(cache, pod);
+    let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
+    let best = verdicts
+        .iter()
+        .filter_map(|v| v.score.map(|s| (s, v)))
+        .max_by_key(|(s, v)| (*s, std::cmp::Reverse(tie_break(uid, &v.node))));
+    match best {
+        Some((_, v)) => Decision::Bind(v.node.clone()),
+        None => Decision::Unschedulable(fit_error_message(&verdicts)),
+    }
+}
+
+/// Kubernetes' wording: `0/5 nodes are available: 2 Insufficient cpu, 3
+/// node(s) had untolerated taint {dedicated: gpu}.` Reasons are counted per
+/// node and sorted as text, as Kubernetes sorts them.
+pub fn fit_error_message(verdicts: &[NodeVerdict]) -> String {
+    if verdicts.is_empty() {
+        return "no nodes available to schedule pods".to_string();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for reason in verdicts.iter().flat_map(|v| &v.reasons) {
+        *counts.entry(reason.as_str()).or_default() += 1;
+    }
+    let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    let fit = verdicts.iter().filter(|v| v.score.is_some()).count();
+    format!(
+        "{fit}/{} nodes are available: {}.",
+        verdicts.len(),
+        parts.join(", ")
+    )
+}
+
+/// FNV-1a of the uid and node name: stable across runs and Rust versions.
+fn tie_break(uid: &str, node: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in uid.bytes().chain([0]).chain(node.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use moor_api::core::v1::{NodeCondition, NodeSpec, PodSpec, Taint};
+    use moor_api::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::cache::tests::node;
+    use crate::resources::tests::container;
+
+    fn ready(name: &str) -> moor_api::core::v1::Node {
+        let mut n = node(name);
+        n.status
+            .get_or_insert_with(Default::default)
+            .conditions
+            .push(NodeCondition {
+                r#type: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            });
+        n
+    }
+
+    fn pod(uid: &str, cpu: &str) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                uid: uid.into(),
+                name: uid.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![container(cpu, "")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn why_not_counts_and_sorts_like_kubernetes() {
+        let mut cache = Cache::default();
+        for name in ["a", "b", "c"] {
+            cache.set_node(ready(name));
+        }
+        for name in ["g1", "g2"] {
+            let mut n = ready(name);
+            n.spec = Some(NodeSpec {
+                taints: vec![Taint {
+                    key: "dedicated".into(),
+                    value: "gpu".into(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            cache.set_node(n);
+        }
+        let verdicts = plan(&cache, &pod("p", "5"));
+        assert_eq!(verdicts.len(), 5);
+        assert_eq!(
+            verdicts[0].failed_filter.as_deref(),
+            Some("NodeResourcesFit")
+        );
+        assert_eq!(
+            verdicts[3].failed_filter.as_deref(),
+            Some("TaintToleration")
+        );
+        assert_eq!(
+            schedule(&cache, &pod("p", "5")),
+            Decision::Unschedulable(
+                "0/5 nodes are available: 2 node(s) had untolerated taint {dedicated: gpu}, 3 Insufficient cpu.".into()
+            )
+        );
+        assert_eq!(
+            fit_error_message(&[]),
+            "no nodes available to schedule pods"
+        );
+    }
+
+    #[test]
+    fn plan_scores_feasible_nodes_and_schedule_picks_the_best() {
+        let mut cache = Cache::default();
+        cache.set_node(ready("a"));
+        cache.set_node(ready("b"));
+        cache.set_node(node("not-ready"));
+        cache.add_bound(&pod("x", "2"), "a");
+        let verdicts = plan(&cache, &pod("p", "1"));
+        assert!(verdicts[0].score < verdicts[1].score);
+        assert_eq!(verdicts[2].failed_filter.as_deref(), Some("NodeReady"));
+        assert_eq!(verdicts[2].score, None);
+        assert_eq!(schedule(&cache, &pod("p", "1")), Decision::Bind("b".into()));
+    }
+
+    #[test]
+    fn ties_break_deterministically_by_pod_and_node() {
+        let mut cache = Cache::default();
+        for i in 0..10 {
+            cache.set_node(ready(&format!("n{i}")));
+        }
+        let first = schedule(&cache, &pod("uid-1", ""));
+        assert_eq!(schedule(&cache, &pod("uid-1", "")), first);
+        let spread: std::collections::HashSet<_> = (0..50)
+            .map(|i| schedule(&cache, &pod(&format!("uid-{i}"), "")))
+            .collect();
+        assert!(
+            spread.len() > 3,
+            "ties should not all go to one node: {spread:?}"
+        );
+    }
+
+    #[test]
+    fn assumed_pods_spread_evenly_over_equal_nodes() {
+        let mut cache = Cache::default();
+        for i in 0..5 {
+            cache.set_node(ready(&format!("n{i}")));
+        }
+        for i in 0..23 {
+            let p = pod(&format!("p{i}"), "");
+            let Decision::Bind(node) = schedule(&cache, &p) else {
+                panic!("unschedulable")
+            };
+            cache.assume(&p, &node);
+        }
+        let counts: Vec<usize> = cache.nodes().map(|n| n.pods.len()).collect();
+        let (min, max) = (counts.iter().min().copied(), counts.iter().max().copied());
+        assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{counts:?}");
+    }
+}
