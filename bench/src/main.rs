@@ -5,6 +5,7 @@
 //! binary), so its memory is its own; etcd is Debian's, started on free ports.
 
 mod api;
+mod scheduler;
 mod server;
 mod stats;
 mod watch;
@@ -26,6 +27,8 @@ enum Command {
     Api(api::Args),
     /// Watch fan-out: events delivered to many watchers, delivery latency and apiserver memory.
     Watch(watch::Args),
+    /// Scheduling throughput: pods from create to bound over many simulated nodes.
+    Scheduler(scheduler::Args),
 }
 
 #[tokio::main]
@@ -34,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let summary = match cli.command {
         Command::Api(args) => api::run(args).await?,
         Command::Watch(args) => watch::run(args).await?,
+        Command::Scheduler(args) => scheduler::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

@@ -94,3 +94,21 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     );
     Ok(path)
 }
+
+/// Another `moor` subcommand as a child process; killed on drop.
+pub struct Process {
+    _child: Child,
+}
+
+impl Process {
+    /// Runs `moor ARGS...`.
+    pub fn moor(args: &[&str]) -> anyhow::Result<Self> {
+        let moor = sibling("moor")?;
+        let child = Command::new(&moor)
+            .args(args)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { _child: child })
+    }
+}

@@ -29,17 +29,21 @@ enum Command {
     /// Run a node agent: registers the node and runs its pods on Docker.
     Node(NodeArgs),
     /// Run the scheduler: binds pending pods to nodes.
-    Scheduler(SchedulerArgs),
-    /// Run the whole cluster on this machine: apiserver, scheduler and node agent (more to come).
+    Scheduler(ControlArgs),
+    /// Run the controller-manager: replication controllers, replica sets, deployments,
+    /// endpoints, garbage collection and namespace deletion.
+    ControllerManager(ControlArgs),
+    /// Run the whole cluster on this machine: apiserver, scheduler, controller-manager and node agent.
     Up(up::UpArgs),
 }
 
+/// Flags of the components that talk to the apiserver under leader election.
 #[derive(Args)]
-struct SchedulerArgs {
+struct ControlArgs {
     /// URL of the apiserver.
     #[arg(long, default_value = "http://127.0.0.1:6443")]
     server: String,
-    /// Take part in leader election (Lease moor-system/moor-scheduler); only the leader schedules.
+    /// Take part in leader election (a Lease in moor-system); only the leader acts.
     #[arg(long)]
     leader_elect: bool,
     /// Seconds a leader's lease lasts without renewal.
@@ -122,6 +126,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Apiserver(args) => run_apiserver(args, shutdown).await,
             Command::Up(args) => up::run(args, shutdown).await,
+            Command::ControllerManager(args) => {
+                let mut config = moor_controller_manager::Config::new(args.server.clone());
+                config.leader_elect = args.leader_elect;
+                config.lease = moor_controller_manager::LeaseConfig {
+                    duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
+                    renew_deadline: Duration::from_secs(args.renew_deadline_seconds.max(1)),
+                    retry: Duration::from_secs(args.retry_period_seconds.max(1)),
+                };
+                moor_controller_manager::run(config, shutdown).await?;
+                Ok(())
+            }
             Command::Scheduler(args) => {
                 let mut config = moor_scheduler::Config::new(args.server);
                 config.leader_elect = args.leader_elect;

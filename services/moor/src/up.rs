@@ -71,6 +71,16 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         });
     }
     tracing::info!("scheduler started");
+    let controllers = moor_controller_manager::Config::new(url.clone());
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            moor_controller_manager::run(controllers, shutdown)
+                .await
+                .context("controller-manager")
+        });
+    }
+    tracing::info!("controller-manager started");
 
     let node_name = match args.node_name {
         Some(name) => name,

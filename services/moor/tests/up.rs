@@ -9,9 +9,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use moor_api::core::v1::{Container, Pod, PodSpec};
-use moor_api::meta::v1::ObjectMeta;
-use moor_client::{Client, DeleteParams};
+use moor_api::apps::v1::{Deployment, DeploymentSpec};
+use moor_api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use moor_api::meta::v1::{LabelSelector, ObjectMeta};
+use moor_client::{Client, DeleteParams, ListParams};
 use tokio::process::{Child, Command};
 
 fn up(home: &Path, port: u16, node: &str) -> Child {
@@ -47,6 +48,42 @@ fn containers_of(pod: &str) -> BTreeSet<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    let labels: std::collections::HashMap<String, String> =
+        [("app".to_string(), name.to_string())].into();
+    Deployment {
+        metadata: Some(ObjectMeta {
+            name: name.to_string(),
+            ..Default::default()
+        }),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: Some(LabelSelector {
+                match_labels: labels.clone(),
+                ..Default::default()
+            }),
+            template: Some(PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels,
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "web".into(),
+                        image: "moor/echo:0.1".into(),
+                        image_pull_policy: "Never".into(),
+                        ..Default::default()
+                    }],
+                    termination_grace_period_seconds: Some(1),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 async fn stop(mut child: Child) {
@@ -178,6 +215,35 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
         containers_of(&pod_name).is_empty(),
         Duration::from_secs(60),
         "containers not removed"
+    );
+
+    // A deployment: the controller-manager makes a replica set and its pods,
+    // the scheduler places them, the node agent runs them.
+    let deployments = client.api::<Deployment>();
+    let app = format!("up-web-{}", std::process::id());
+    deployments.create(&deployment(&app, 2)).await?;
+    let selector = ListParams::default()
+        .namespace("default")
+        .labels(format!("app={app}"));
+    let running_pods = || async {
+        let (items, _) = pods.list(&selector).await.unwrap_or_default();
+        items
+            .iter()
+            .filter(|p| p.status.as_ref().is_some_and(|s| s.phase == "Running"))
+            .count()
+    };
+    moor_testkit::assert_eventually!(
+        running_pods().await == 2,
+        Duration::from_secs(120),
+        "the deployment's 2 pods never ran"
+    );
+    deployments
+        .delete("default", &app, &DeleteParams::default())
+        .await?;
+    moor_testkit::assert_eventually!(
+        pods.list(&selector).await?.0.is_empty(),
+        Duration::from_secs(120),
+        "the deployment's pods were not garbage-collected"
     );
     stop(second).await;
     Ok(())

@@ -1,0 +1,62 @@
+//! The controller-manager's settings.
+
+use std::time::Duration;
+
+/// Settings of [`crate::run`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Apiserver URL, `http://HOST:PORT`.
+    pub server: String,
+    /// Run only while holding the controller-manager lease.
+    pub leader_elect: bool,
+    /// Lease timing for leader election.
+    pub lease: LeaseConfig,
+    /// This instance's identity in the election; unique per instance.
+    pub identity: String,
+    /// How long an issued pod create or delete is waited for on the watch
+    /// before a replica controller stops trusting its own bookkeeping.
+    pub expectations_timeout: Duration,
+    /// Most pod creates or deletes one replica reconcile issues at once.
+    pub burst_replicas: usize,
+    /// How often a terminating namespace is checked again while content remains.
+    pub namespace_resync: Duration,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Defaults as Kubernetes' kube-controller-manager has them (5 min
+    /// expectations, bursts of 500), against `server`.
+    pub fn new(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            leader_elect: false,
+            lease: LeaseConfig::default(),
+            identity: format!("moor-controller-manager-{}", std::process::id()),
+            expectations_timeout: Duration::from_secs(300),
+            burst_replicas: 500,
+            namespace_resync: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Lease timing of leader election (Kubernetes' defaults: 15 s, 10 s, 2 s).
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseConfig {
+    /// How long a lease lasts without renewal.
+    pub duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    pub renew_deadline: Duration,
+    /// Time between attempts to acquire or renew.
+    pub retry: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry: Duration::from_secs(2),
+        }
+    }
+}

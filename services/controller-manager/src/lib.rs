@@ -1,0 +1,161 @@
+//! moor's controller-manager: the reconcile loops that make the cluster
+//! converge on what its objects ask for. [`run`] starts them all against one
+//! apiserver:
+//!
+//! - replication controllers and replica sets (`replica`): pods created,
+//!   deleted, adopted and released to match each owner, never overshooting
+//!   while creates are in flight;
+//! - deployments (`deployment`): a replica set per template, rolled with
+//!   RollingUpdate (maxSurge, maxUnavailable) or Recreate;
+//! - endpoints (`endpoints`): each selector service's ready and not-ready
+//!   pod addresses;
+//! - garbage collection (`gc`): dependents whose owners are gone are deleted;
+//! - namespaces (`namespace`): a terminating namespace is emptied, then let go.
+//!
+//! Every loop is a client of the public API, fed by watches.
+
+mod config;
+mod deployment;
+mod endpoints;
+mod error;
+mod events;
+mod gc;
+mod informer;
+mod kinds;
+mod namespace;
+mod pods;
+mod queue;
+mod replica;
+mod selector;
+
+pub use config::{Config, LeaseConfig};
+pub use error::Error;
+
+use moor_api::apps::v1::{Deployment, ReplicaSet};
+use moor_api::core::v1::{
+    ConfigMap, Endpoints, Namespace, Pod, ReplicationController, Secret, Service,
+};
+use moor_client::Client;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::informer::Informer;
+
+/// Runs every controller until `shutdown` is cancelled; with
+/// `config.leader_elect`, only while holding the Lease
+/// `moor-system/moor-controller-manager` (a standby takes over when the
+/// leader stops renewing it).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let client = Client::new(&config.server)?;
+    if !config.leader_elect {
+        run_controllers(&config, client, shutdown).await;
+        return Ok(());
+    }
+    let mut lease = moor_leader::Config::new("moor-controller-manager", config.identity.clone());
+    lease.lease_duration = config.lease.duration;
+    lease.renew_deadline = config.lease.renew_deadline;
+    lease.retry_period = config.lease.retry;
+    let elector = moor_leader::Elector::new(&client, lease);
+    let mut terms = elector.terms();
+    let election = tokio::spawn(elector.run(shutdown.clone()));
+    tracing::info!(identity = %config.identity, "waiting to become leader");
+    loop {
+        let term = tokio::select! {
+            term = async { terms.wait_for(Option::is_some).await.map(|t| t.clone()) } => match term {
+                Ok(Some(term)) => term,
+                Ok(None) => continue,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        tracing::info!(identity = %config.identity, "leading: controllers start");
+        run_controllers(&config, client.clone(), term).await;
+        tracing::info!(identity = %config.identity, "term ended; controllers stopped");
+    }
+    // The elector ends its term and releases the lease on shutdown.
+    let _ = election.await;
+    Ok(())
+}
+
+/// Starts the informers and controllers and waits for all of them to stop.
+async fn run_controllers(config: &Config, client: Client, shutdown: CancellationToken) {
+    let mut pods = Informer::<Pod>::new();
+    let mut rcs = Informer::<ReplicationController>::new();
+    let mut rss = Informer::<ReplicaSet>::new();
+    let mut services = Informer::<Service>::new();
+    let mut endpoints = Informer::<Endpoints>::new();
+    let mut deployments = Informer::<Deployment>::new();
+    let mut config_maps = Informer::<ConfigMap>::new();
+    let mut secrets = Informer::<Secret>::new();
+    let mut namespaces = Informer::<Namespace>::new();
+
+    let rc = replica::Controller::<ReplicationController>::new(
+        &client,
+        rcs.reader(),
+        pods.reader(),
+        config,
+    );
+    rc.register(&mut rcs, &mut pods);
+    let rs = replica::Controller::<ReplicaSet>::new(&client, rss.reader(), pods.reader(), config);
+    rs.register(&mut rss, &mut pods);
+    let deploy = deployment::Controller::new(&client, deployments.reader(), rss.reader());
+    deploy.register(&mut deployments, &mut rss);
+    let ep = endpoints::Controller::new(
+        &client,
+        services.reader(),
+        pods.reader(),
+        endpoints.reader(),
+    );
+    ep.register(&mut services, &mut pods, &mut endpoints);
+
+    let handles = kinds::Handles::new(
+        &client,
+        kinds::Readers {
+            pods: pods.reader(),
+            rcs: rcs.reader(),
+            rss: rss.reader(),
+            deployments: deployments.reader(),
+            services: services.reader(),
+            endpoints: endpoints.reader(),
+            config_maps: config_maps.reader(),
+            secrets: secrets.reader(),
+        },
+    );
+    let gc = gc::Collector::new(handles.clone());
+    gc.register_all(
+        &mut pods,
+        &mut rcs,
+        &mut rss,
+        &mut deployments,
+        &mut services,
+        &mut endpoints,
+        &mut config_maps,
+        &mut secrets,
+    );
+    let ns = namespace::Controller::new(&client, namespaces.reader(), handles, config);
+    ns.register(&mut namespaces);
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(pods.run(client.api(), shutdown.clone()));
+    tasks.spawn(rcs.run(client.api(), shutdown.clone()));
+    tasks.spawn(rss.run(client.api(), shutdown.clone()));
+    tasks.spawn(services.run(client.api(), shutdown.clone()));
+    tasks.spawn(endpoints.run(client.api(), shutdown.clone()));
+    tasks.spawn(deployments.run(client.api(), shutdown.clone()));
+    tasks.spawn(config_maps.run(client.api(), shutdown.clone()));
+    tasks.spawn(secrets.run(client.api(), shutdown.clone()));
+    tasks.spawn(namespaces.run(client.api(), shutdown.clone()));
+    tasks.spawn(rc.run(shutdown.clone()));
+    tasks.spawn(rs.run(shutdown.clone()));
+    tasks.spawn(deploy.run(shutdown.clone()));
+    tasks.spawn(ep.run(shutdown.clone()));
+    tasks.spawn(gc.run(shutdown.clone()));
+    tasks.spawn(ns.run(shutdown.clone()));
+    tracing::info!(server = %config.server, "controller-manager running");
+    while let Some(done) = tasks.join_next().await {
+        if let Err(error) = done {
+            tracing::error!(%error, "controller task panicked");
+        }
+    }
+    tracing::info!("controller-manager stopped");
+}
