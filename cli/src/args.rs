@@ -69,8 +69,8 @@ pub enum Command {
     Rollout(Passthrough),
     /// Roll a replication controller to a new image (needs the controller-manager).
     RollingUpdate(Passthrough),
-    /// Evict every pod from a node (needs the node agent).
-    Drain(Passthrough),
+    /// Cordon a node and delete its pods so their controllers recreate them elsewhere.
+    Drain(DrainArgs),
     /// Edit a resource in $EDITOR (default vi) and apply it on save.
     Edit(EditArgs),
 }
@@ -203,6 +203,25 @@ pub struct MetaArgs {
 pub struct NodeArgs {
     /// Name of the node.
     pub node: String,
+}
+
+/// Arguments of `drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Name of the node.
+    pub node: String,
+    /// Leave pods managed by a DaemonSet alone (moor has none yet; accepted for kubectl scripts).
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+    /// Also delete pods that no controller would recreate.
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds each pod gets to stop; default: the pod's own grace period.
+    #[arg(long)]
+    pub grace_period: Option<i64>,
+    /// Give up after this long, e.g. 90s, 5m.
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
 }
 
 /// Arguments of `wait`.

@@ -188,14 +188,29 @@ fn pod_status(o: &Value) -> String {
     if status.is_empty() {
         status = string(o, "/status/phase").to_string();
     }
-    for s in array(o, "/status/containerStatuses") {
+    // As kubectl: the last container with a waiting or terminated reason
+    // names the status, but a finished sidecar next to running containers
+    // does not make a running pod look "Completed".
+    let mut has_running = false;
+    for s in array(o, "/status/containerStatuses").iter().rev() {
         let waiting = s.pointer("/state/waiting/reason").and_then(Value::as_str);
         let terminated = s
             .pointer("/state/terminated/reason")
             .and_then(Value::as_str);
         if let Some(reason) = waiting.or(terminated).filter(|r| !r.is_empty()) {
             status = reason.to_string();
+        } else if s.pointer("/state/running").is_some()
+            && s.get("ready").and_then(Value::as_bool).unwrap_or(false)
+        {
+            has_running = true;
         }
+    }
+    if status == "Completed" && has_running {
+        let ready = array(o, "/status/conditions").iter().any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Ready")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        });
+        status = if ready { "Running" } else { "NotReady" }.to_string();
     }
     if status.is_empty() {
         "Pending".to_string()
@@ -317,6 +332,23 @@ fn node_status(o: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_finished_sidecar_does_not_hide_a_running_pod() {
+        let pod = |ready: &str| {
+            json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": ready}],
+            "containerStatuses": [
+                {"name": "web", "ready": true, "state": {"running": {}}},
+                {"name": "job", "ready": false, "state": {"terminated": {"reason": "Completed"}}}
+            ]}})
+        };
+        assert_eq!(pod_status(&pod("True")), "Running");
+        assert_eq!(pod_status(&pod("False")), "NotReady");
+        let crash = json!({"status": {"phase": "Running", "containerStatuses": [
+            {"name": "web", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(pod_status(&crash), "CrashLoopBackOff");
+    }
 
     fn pod_desc() -> MessageDescriptor {
         moor_api::descriptor_pool()

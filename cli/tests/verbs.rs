@@ -312,7 +312,7 @@ async fn cordon_and_wait() {
 #[tokio::test(flavor = "multi_thread")]
 async fn later_verbs_say_what_they_wait_for() {
     let c = Cluster::start().await;
-    for verb in ["logs", "exec", "rollout", "rolling-update", "drain"] {
+    for verb in ["logs", "exec", "rollout", "rolling-update"] {
         let err = c.fails(&[verb, "x"]).await;
         assert_eq!(
             err,
@@ -392,4 +392,51 @@ async fn a_bad_edit_reopens_the_editor_with_the_error() {
         .ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
         .await;
     assert_eq!(replicas.trim(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_cordons_and_removes_the_nodes_pods() {
+    let c = Cluster::start().await;
+    c.apply(
+        "node.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n",
+    )
+    .await;
+    let bound = |name: &str, owned: bool| {
+        let owner = if owned {
+            "  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: u1, controller: true}\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{owner}spec:\n  nodeName: n1\n  containers:\n  - {{name: a, image: moor/echo:0.1}}\n"
+        )
+    };
+    c.apply("a.yaml", &bound("managed", true)).await;
+    c.apply("b.yaml", &bound("loose", false)).await;
+    let err = c.fails(&["drain", "n1", "--grace-period", "0"]).await;
+    assert!(
+        err.contains("use --force") && err.contains("default/loose"),
+        "{err}"
+    );
+    let out = c
+        .ok(&[
+            "drain",
+            "n1",
+            "--force",
+            "--grace-period",
+            "0",
+            "--timeout",
+            "20s",
+        ])
+        .await;
+    assert!(out.contains("evicting pod default/managed"), "{out}");
+    assert!(out.contains("evicting pod default/loose"), "{out}");
+    assert!(out.ends_with("node/n1 drained\n"), "{out}");
+    let unschedulable = c
+        .ok(&["get", "node", "n1", "-o", "jsonpath={.spec.unschedulable}"])
+        .await;
+    assert_eq!(unschedulable.trim(), "true");
+    let left = c.run(&["get", "pods", "-o", "name"]).await;
+    assert!(left.stdout.is_empty(), "{left:?}");
 }

@@ -5,6 +5,7 @@ mod apply;
 mod config;
 mod delete;
 mod describe;
+mod drain;
 mod edit;
 mod explain;
 mod get;
@@ -117,7 +118,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Exec(_) => Err(Error::Unsupported("exec")),
         Command::Rollout(_) => Err(Error::Unsupported("rollout")),
         Command::RollingUpdate(_) => Err(Error::Unsupported("rolling-update")),
-        Command::Drain(_) => Err(Error::Unsupported("drain")),
+        Command::Drain(args) => drain::run(&ctx, args).await,
         Command::Edit(args) => edit::run(&ctx, args).await,
     }
 }
