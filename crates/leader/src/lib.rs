@@ -16,8 +16,10 @@
 mod config;
 mod elector;
 mod error;
+mod lead;
 mod record;
 
 pub use config::Config;
 pub use elector::Elector;
 pub use error::Error;
+pub use lead::{Timing, lead};

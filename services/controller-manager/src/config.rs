@@ -41,22 +41,4 @@ impl Config {
 }
 
 /// Lease timing of leader election (Kubernetes' defaults: 15 s, 10 s, 2 s).
-#[derive(Clone, Copy, Debug)]
-pub struct LeaseConfig {
-    /// How long a lease lasts without renewal.
-    pub duration: Duration,
-    /// How long the leader keeps trying to renew before it steps down.
-    pub renew_deadline: Duration,
-    /// Time between attempts to acquire or renew.
-    pub retry: Duration,
-}
-
-impl Default for LeaseConfig {
-    fn default() -> Self {
-        Self {
-            duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry: Duration::from_secs(2),
-        }
-    }
-}
+pub type LeaseConfig = moor_leader::Timing;

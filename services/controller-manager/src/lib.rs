@@ -51,29 +51,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         run_controllers(&config, client, shutdown).await;
         return Ok(());
     }
-    let mut lease = moor_leader::Config::new("moor-controller-manager", config.identity.clone());
-    lease.lease_duration = config.lease.duration;
-    lease.renew_deadline = config.lease.renew_deadline;
-    lease.retry_period = config.lease.retry;
-    let elector = moor_leader::Elector::new(&client, lease);
-    let mut terms = elector.terms();
-    let election = tokio::spawn(elector.run(shutdown.clone()));
-    tracing::info!(identity = %config.identity, "waiting to become leader");
-    loop {
-        let term = tokio::select! {
-            term = async { terms.wait_for(Option::is_some).await.map(|t| t.clone()) } => match term {
-                Ok(Some(term)) => term,
-                Ok(None) => continue,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
-        tracing::info!(identity = %config.identity, "leading: controllers start");
-        run_controllers(&config, client.clone(), term).await;
-        tracing::info!(identity = %config.identity, "term ended; controllers stopped");
-    }
-    // The elector ends its term and releases the lease on shutdown.
-    let _ = election.await;
+    let identity = config.identity.clone();
+    moor_leader::lead(
+        &client,
+        "moor-controller-manager",
+        &identity,
+        config.lease,
+        shutdown,
+        |term| run_controllers(&config, client.clone(), term),
+    )
+    .await;
     Ok(())
 }
 

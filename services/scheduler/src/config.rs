@@ -1,7 +1,5 @@
 //! How to run the scheduler.
 
-use std::time::Duration;
-
 /// The scheduler's configuration; `moor scheduler` fills it from flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -17,15 +15,7 @@ pub struct Config {
 }
 
 /// Leader election timings (Kubernetes' defaults).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseConfig {
-    /// How long a lease is valid after its last renewal.
-    pub duration: Duration,
-    /// How long the leader tries to renew before stepping down.
-    pub renew_deadline: Duration,
-    /// Pause between acquire or renew attempts.
-    pub retry: Duration,
-}
+pub type LeaseConfig = moor_leader::Timing;
 
 // === impl Config ===
 
@@ -38,18 +28,6 @@ impl Config {
             leader_elect: false,
             lease: LeaseConfig::default(),
             identity: format!("moor-scheduler-{}", std::process::id()),
-        }
-    }
-}
-
-// === impl LeaseConfig ===
-
-impl Default for LeaseConfig {
-    fn default() -> Self {
-        Self {
-            duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry: Duration::from_secs(2),
         }
     }
 }

@@ -44,29 +44,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         session(client, config.identity.clone(), shutdown).await;
         return Ok(());
     }
-    let mut lease = moor_leader::Config::new("moor-scheduler", config.identity.clone());
-    lease.lease_duration = config.lease.duration;
-    lease.renew_deadline = config.lease.renew_deadline;
-    lease.retry_period = config.lease.retry;
-    let elector = moor_leader::Elector::new(&client, lease);
-    let mut terms = elector.terms();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(elector.run(shutdown.clone()));
-    tracing::info!(identity = %config.identity, "waiting to become leader");
-    loop {
-        let term = tokio::select! {
-            term = async { terms.wait_for(Option::is_some).await.map(|t| t.clone()) } => match term {
-                Ok(term) => term,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let Some(term) = term else { continue };
-        session(client.clone(), config.identity.clone(), term).await;
-        tracing::info!(identity = %config.identity, "term ended; scheduling stopped");
-    }
-    // The elector ends its term and releases the lease on shutdown.
-    while tasks.join_next().await.is_some() {}
+    let identity = config.identity.clone();
+    moor_leader::lead(
+        &client,
+        "moor-scheduler",
+        &identity,
+        config.lease,
+        shutdown,
+        |term| session(client.clone(), identity.clone(), term),
+    )
+    .await;
     Ok(())
 }
 
