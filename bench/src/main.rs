@@ -5,6 +5,7 @@
 //! binary), so its memory is its own; etcd is Debian's, started on free ports.
 
 mod api;
+mod footprint;
 mod scheduler;
 mod server;
 mod stats;
@@ -29,6 +30,8 @@ enum Command {
     Watch(watch::Args),
     /// Scheduling throughput: pods from create to bound over many simulated nodes.
     Scheduler(scheduler::Args),
+    /// Memory of `moor up` idle and with pods, and time to a Ready node.
+    Footprint(footprint::Args),
 }
 
 #[tokio::main]
@@ -38,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Api(args) => api::run(args).await?,
         Command::Watch(args) => watch::run(args).await?,
         Command::Scheduler(args) => scheduler::run(args).await?,
+        Command::Footprint(args) => footprint::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

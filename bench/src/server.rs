@@ -68,19 +68,23 @@ impl Apiserver {
 
     /// Resident memory of the process now, and its peak, in MiB.
     pub fn rss_mib(&self) -> anyhow::Result<(f64, f64)> {
-        let pid = self.child.id().context("apiserver exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> f64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map(|kb| kb / 1024.0)
-                .unwrap_or(f64::NAN)
-        };
-        Ok((field("VmRSS:"), field("VmHWM:")))
+        rss_mib(self.child.id().context("apiserver exited")?)
     }
+}
+
+/// Resident memory of process `pid` now, and its peak, in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
 /// A binary built next to this one (`cargo build --release -p moor`).
@@ -97,7 +101,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 
 /// Another `moor` subcommand as a child process; killed on drop.
 pub struct Process {
-    _child: Child,
+    child: Child,
 }
 
 impl Process {
@@ -109,6 +113,23 @@ impl Process {
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
-        Ok(Self { _child: child })
+        Ok(Self { child })
+    }
+
+    /// Runs `moor ARGS...` with `$HOME` set to `home`.
+    pub fn moor_with_home(args: &[&str], home: &std::path::Path) -> anyhow::Result<Self> {
+        let moor = sibling("moor")?;
+        let child = Command::new(&moor)
+            .args(args)
+            .env("HOME", home)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the process exited")
     }
 }
