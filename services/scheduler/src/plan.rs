@@ -94,16 +94,68 @@ pub async fn snapshot(client: &Client) -> Result<Cache, Error> {
 /// Decides for `pod`: the best-scoring node, ties broken by a hash of the
 /// pod's uid and the node's name (deterministic, yet different pods break
 /// ties differently).
+///
+/// On large clusters only a share of the nodes is filtered and scored, as
+/// Kubernetes does (`percentageOfNodesToScore`): the search starts at a
+/// node chosen by the pod's uid and stops once enough feasible nodes are
+/// found. When none is found, every node was looked at and the "why not"
+/// message covers them all.
 pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
-    let verdicts = plan(cache, pod);
     let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
+    let nodes: Vec<&NodeInfo> = cache.nodes().collect();
+    let want = feasible_to_find(nodes.len());
+    if want >= nodes.len() {
+        return best_of(&plan(cache, pod), uid);
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let info = PodInfo::new(pod);
+    let start = (tie_break(uid, "") % nodes.len() as u64) as usize;
+    let feasible: Vec<&NodeInfo> = nodes
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(nodes.len())
+        .filter(|node| FILTERS.iter().all(|(_, f)| f(&spec, &info, node).is_ok()))
+        .take(want)
+        .copied()
+        .collect();
+    if feasible.is_empty() {
+        return best_of(&plan(cache, pod), uid);
+    }
+    let ctx = Context {
+        services: cache.services_of(&info.namespace, &info.labels),
+    };
+    let scores = score_nodes(&spec, &info, &ctx, &feasible);
+    let best = feasible
+        .iter()
+        .zip(scores)
+        .max_by_key(|(n, s)| (*s, std::cmp::Reverse(tie_break(uid, n.name()))));
+    match best {
+        Some((node, _)) => Decision::Bind(node.name().to_string()),
+        None => best_of(&plan(cache, pod), uid),
+    }
+}
+
+/// How many feasible nodes to find before scoring: Kubernetes' adaptive
+/// share (50% less 1% per 125 nodes, at least 5%), and at least 100 nodes.
+fn feasible_to_find(total: usize) -> usize {
+    const MIN_NODES: usize = 100;
+    if total <= MIN_NODES {
+        return total;
+    }
+    let percent = 50usize.saturating_sub(total / 125).max(5);
+    (total * percent / 100).max(MIN_NODES).min(total)
+}
+
+/// The best-scoring node of a full plan, or why none fits.
+fn best_of(verdicts: &[NodeVerdict], uid: &str) -> Decision {
     let best = verdicts
         .iter()
         .filter_map(|v| v.score.map(|s| (s, v)))
         .max_by_key(|(s, v)| (*s, std::cmp::Reverse(tie_break(uid, &v.node))));
     match best {
         Some((_, v)) => Decision::Bind(v.node.clone()),
-        None => Decision::Unschedulable(fit_error_message(&verdicts)),
+        None => Decision::Unschedulable(fit_error_message(verdicts)),
     }
 }
 
@@ -174,6 +226,42 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn sampling_still_finds_the_only_fitting_node_and_explains_misses_fully() {
+        let mut cache = Cache::default();
+        for i in 0..300 {
+            cache.set_node(if i == 217 {
+                ready(&format!("n{i:03}"))
+            } else {
+                node(&format!("n{i:03}"))
+            });
+        }
+        assert_eq!(
+            schedule(&cache, &pod("p", "1")),
+            Decision::Bind("n217".into())
+        );
+        let mut none = Cache::default();
+        for i in 0..300 {
+            none.set_node(node(&format!("n{i:03}")));
+        }
+        match schedule(&none, &pod("p", "1")) {
+            Decision::Unschedulable(message) => assert!(
+                message.starts_with("0/300 nodes are available"),
+                "{message}"
+            ),
+            other => panic!("expected unschedulable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn large_clusters_score_a_share_of_nodes() {
+        assert_eq!(feasible_to_find(50), 50);
+        assert_eq!(feasible_to_find(100), 100);
+        assert_eq!(feasible_to_find(1000), 420);
+        assert_eq!(feasible_to_find(5000), 500);
+        assert_eq!(feasible_to_find(100_000), 5000);
     }
 
     #[test]
