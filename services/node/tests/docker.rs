@@ -494,3 +494,156 @@ async fn host_ports_and_resource_limits_reach_docker() {
         format!("500000000 {}", 64 << 20)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_maps_and_secrets_reach_env_and_files() {
+    use moor_api::core::v1::{
+        ConfigMap, ConfigMapKeySelector, ConfigMapVolumeSource, EnvVar, EnvVarSource, Secret,
+        SecretKeySelector, SecretVolumeSource,
+    };
+    use moor_api::meta::v1::ObjectMeta;
+    let cluster = Cluster::start("sources").await;
+    let meta = |name: &str| {
+        Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        })
+    };
+    let mut cm = ConfigMap {
+        metadata: meta("settings"),
+        ..Default::default()
+    };
+    cm.data.insert("greeting".into(), "hello".into());
+    cluster.client.api::<ConfigMap>().create(&cm).await.unwrap();
+    let mut secret = Secret {
+        metadata: meta("creds"),
+        ..Default::default()
+    };
+    secret.data.insert("token".into(), b"s3cret".to_vec());
+    cluster
+        .client
+        .api::<Secret>()
+        .create(&secret)
+        .await
+        .unwrap();
+
+    // The server's POD_NAME comes from the config map, its POD_IP from the
+    // secret; a neighbour checks the answer. Two more read the files.
+    let mut server = echo("server", &["serve"]);
+    server.env = vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: "settings".into(),
+                    key: "greeting".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: "creds".into(),
+                    key: "token".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let check = echo(
+        "check",
+        &[
+            "get",
+            "http://127.0.0.1:8080/",
+            "--expect",
+            "pod=hello ip=s3cret",
+            "--retry-seconds",
+            "30",
+        ],
+    );
+    let mut cfg_reader = echo("cfg", &["wait-file", "/cfg/greeting", "hello"]);
+    cfg_reader.volume_mounts = vec![VolumeMount {
+        name: "cfg".into(),
+        mount_path: "/cfg".into(),
+        ..Default::default()
+    }];
+    let mut secret_reader = echo("sec", &["wait-file", "/sec/token", "s3cret"]);
+    secret_reader.volume_mounts = vec![VolumeMount {
+        name: "sec".into(),
+        mount_path: "/sec".into(),
+        ..Default::default()
+    }];
+    let volumes = vec![
+        Volume {
+            name: "cfg".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: "settings".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "sec".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: "creds".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    cluster
+        .run_pod(with_volumes(
+            pod(
+                "sources",
+                "Never",
+                vec![server, check, cfg_reader, secret_reader],
+            ),
+            volumes,
+        ))
+        .await;
+    let done = wait_pod(&cluster, "sources", "readers done", |p| {
+        exited_with(p, "check", 0) && exited_with(p, "cfg", 0) && exited_with(p, "sec", 0)
+    })
+    .await;
+    assert!(running(&done, "server"));
+
+    // A missing config map is a config error naming it; nothing starts.
+    let mut needs = echo("needs", &["serve"]);
+    needs.env = vec![EnvVar {
+        name: "X".into(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: "nope".into(),
+                key: "k".into(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    cluster.run_pod(pod("missing", "Always", vec![needs])).await;
+    let stuck = wait_pod(&cluster, "missing", "a config error", |p| {
+        container_status(p, "needs")
+            .and_then(|s| s.state)
+            .and_then(|s| s.waiting)
+            .is_some_and(|w| w.reason == "CreateContainerConfigError")
+    })
+    .await;
+    let waiting = container_status(&stuck, "needs")
+        .unwrap()
+        .state
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert!(
+        waiting.message.contains("configmap \"nope\" not found"),
+        "{}",
+        waiting.message
+    );
+}

@@ -1,6 +1,7 @@
 //! The pod sync loop: a controller over the pods bound to this node that
 //! converges the runtime to each pod and writes its status.
 
+mod sources;
 mod spec;
 mod status;
 
@@ -68,12 +69,24 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
     }
     let mut waiting = HashMap::new();
     let mut next = agent.config.pod_resync;
+    let sources = sources::Sources::fetch(agent, pod).await?;
     let (sandbox, problem) = ensure_sandbox(agent, pod, &existing).await?;
     if let Some(sandbox) = &sandbox {
-        spec::prepare_volumes(agent, pod).await?;
+        let volume_error = spec::prepare_volumes(agent, pod, &sources).await?;
         for container in &spec.containers {
+            if let Some(spec::ConfigError(message)) = &volume_error {
+                let reason = "CreateContainerConfigError".to_string();
+                waiting.insert(
+                    container.name.clone(),
+                    Waiting {
+                        reason,
+                        message: message.clone(),
+                    },
+                );
+                continue;
+            }
             let attempts = attempts_of(&existing, &container.name);
-            match converge(agent, pod, container, &attempts, sandbox).await? {
+            match converge(agent, pod, container, &attempts, sandbox, &sources).await? {
                 Step::Fine => {}
                 Step::Wait(w, due) => {
                     waiting.insert(container.name.clone(), w);
@@ -130,13 +143,14 @@ async fn converge(
     container: &Container,
     attempts: &[&ContainerInfo],
     sandbox: &ContainerInfo,
+    sources: &sources::Sources,
 ) -> Result<Step, Error> {
     let policy = pod
         .spec
         .as_ref()
         .map_or("Always", |s| s.restart_policy.as_str());
     let Some(latest) = attempts.last() else {
-        return start(agent, pod, container, 0, sandbox).await;
+        return start(agent, pod, container, 0, sandbox, sources).await;
     };
     match latest.state {
         ContainerState::Running => Ok(Step::Fine),
@@ -166,7 +180,15 @@ async fn converge(
                     backoff - since,
                 ));
             }
-            let step = start(agent, pod, container, latest.attempt() + 1, sandbox).await?;
+            let step = start(
+                agent,
+                pod,
+                container,
+                latest.attempt() + 1,
+                sandbox,
+                sources,
+            )
+            .await?;
             // Keep the previous attempt for lastState; older ones go.
             for old in attempts.iter().rev().skip(1) {
                 agent.runtime.remove_container(&old.id).await?;
@@ -183,13 +205,22 @@ async fn start(
     container: &Container,
     attempt: u32,
     sandbox: &ContainerInfo,
+    sources: &sources::Sources,
 ) -> Result<Step, Error> {
     let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
     if let Some(wait) = ensure_image(agent, uid, container).await? {
         return Ok(wait);
     }
     let pod_ip = sandbox.ip.clone().unwrap_or_default();
-    let spec = match spec::app(agent, pod, container, attempt, &sandbox.id, &pod_ip) {
+    let spec = match spec::app(
+        agent,
+        pod,
+        container,
+        attempt,
+        &sandbox.id,
+        &pod_ip,
+        sources,
+    ) {
         Ok(spec) => spec,
         Err(spec::ConfigError(message)) => {
             let reason = "CreateContainerConfigError".into();

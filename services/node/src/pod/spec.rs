@@ -7,6 +7,7 @@ use moor_api::core::v1::{Container, Pod, Volume};
 use moor_runtime::{ContainerSpec, Labels, Mount, NetworkMode, PortMapping, labels};
 
 use crate::agent::Agent;
+use crate::pod::sources::{self, Sources};
 
 /// A container the agent cannot create from the spec as given
 /// (CreateContainerConfigError).
@@ -110,6 +111,7 @@ pub fn app(
     attempt: u32,
     sandbox_id: &str,
     pod_ip: &str,
+    sources: &Sources,
 ) -> Result<ContainerSpec, ConfigError> {
     let mut labels = pod_labels(agent, pod);
     labels.insert(labels::CONTAINER_NAME.into(), container.name.clone());
@@ -121,7 +123,7 @@ pub fn app(
         command: container.command.clone(),
         args: container.args.clone(),
         working_dir: container.working_dir.clone(),
-        env: env(agent, pod, container, pod_ip)?,
+        env: env(agent, pod, container, pod_ip, sources)?,
         labels,
         mounts: mounts(agent, pod, container)?,
         network: NetworkMode::Container(sandbox_id.to_owned()),
@@ -138,6 +140,7 @@ fn env(
     pod: &Pod,
     container: &Container,
     pod_ip: &str,
+    sources: &Sources,
 ) -> Result<Vec<String>, ConfigError> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -162,10 +165,23 @@ fn env(
                     }
                 },
                 None => {
-                    return Err(ConfigError(format!(
-                        "env {:?}: configMapKeyRef and secretKeyRef are not supported yet",
-                        var.name
-                    )));
+                    let (found, optional) =
+                        match (&source.config_map_key_ref, &source.secret_key_ref) {
+                            (Some(r), _) => (sources.config_map_key(&r.name, &r.key), r.optional),
+                            (None, Some(r)) => (sources.secret_key(&r.name, &r.key), r.optional),
+                            (None, None) => {
+                                return Err(ConfigError(format!(
+                                    "env {:?}: valueFrom names no source",
+                                    var.name
+                                )));
+                            }
+                        };
+                    match found {
+                        Ok(value) => value,
+                        // An optional reference that is missing leaves the variable out.
+                        Err(_) if optional == Some(true) => continue,
+                        Err(why) => return Err(ConfigError(why)),
+                    }
                 }
             },
         };
@@ -209,8 +225,11 @@ pub fn volume_path(agent: &Agent, uid: &str, volume: &Volume) -> Result<PathBuf,
     if let Some(host) = &volume.host_path {
         return Ok(PathBuf::from(&host.path));
     }
+    if volume.config_map.is_some() || volume.secret.is_some() {
+        return Ok(empty_dir(&agent.pod_dir(uid), &volume.name));
+    }
     Err(ConfigError(format!(
-        "volume {:?}: only emptyDir and hostPath volumes are supported yet",
+        "volume {:?}: no supported volume source (emptyDir, hostPath, configMap, secret)",
         volume.name
     )))
 }
@@ -220,19 +239,53 @@ pub fn empty_dir(pod_dir: &Path, name: &str) -> PathBuf {
     pod_dir.join("volumes").join(name)
 }
 
-/// Creates emptyDirs and hostPaths of type DirectoryOrCreate.
-pub async fn prepare_volumes(agent: &Agent, pod: &Pod) -> Result<(), crate::Error> {
+/// Creates emptyDirs and hostPaths of type DirectoryOrCreate, and writes the
+/// files of configMap and secret volumes (again on every sync, so they follow
+/// changes to the objects). A missing non-optional source is a config error.
+pub async fn prepare_volumes(
+    agent: &Agent,
+    pod: &Pod,
+    sources: &Sources,
+) -> Result<Option<ConfigError>, crate::Error> {
     let spec = pod.spec.clone().unwrap_or_default();
     let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
     for volume in &spec.volumes {
-        let dir = match (&volume.empty_dir, &volume.host_path) {
-            (Some(_), _) => empty_dir(&agent.pod_dir(uid), &volume.name),
-            (None, Some(h)) if h.r#type == "DirectoryOrCreate" => PathBuf::from(&h.path),
-            _ => continue,
+        let dir = empty_dir(&agent.pod_dir(uid), &volume.name);
+        let projected = match (&volume.config_map, &volume.secret) {
+            (Some(cm), _) => Some((
+                sources.config_map_files(&cm.name, &cm.items, cm.default_mode),
+                cm.optional,
+                "configmap",
+                cm.name.as_str(),
+            )),
+            (None, Some(s)) => Some((
+                sources.secret_files(&s.secret_name, &s.items, s.default_mode),
+                s.optional,
+                "secret",
+                s.secret_name.as_str(),
+            )),
+            (None, None) => None,
         };
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| crate::Error::io(&dir, e))?;
+        match projected {
+            Some((Some(files), _, _, _)) => sources::write_files(&dir, &files).await?,
+            Some((None, Some(true), _, _)) => sources::write_files(&dir, &[]).await?,
+            Some((None, _, kind, name)) => {
+                return Ok(Some(ConfigError(format!(
+                    "volume {:?}: {kind} {name:?} not found",
+                    volume.name
+                ))));
+            }
+            None => {
+                let dir = match (&volume.empty_dir, &volume.host_path) {
+                    (Some(_), _) => dir,
+                    (None, Some(h)) if h.r#type == "DirectoryOrCreate" => PathBuf::from(&h.path),
+                    _ => continue,
+                };
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| crate::Error::io(&dir, e))?;
+            }
+        }
     }
-    Ok(())
+    Ok(None)
 }
