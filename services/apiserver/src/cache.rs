@@ -28,6 +28,9 @@ pub struct Change<K> {
     pub object: Arc<K>,
     /// The object before the change.
     pub prev: Option<Arc<K>>,
+    /// Made up by a re-list (several share its revision), not read from
+    /// the store's log.
+    pub synthetic: bool,
     /// The encoded events, built at most once per event type.
     encoded: [OnceLock<WatchEvent<K>>; 3],
 }
@@ -42,6 +45,7 @@ impl<K: Resource> Change<K> {
             kind,
             object,
             prev,
+            synthetic: false,
             encoded: Default::default(),
         }
     }
@@ -259,7 +263,9 @@ impl<K: Resource> Cache<K> {
         prev: Option<Arc<K>>,
         revision: i64,
     ) {
-        let change = Arc::new(Change::new(revision, kind, object.clone(), prev));
+        let mut change = Change::new(revision, kind, object.clone(), prev);
+        change.synthetic = true;
+        let change = Arc::new(change);
         let mut state = self.write();
         if kind == EventType::Deleted {
             state.objects.remove(key);

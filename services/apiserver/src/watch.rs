@@ -169,11 +169,13 @@ impl<K: Resource> Watcher<K> {
             };
             match change {
                 Ok(change) => {
-                    // The cache hands each watcher every change once (its start
-                    // and live feed are taken atomically); this only guards
-                    // against going back in time. Equal revisions are let
-                    // through: a re-list emits several changes at one revision.
-                    if change.revision < self.seen && matches!(self.source, Source::Cache(_)) {
+                    // Skip what this watcher has seen: a watch resumed from a
+                    // version the cache has not applied yet gets that change
+                    // live. Changes made up by a re-list share one revision, so
+                    // an equal revision passes for them.
+                    let stale = change.revision < self.seen
+                        || (change.revision == self.seen && !change.synthetic);
+                    if stale && matches!(self.source, Source::Cache(_)) {
                         continue;
                     }
                     self.seen = self.seen.max(change.revision);
@@ -230,4 +232,60 @@ pub fn bookmark<K: Resource>(revision: i64) -> WatchEvent<K> {
     object.set_type_meta();
     object.meta_mut().resource_version = revision.to_string();
     WatchEvent::new(EventType::Bookmark, object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moor_api::core::v1::ConfigMap;
+    use moor_api::meta::v1::ObjectMeta;
+
+    fn change(revision: i64, name: &str, synthetic: bool) -> Arc<Change<ConfigMap>> {
+        let object = ConfigMap {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                resource_version: revision.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut change = Change::new(revision, EventType::Added, Arc::new(object), None);
+        change.synthetic = synthetic;
+        Arc::new(change)
+    }
+
+    /// A watch resumed from version 3 before the cache applied 3 must not
+    /// get 3 again when it arrives live; a re-list's made-up changes at one
+    /// revision all arrive.
+    #[tokio::test]
+    async fn resumed_watchers_skip_what_they_saw_but_not_relist_changes() {
+        let (tx, rx) = broadcast::channel(16);
+        let filter = Filter::from_watch::<ConfigMap>(&WatchRequest::default()).unwrap();
+        let mut stream = stream(
+            filter,
+            Vec::new(),
+            3,
+            Source::Cache(rx),
+            None,
+            CancellationToken::new(),
+        );
+        for c in [
+            change(3, "seen", false),
+            change(4, "a", true),
+            change(4, "b", true),
+            change(5, "c", false),
+        ] {
+            assert!(tx.send(c).is_ok());
+        }
+        let mut names = Vec::new();
+        for _ in 0..3 {
+            let event = stream.next().await.unwrap().unwrap();
+            let decoded = <WatchEvent<ConfigMap> as prost::Message>::decode(
+                prost::Message::encode_to_vec(&event).as_slice(),
+            )
+            .unwrap();
+            names.push(decoded.object.unwrap().metadata.unwrap().name);
+        }
+        assert_eq!(names, ["a", "b", "c"]);
+    }
 }
