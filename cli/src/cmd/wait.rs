@@ -39,7 +39,6 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
     };
     let what = format!("{}/{name}", info.kind.to_lowercase());
     let follow = async {
-        // The watch starts with an ADDED event for the object if it exists.
         let current = match objects::get(&client, info, &filter.namespace, &name).await {
             Ok(object) => Some(object),
             Err(err) if err.code() == Some(Code::NotFound) => None,
@@ -56,7 +55,13 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
             (Goal::Condition(t, s), Some(object)) if has_condition(object, t, s)? => return Ok(()),
             _ => {}
         }
-        let mut changes = Box::pin(objects::watch(&client, info, &filter, "").await?);
+        // From the version just read: a change (the delete) between the read
+        // and the watch is not missed.
+        let version = current
+            .as_ref()
+            .map(|o| objects::meta_str(o, "resource_version"))
+            .unwrap_or_default();
+        let mut changes = Box::pin(objects::watch(&client, info, &filter, &version).await?);
         while let Some(change) = changes.next().await {
             let change = change?;
             match &goal {
