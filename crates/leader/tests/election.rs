@@ -19,6 +19,19 @@ fn config(identity: &str) -> Config {
     c
 }
 
+/// When the lease was last renewed, in Unix seconds (0 when unknown).
+async fn renew_seconds(client: &Client) -> i64 {
+    let lease = client
+        .api::<Lease>()
+        .get("moor-system", "test-lease")
+        .await
+        .ok();
+    lease
+        .and_then(|l| l.spec)
+        .and_then(|s| s.renew_time)
+        .map_or(0, |t| t.seconds)
+}
+
 async fn holder(client: &Client) -> Option<String> {
     let lease = client
         .api::<Lease>()
@@ -43,11 +56,19 @@ async fn one_leads_and_the_other_takes_over_on_shutdown() -> anyhow::Result<()> 
 
     let b = Elector::new(&client, config("b"));
     let b_leader = b.subscribe();
+    let mut b_watch = b_leader.clone();
+    let b_led = tokio::spawn(async move { b_watch.wait_for(|leading| *leading).await.is_ok() });
     let b_stop = CancellationToken::new();
     let b_task = tokio::spawn(b.run(b_stop.clone()));
-    // b stands by while a renews, well past a lease duration.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!*b_leader.borrow(), "b must not lead while a renews");
+    // b stands by while a renews, well past a lease duration (2 s): wait
+    // until a's renewals have carried the lease 3 s beyond where it was.
+    let start = renew_seconds(&client).await;
+    assert_eventually!(
+        renew_seconds(&client).await >= start + 3,
+        WAIT,
+        "a stopped renewing"
+    );
+    assert!(!b_led.is_finished(), "b must not lead while a renews");
     assert_eq!(holder(&client).await.as_deref(), Some("a"));
 
     a_stop.cancel();

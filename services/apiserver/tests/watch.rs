@@ -90,7 +90,7 @@ async fn every_watcher_sees_every_change_once_in_order_across_restarts() -> anyh
         let (kind, object) = match result {
             Ok(done) => done,
             Err(status) if status.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                common::wait_ready(&server.url()).await;
                 continue;
             }
             Err(status) => anyhow::bail!("mutation failed: {status}"),
@@ -150,7 +150,7 @@ async fn resuming_watcher(
         let mut stream = match client.watch(req).await {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() != Code::OutOfRange => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                common::wait_ready(&url).await;
                 continue;
             }
             Err(status) => anyhow::bail!("watch failed: {status}"),

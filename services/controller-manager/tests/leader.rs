@@ -73,8 +73,18 @@ async fn only_the_leader_acts_and_the_standby_takes_over() {
         CONVERGE,
         "the standby scaled to 5"
     );
-    // Never more than asked for: two managers never both acted.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Never more than asked for: two managers never both acted. Once the
+    // controller reports the new generation with 5 replicas it has settled.
+    assert_eventually!(
+        {
+            let rc = rcs.get("default", "web").await.unwrap();
+            let status = rc.status.clone().unwrap_or_default();
+            status.replicas == 5
+                && status.observed_generation == rc.metadata.as_ref().map_or(0, |m| m.generation)
+        },
+        CONVERGE,
+        "the controller never reported 5 replicas for the new generation"
+    );
     assert_eq!(live_pods(&client, "default", "app=web").await.len(), 5);
     standby_task.abort();
 }

@@ -75,7 +75,7 @@ async fn watcher(
                 anyhow::bail!("history lost: {status}")
             }
             Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                wait_ready(&url).await;
                 continue;
             }
         };

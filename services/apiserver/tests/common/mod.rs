@@ -73,20 +73,12 @@ impl TestServer {
     /// Stops the apiserver and starts a new one on the same address and store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await;
-        let mut last = None;
-        // The port was just released; retry briefly in case it is not yet free.
-        for _ in 0..50 {
-            match launch(storage(&self.backend), self.addr, self.tweak).await {
-                Ok((_, shutdown, task)) => {
-                    self.shutdown = shutdown;
-                    self.task = Some(task);
-                    return Ok(());
-                }
-                Err(err) => last = Some(err),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+        // The listener is gone once the task ended, and tokio binds with
+        // SO_REUSEADDR, so the same address is free at once.
+        let (_, shutdown, task) = launch(storage(&self.backend), self.addr, self.tweak).await?;
+        self.shutdown = shutdown;
+        self.task = Some(task);
+        Ok(())
     }
 
     pub async fn stop(&mut self) {
@@ -162,4 +154,18 @@ pub fn pod(name: &str) -> moor_api::core::v1::Pod {
         }),
         ..Default::default()
     }
+}
+
+/// Waits until the apiserver at `url` answers (after a restart).
+pub async fn wait_ready(url: &str) {
+    use moor_api::core::v1::namespaces_client::NamespacesClient;
+    let mut client = NamespacesClient::new(moor_rpc::channel(url).expect("valid url"));
+    moor_testkit::assert_eventually!(
+        client
+            .list(moor_api::meta::v1::ListRequest::default())
+            .await
+            .is_ok(),
+        std::time::Duration::from_secs(30),
+        "the apiserver at {url} never answered"
+    );
 }

@@ -286,17 +286,15 @@ pub async fn wait_pod(
     what: &str,
     check: impl Fn(&Pod) -> bool,
 ) -> Pod {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let pod = cluster.pod(name).await;
-        if let Some(pod) = pod.as_ref().filter(|p| check(p)) {
-            return pod.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pod {name}: {what} not reached within {PATIENCE:?}; last seen: {:#?}",
-            pod.and_then(|p| p.status)
-        );
-        tokio::time::sleep(moor_testkit::POLL_INTERVAL).await;
-    }
+    let mut last: Option<Pod>;
+    moor_testkit::assert_eventually!(
+        {
+            last = cluster.pod(name).await;
+            last.as_ref().is_some_and(&check)
+        },
+        PATIENCE,
+        "pod {name}: {what} not reached; last seen: {:#?}",
+        last.as_ref().and_then(|p| p.status.as_ref())
+    );
+    last.expect("checked above")
 }
