@@ -56,14 +56,10 @@ impl Apiserver {
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = moor_client::Client::new(&self.url)?;
-        let namespaces = client.api::<moor_api::core::v1::Namespace>();
-        for _ in 0..200 {
-            if namespaces.get("", "default").await.is_ok() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!("moor apiserver at {} did not become ready", self.url)
+        client
+            .wait_ready(Duration::from_secs(10))
+            .await
+            .with_context(|| format!("moor apiserver at {} did not become ready", self.url))
     }
 
     /// Resident memory of the process now, and its peak, in MiB.

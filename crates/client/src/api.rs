@@ -89,6 +89,21 @@ impl Client {
             _kind: PhantomData,
         }
     }
+
+    /// Waits until the apiserver answers (it serves the `default`
+    /// namespace from its first moment), for at most `within`; the last
+    /// error otherwise. For starting a cluster and tools that start one.
+    pub async fn wait_ready(&self, within: std::time::Duration) -> Result<(), Error> {
+        let namespaces = self.api::<core::v1::Namespace>();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match namespaces.get("", "default").await {
+                Ok(_) => return Ok(()),
+                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
 }
 
 // === impl ListParams ===

@@ -58,7 +58,10 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         let shutdown = shutdown.clone();
         tasks.spawn(async move { apiserver.run(shutdown).await.context("apiserver") });
     }
-    wait_for_api(&url).await?;
+    moor_client::Client::new(&url)?
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .with_context(|| format!("the apiserver at {url} did not become ready"))?;
     tracing::info!(%url, "apiserver ready");
 
     let scheduler = moor_scheduler::Config::new(url.clone());
@@ -130,18 +133,6 @@ async fn check_docker() -> anyhow::Result<()> {
         bail!("the pod sandbox image moor/pause:0.1 is missing: build it with ./images/build.sh");
     }
     Ok(())
-}
-
-async fn wait_for_api(url: &str) -> anyhow::Result<()> {
-    let client = moor_client::Client::new(url)?;
-    let namespaces = client.api::<moor_api::core::v1::Namespace>();
-    for _ in 0..200 {
-        if namespaces.get("", "default").await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("the apiserver at {url} did not become ready")
 }
 
 /// Points moorctl's current context at this cluster.
