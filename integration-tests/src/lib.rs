@@ -1,4 +1,9 @@
-//! Helpers for moor's end-to-end tests: an apiserver on a free port.
+//! Helpers for moor's end-to-end tests: an apiserver on a free port, and a
+//! whole cluster on the real Docker daemon.
+
+mod cluster;
+
+pub use cluster::{Cluster, remove_docker_leftovers};
 
 use std::net::SocketAddr;
 

@@ -32,10 +32,15 @@ mod generated {
                 tonic::include_proto!("moor.coordination.v1");
             }
         }
+        pub mod proxy {
+            pub mod v1 {
+                tonic::include_proto!("moor.proxy.v1");
+            }
+        }
     }
 }
 
-pub use generated::moor::{apps, coordination, core, meta};
+pub use generated::moor::{apps, coordination, core, meta, proxy};
 
 /// The encoded `FileDescriptorSet` of every file in proto/ and its imports,
 /// with comments: served by gRPC reflection and read by the codec and the CLI.

@@ -90,6 +90,17 @@ impl Client {
         }
     }
 
+    /// The cluster's network settings: service range, DNS address and
+    /// domain, node port range.
+    pub async fn cluster_network(&self) -> Result<moor_api::proxy::v1::ClusterNetwork, Error> {
+        let mut client =
+            moor_api::proxy::v1::proxy_config_client::ProxyConfigClient::new(self.channel.clone());
+        Ok(client
+            .get_cluster_network(moor_api::proxy::v1::GetClusterNetworkRequest {})
+            .await?
+            .into_inner())
+    }
+
     /// Waits until the apiserver answers (it serves the `default`
     /// namespace from its first moment), for at most `within`; the last
     /// error otherwise. For starting a cluster and tools that start one.

@@ -237,6 +237,12 @@ impl ContainerRuntime for Docker {
             }),
             nano_cpus: spec.nano_cpus,
             memory: spec.memory_bytes,
+            // Docker writes these into the container's resolv.conf; on a
+            // user-defined network the nameserver line is its embedded
+            // resolver (127.0.0.11), which forwards to these servers.
+            dns: spec.dns.as_ref().map(|d| d.servers.clone()),
+            dns_search: spec.dns.as_ref().map(|d| d.searches.clone()),
+            dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
             ..Default::default()
         };
         let body = ContainerCreateBody {

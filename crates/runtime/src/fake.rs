@@ -1,5 +1,6 @@
 //! [`Fake`]: an in-memory runtime for simulated nodes. Containers start
 //! instantly and run until stopped; every image is present; nothing runs.
+//! The spec each container was created from is kept for tests to inspect.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,9 +15,16 @@ use crate::{ContainerRuntime, Error};
 pub struct Fake {
     info: RuntimeInfo,
     // A std Mutex: held only in short synchronous sections, never across an await.
-    containers: Arc<Mutex<HashMap<String, ContainerInfo>>>,
+    containers: Arc<Mutex<HashMap<String, Entry>>>,
     next: Arc<AtomicU64>,
     down: Arc<AtomicBool>,
+}
+
+/// One fake container: what it reports and what it was created from.
+#[derive(Clone, Debug)]
+struct Entry {
+    info: ContainerInfo,
+    spec: ContainerSpec,
 }
 
 // === impl Fake ===
@@ -46,7 +54,12 @@ impl Fake {
         self.down.store(down, Ordering::Relaxed);
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, ContainerInfo>) -> T) -> T {
+    /// The spec container `id` was created from, while it exists.
+    pub fn spec(&self, id: &str) -> Option<ContainerSpec> {
+        self.with(|c| c.get(id).map(|e| e.spec.clone()))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> T {
         let mut guard = match self.containers.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -101,16 +114,17 @@ impl ContainerRuntime for Fake {
             ip,
         };
         self.with(|c| {
-            if c.values().any(|other| other.name == spec.name) {
+            if c.values().any(|other| other.info.name == spec.name) {
                 return Err(Error::Engine(format!("name {:?} is in use", spec.name)));
             }
-            c.insert(id.clone(), info);
+            let spec = spec.clone();
+            c.insert(id.clone(), Entry { info, spec });
             Ok(id)
         })
     }
 
     async fn start_container(&self, id: &str) -> Result<(), Error> {
-        self.with(|c| match c.get_mut(id) {
+        self.with(|c| match c.get_mut(id).map(|e| &mut e.info) {
             Some(info) => {
                 info.state = ContainerState::Running;
                 info.started_at = Some(SystemTime::now());
@@ -122,7 +136,11 @@ impl ContainerRuntime for Fake {
 
     async fn stop_container(&self, id: &str, _grace: Duration) -> Result<(), Error> {
         self.with(|c| {
-            if let Some(info) = c.get_mut(id).filter(|i| i.state == ContainerState::Running) {
+            if let Some(info) = c
+                .get_mut(id)
+                .map(|e| &mut e.info)
+                .filter(|i| i.state == ContainerState::Running)
+            {
                 info.state = ContainerState::Exited;
                 info.finished_at = Some(SystemTime::now());
             }
@@ -136,12 +154,13 @@ impl ContainerRuntime for Fake {
     }
 
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, Error> {
-        Ok(self.with(|c| c.get(id).cloned()))
+        Ok(self.with(|c| c.get(id).map(|e| e.info.clone())))
     }
 
     async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error> {
         Ok(self.with(|c| {
             c.values()
+                .map(|e| &e.info)
                 .filter(|info| labels.iter().all(|(k, v)| info.label(k) == *v))
                 .cloned()
                 .collect()
@@ -170,6 +189,10 @@ mod tests {
             ports: vec![],
             nano_cpus: None,
             memory_bytes: None,
+            dns: Some(crate::DnsConfig {
+                servers: vec!["10.96.0.10".into()],
+                ..Default::default()
+            }),
         }
     }
 
@@ -181,6 +204,7 @@ mod tests {
             fake.create_container(&spec("a")).await.is_err(),
             "names are unique"
         );
+        assert_eq!(fake.spec(&id), Some(spec("a")), "the spec is kept");
         fake.start_container(&id).await.unwrap();
         let info = fake.inspect_container(&id).await.unwrap().unwrap();
         assert_eq!(info.state, ContainerState::Running);
@@ -203,5 +227,6 @@ mod tests {
         assert_eq!(info.state, ContainerState::Exited);
         fake.remove_container(&id).await.unwrap();
         assert!(fake.inspect_container(&id).await.unwrap().is_none());
+        assert_eq!(fake.spec(&id), None);
     }
 }

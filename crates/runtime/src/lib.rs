@@ -15,8 +15,8 @@ pub use docker::Docker;
 pub use error::Error;
 pub use fake::Fake;
 pub use types::{
-    ContainerInfo, ContainerSpec, ContainerState, Labels, Mount, NetworkMode, PortMapping,
-    RuntimeInfo, labels,
+    ContainerInfo, ContainerSpec, ContainerState, DnsConfig, Labels, Mount, NetworkMode,
+    PortMapping, RuntimeInfo, labels,
 };
 
 use std::time::Duration;

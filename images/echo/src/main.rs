@@ -1,22 +1,32 @@
 //! `echo`: a tiny static HTTP server and test helper, packed as `moor/echo:0.1`.
 //!
+//! The binary is linked statically, so it cannot use glibc's NSS for names: every name is
+//! resolved with `moor_dns::client` through `/etc/resolv.conf` (search list and `ndots`).
+//!
 //! Modes (the first argument):
-//! - `serve [--port N] [--trap-sigterm FILE]`: answers every HTTP request with
-//!   `pod=$POD_NAME ip=$POD_IP`. With `--trap-sigterm` it appends `SIGTERM` to
-//!   FILE on SIGTERM and keeps serving (to test grace periods); otherwise it
-//!   exits 0 on SIGTERM or SIGINT.
-//! - `get URL [--expect TEXT] [--retry-seconds N]`: exits 0 when the URL answers
-//!   200 (with TEXT in the body), retrying for N seconds; usable as a probe.
+//! - `serve [--port N] [--echo-port N] [--trap-sigterm FILE]`: answers every HTTP request on
+//!   TCP port N with `pod=$POD_NAME ip=$POD_IP`, and every UDP datagram on the same port with
+//!   `pod=$POD_NAME ip=$POD_IP ` followed by the datagram. With `--echo-port` it also runs a
+//!   raw TCP echo server there (for benchmarks). With `--trap-sigterm` it appends `SIGTERM` to
+//!   FILE on SIGTERM and keeps serving (to test grace periods); otherwise it exits 0 on SIGTERM
+//!   or SIGINT.
+//! - `get URL [--expect TEXT] [--retry-seconds N]`: exits 0 when the URL answers 200 (with
+//!   TEXT in the body), retrying for N seconds; the host may be a DNS name; usable as a probe.
+//! - `udp HOST:PORT PAYLOAD [--expect TEXT] [--retry-seconds N]`: sends PAYLOAD, prints the
+//!   reply and exits 0 when it contains TEXT.
+//! - `lookup NAME [--type A|SRV] [--expect TEXT] [--retry-seconds N]`: prints one line per
+//!   answer (`A 10.96.0.12`, `SRV 0 100 80 web.default.svc.cluster.local.`); exits 0 when
+//!   there are answers (one containing TEXT, if given), 1 on NXDOMAIN or no answers.
 //! - `write PATH TEXT`: writes TEXT to PATH.
 //! - `wait-file PATH TEXT [--seconds N]`: exits 0 once PATH holds TEXT.
 //! - `exit CODE`: exits with CODE at once.
 
+mod probe;
+mod serve;
+
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,8 +53,10 @@ async fn dispatch(args: &[String]) -> std::io::Result<u8> {
     let mode = args.first().map(String::as_str).unwrap_or("serve");
     let rest = args.get(1..).unwrap_or_default();
     match mode {
-        "serve" => serve(rest).await,
-        "get" => get(rest).await,
+        "serve" => serve::serve(rest).await,
+        "get" => probe::get(rest).await,
+        "udp" => probe::udp(rest).await,
+        "lookup" => probe::lookup(rest).await,
         "write" => {
             let (path, text) = two(rest)?;
             tokio::fs::write(path, text).await?;
@@ -57,108 +69,45 @@ async fn dispatch(args: &[String]) -> std::io::Result<u8> {
     }
 }
 
-async fn serve(args: &[String]) -> std::io::Result<u8> {
-    let port: u16 = flag(args, "--port").map_or(Ok(8080), |p| p.parse().map_err(invalid))?;
-    let trap = flag(args, "--trap-sigterm").map(str::to_owned);
-    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
-    println!("serving on :{port}");
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    tokio::spawn(answer(stream));
-                }
-            }
-            _ = term.recv() => match &trap {
-                Some(path) => {
-                    println!("got SIGTERM; ignoring it");
-                    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
-                    file.write_all(b"SIGTERM\n").await?;
-                    file.sync_all().await?;
-                }
-                None => return Ok(0),
-            },
-            _ = int.recv() => return Ok(0),
-        }
-    }
-}
-
-async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
-    let mut buf = [0u8; 4096];
-    let _ = stream.read(&mut buf).await?;
-    let pod = std::env::var("POD_NAME").unwrap_or_default();
-    let ip = std::env::var("POD_IP").unwrap_or_default();
-    let body = format!("pod={pod} ip={ip}\n");
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-async fn get(args: &[String]) -> std::io::Result<u8> {
-    let url = args.first().ok_or_else(|| invalid("get needs a URL"))?;
-    let expect = flag(args, "--expect").unwrap_or_default();
-    let seconds: u64 =
-        flag(args, "--retry-seconds").map_or(Ok(0), |s| s.parse().map_err(invalid))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    loop {
-        match fetch(url).await {
-            Ok((200, body)) if body.contains(expect) => {
-                print!("{body}");
-                return Ok(0);
-            }
-            Ok((status, body)) => eprintln!("{url}: status {status}: {body}"),
-            Err(err) => eprintln!("{url}: {err}"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(1);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A minimal HTTP/1.1 GET of `http://HOST:PORT/PATH`: status and body.
-async fn fetch(url: &str) -> std::io::Result<(u16, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| invalid("only http:// URLs"))?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = TcpStream::connect(authority).await?;
-    let request = format!("GET /{path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid("malformed response"))?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, body.to_owned()))
-}
-
 async fn wait_file(args: &[String]) -> std::io::Result<u8> {
     let (path, text) = two(args)?;
     let seconds: u64 = flag(args, "--seconds").map_or(Ok(30), |s| s.parse().map_err(invalid))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if tokio::fs::read_to_string(path)
+    let found = retry(seconds, Duration::from_millis(100), || async {
+        tokio::fs::read_to_string(path)
             .await
             .is_ok_and(|c| c.contains(text))
-        {
-            println!("{path} holds {text:?}");
-            return Ok(0);
+    })
+    .await;
+    if found {
+        println!("{path} holds {text:?}");
+        Ok(0)
+    } else {
+        eprintln!("{path} did not hold {text:?} within {seconds}s");
+        Ok(1)
+    }
+}
+
+/// Runs `attempt` until it succeeds or `seconds` have passed (at least once); true on success.
+async fn retry<F, Fut>(seconds: u64, pause: Duration, mut attempt: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if attempt().await {
+            return true;
         }
         if tokio::time::Instant::now() >= deadline {
-            eprintln!("{path} did not hold {text:?} within {seconds}s");
-            return Ok(1);
+            return false;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(pause).await;
     }
+}
+
+/// `--retry-seconds N`, 0 by default.
+fn retry_seconds(args: &[String]) -> std::io::Result<u64> {
+    flag(args, "--retry-seconds").map_or(Ok(0), |s| s.parse().map_err(invalid))
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {

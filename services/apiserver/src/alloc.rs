@@ -3,6 +3,7 @@
 //! same one.
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,8 +16,8 @@ use crate::error::Error;
 const IP_PREFIX: &str = "/registry/allocations/clusterips/";
 /// Store prefix of node port reservations.
 const PORT_PREFIX: &str = "/registry/allocations/nodeports/";
-/// Node ports Kubernetes hands out.
-pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// Node ports Kubernetes hands out by default.
+pub const DEFAULT_NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
 /// Random tries before a full scan for a free value.
 const RANDOM_TRIES: usize = 32;
 
@@ -24,14 +25,28 @@ const RANDOM_TRIES: usize = 32;
 pub struct Allocator {
     store: Arc<dyn Store>,
     cidr: Ipv4Net,
+    /// Never handed out: the cluster DNS address.
+    dns_ip: Ipv4Addr,
+    node_ports: RangeInclusive<u16>,
 }
 
 // === impl Allocator ===
 
 impl Allocator {
-    /// An allocator over `cidr` for cluster IPs.
-    pub fn new(store: Arc<dyn Store>, cidr: Ipv4Net) -> Self {
-        Self { store, cidr }
+    /// An allocator of cluster IPs from `cidr` (except `dns_ip`) and node
+    /// ports from `node_ports`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cidr: Ipv4Net,
+        dns_ip: Ipv4Addr,
+        node_ports: RangeInclusive<u16>,
+    ) -> Self {
+        Self {
+            store,
+            cidr,
+            dns_ip,
+            node_ports,
+        }
     }
 
     /// The reservation key of a cluster IP.
@@ -58,6 +73,11 @@ impl Allocator {
                     self.cidr
                 )));
             }
+            if ip == self.dns_ip {
+                return Err(Error::BadRequest(format!(
+                    "{ip} is reserved for the cluster DNS"
+                )));
+            }
             return match self.reserve(&Self::ip_key(&ip.to_string()), owner).await? {
                 true => Ok(ip),
                 false => Err(Error::BadRequest(format!(
@@ -79,13 +99,13 @@ impl Allocator {
         let candidate = |offset: u64| Ipv4Addr::from(base.wrapping_add(2 + offset as u32));
         for _ in 0..RANDOM_TRIES {
             let ip = candidate(random() % usable);
-            if self.reserve(&Self::ip_key(&ip.to_string()), owner).await? {
+            if ip != self.dns_ip && self.reserve(&Self::ip_key(&ip.to_string()), owner).await? {
                 return Ok(ip);
             }
         }
         for offset in 0..usable {
             let ip = candidate(offset);
-            if self.reserve(&Self::ip_key(&ip.to_string()), owner).await? {
+            if ip != self.dns_ip && self.reserve(&Self::ip_key(&ip.to_string()), owner).await? {
                 return Ok(ip);
             }
         }
@@ -97,7 +117,13 @@ impl Allocator {
 
     /// Reserves node port `wanted` for `owner`, or any free one when `None`.
     pub async fn reserve_port(&self, owner: &str, wanted: Option<i32>) -> Result<i32, Error> {
+        let (low, high) = (*self.node_ports.start(), *self.node_ports.end());
         if let Some(port) = wanted {
+            if !(i32::from(low)..=i32::from(high)).contains(&port) {
+                return Err(Error::BadRequest(format!(
+                    "provided port {port} is not in the valid range {low}-{high}"
+                )));
+            }
             return match self.reserve(&Self::port_key(port), owner).await? {
                 true => Ok(port),
                 false => Err(Error::BadRequest(format!(
@@ -105,8 +131,8 @@ impl Allocator {
                 ))),
             };
         }
-        let first = i32::from(*NODE_PORTS.start());
-        let count = u64::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+        let first = i32::from(low);
+        let count = u64::from(high - low) + 1;
         for _ in 0..RANDOM_TRIES {
             let port = first + (random() % count) as i32;
             if self.reserve(&Self::port_key(port), owner).await? {
@@ -119,9 +145,9 @@ impl Allocator {
                 return Ok(port);
             }
         }
-        Err(Error::ResourceExhausted(
-            "no node ports left in 30000-32767".to_string(),
-        ))
+        Err(Error::ResourceExhausted(format!(
+            "no node ports left in {low}-{high}"
+        )))
     }
 
     /// Gives back reservations; failures are logged, a leaked value is only

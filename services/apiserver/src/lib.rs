@@ -10,18 +10,20 @@ mod cache;
 mod error;
 mod grpc;
 mod kinds;
+mod proxy_config;
 mod registry;
 mod subresources;
 mod validate;
 mod watch;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use moor_api::{apps, coordination, core};
+use moor_api::{apps, coordination, core, proxy};
 use moor_storage::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -34,6 +36,7 @@ use crate::alloc::Allocator;
 use crate::cache::Cache;
 use crate::grpc::Api;
 use crate::kinds::Kind;
+use crate::proxy_config::ProxyConfigService;
 use crate::registry::{Registry, Shared};
 
 /// Where the apiserver keeps its data.
@@ -52,8 +55,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The store.
     pub storage: Storage,
-    /// Range cluster IPs come from.
+    /// Range cluster IPs come from; its tenth address is the cluster DNS.
     pub service_cidr: Ipv4Net,
+    /// Range node ports come from.
+    pub node_ports: RangeInclusive<u16>,
+    /// The DNS domain of the cluster, e.g. "cluster.local".
+    pub cluster_domain: String,
     /// Recent events each kind's watch cache keeps for resuming watchers.
     pub watch_cache_events: usize,
     /// How often watchers that asked for bookmarks get one.
@@ -63,13 +70,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for `storage`: 127.0.0.1:6443, 10.96.0.0/12.
+    /// The cluster DNS address: the tenth of the service CIDR, as in
+    /// Kubernetes; never allocated to a service.
+    pub fn dns_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.service_cidr.network()).wrapping_add(10))
+    }
+
+    /// Defaults for `storage`: 127.0.0.1:6443, 10.96.0.0/12, node ports 30000-32767.
     pub fn new(storage: Storage) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             storage,
             service_cidr: Ipv4Net::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12)
                 .unwrap_or_default(),
+            node_ports: alloc::DEFAULT_NODE_PORTS,
+            cluster_domain: "cluster.local".into(),
             watch_cache_events: 10_000,
             bookmark_interval: Duration::from_secs(10),
             compaction_interval: Duration::from_secs(300),
@@ -80,6 +95,9 @@ impl Config {
 /// Why the apiserver could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A setting is unusable.
+    #[error("{0}")]
+    Config(String),
     /// The listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source} (is another apiserver or `moor up` running?)")]
     Listen {
@@ -115,6 +133,17 @@ pub struct ApiServer {
 impl ApiServer {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
+        if config.service_cidr.prefix_len() > 28 {
+            return Err(StartError::Config(format!(
+                "--service-cidr {} is too small: use a /28 or larger (its tenth address is the cluster DNS)",
+                config.service_cidr
+            )));
+        }
+        if config.node_ports.is_empty() {
+            return Err(StartError::Config(
+                "--service-node-port-range is empty".to_string(),
+            ));
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -146,7 +175,12 @@ impl ApiServer {
         let namespace_cache = Cache::<core::v1::Namespace>::new(size);
         let shared = Arc::new(Shared {
             store: self.store.clone(),
-            alloc: Allocator::new(self.store.clone(), self.config.service_cidr),
+            alloc: Allocator::new(
+                self.store.clone(),
+                self.config.service_cidr,
+                self.config.dns_ip(),
+                self.config.node_ports.clone(),
+            ),
             shutdown: shutdown.clone(),
             bookmark_interval: self.config.bookmark_interval,
             namespaces: namespace_cache.clone(),
@@ -183,14 +217,36 @@ impl ApiServer {
             core::v1::Pod,
             core::v1::pods_server::PodsServer<Api<core::v1::Pod>>
         );
-        add!(
-            core::v1::Service,
-            core::v1::services_server::ServicesServer<Api<core::v1::Service>>
-        );
-        add!(
-            core::v1::Endpoints,
-            core::v1::endpoints_service_server::EndpointsServiceServer<Api<core::v1::Endpoints>>
-        );
+        let services = registry::<core::v1::Service>(&shared, size, &mut tasks);
+        let endpoints = registry::<core::v1::Endpoints>(&shared, size, &mut tasks);
+        server
+            .add(
+                proxy::v1::proxy_config_server::ProxyConfigServer::new(ProxyConfigService::new(
+                    services.cache().clone(),
+                    endpoints.cache().clone(),
+                    proxy_config::cluster_network(
+                        self.config.service_cidr,
+                        self.config.dns_ip(),
+                        &self.config.cluster_domain,
+                        &self.config.node_ports,
+                    ),
+                    shutdown.clone(),
+                ))
+                .max_encoding_message_size(usize::MAX),
+            )
+            .await;
+        server
+            .add(core::v1::services_server::ServicesServer::new(Api::new(
+                services,
+            )))
+            .await;
+        server
+            .add(
+                core::v1::endpoints_service_server::EndpointsServiceServer::new(Api::new(
+                    endpoints,
+                )),
+            )
+            .await;
         add!(
             core::v1::ConfigMap,
             core::v1::config_maps_server::ConfigMapsServer<Api<core::v1::ConfigMap>>

@@ -61,6 +61,11 @@ impl<K: Kind> Registry<K> {
         Self { shared, cache }
     }
 
+    /// The kind's watch cache.
+    pub fn cache(&self) -> &Arc<Cache<K>> {
+        &self.cache
+    }
+
     /// The store prefix of every object of the kind.
     pub fn prefix() -> String {
         format!("/registry/{}/", K::PLURAL)

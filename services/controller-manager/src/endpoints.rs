@@ -17,6 +17,7 @@ use moor_labels::Selector;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::events::Recorder;
 use crate::informer::{Change, Informer};
 use crate::pods;
 use crate::queue::{self, Queue, Worker};
@@ -24,9 +25,14 @@ use crate::queue::{self, Queue, Worker};
 /// Component name in logs.
 const COMPONENT: &str = "endpoints-controller";
 
+/// The service condition that reports target port names no selected pod has.
+pub const PORTS_RESOLVED: &str = "TargetPortsResolved";
+
 /// The endpoints controller.
 pub struct Controller {
     api: Api<Endpoints>,
+    service_api: Api<Service>,
+    events: Recorder,
     services: Reader<Service>,
     pods: Reader<Pod>,
     endpoints: Reader<Endpoints>,
@@ -50,6 +56,8 @@ impl Controller {
         let (queue, worker) = queue::queue();
         Self {
             api: client.api(),
+            service_api: client.api(),
+            events: Recorder::new(client, COMPONENT),
             services,
             pods,
             endpoints,
@@ -153,6 +161,7 @@ impl Controller {
             .into_iter()
             .filter(|p| p.meta().namespace == key.namespace && selector.matches(&p.meta().labels))
             .collect();
+        self.report_ports(&service, &pods).await?;
         let subsets = subsets(&service, pods.iter().map(|p| p.as_ref()));
         let labels = service.meta().labels.clone();
         match existing {
@@ -179,6 +188,102 @@ impl Controller {
         }
         Ok(Action::AwaitChange)
     }
+}
+
+// === impl Controller (port report) ===
+
+impl Controller {
+    /// Keeps the service's TargetPortsResolved condition (present and False
+    /// only while a named target port matches none of the selected pods)
+    /// and records a Warning event when the problem appears or changes.
+    async fn report_ports(
+        &self,
+        service: &Service,
+        pods: &[std::sync::Arc<Pod>],
+    ) -> Result<(), Error> {
+        let problems = unresolved_ports(service, pods.iter().map(|p| p.as_ref()));
+        let conditions = service
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let current = conditions.iter().find(|c| c.r#type == PORTS_RESOLVED);
+        let message = problems.join("; ");
+        let unchanged = match current {
+            None => problems.is_empty(),
+            Some(c) => !problems.is_empty() && c.message == message,
+        };
+        if unchanged {
+            return Ok(());
+        }
+        let mut updated = service.clone();
+        let status = updated.status.get_or_insert_with(Default::default);
+        status.conditions.retain(|c| c.r#type != PORTS_RESOLVED);
+        if !problems.is_empty() {
+            status.conditions.push(moor_api::meta::v1::Condition {
+                r#type: PORTS_RESOLVED.to_string(),
+                status: "False".to_string(),
+                reason: "PortNameNotFound".to_string(),
+                message: message.clone(),
+                last_transition_time: Some(pods::now()),
+                ..Default::default()
+            });
+        }
+        match self.service_api.update_status(&updated).await {
+            Ok(_) => {}
+            // The service changed meanwhile: its next reconcile reports.
+            Err(moor_client::Error::Conflict(_) | moor_client::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !problems.is_empty() {
+            tracing::warn!(%message, "service target ports do not resolve");
+            self.events
+                .warning(service, "PortNameNotFound", message)
+                .await;
+        }
+        Ok(())
+    }
+}
+
+/// The named target ports of `service` that none of its selected, running
+/// pods declares, each as a message naming the field.
+pub fn unresolved_ports<'a>(
+    service: &Service,
+    pods: impl Iterator<Item = &'a Pod> + Clone,
+) -> Vec<String> {
+    let spec = service.spec.clone().unwrap_or_default();
+    let live: Vec<&Pod> = pods
+        .filter(|p| {
+            let phase = p.status.as_ref().map_or("", |s| s.phase.as_str());
+            p.meta().deletion_timestamp.is_none() && !matches!(phase, "Succeeded" | "Failed")
+        })
+        .collect();
+    if live.is_empty() {
+        return Vec::new();
+    }
+    spec.ports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, port)| {
+            let Some(Value::StrVal(name)) = port.target_port.as_ref().and_then(|t| t.value.as_ref())
+            else {
+                return None;
+            };
+            if live.iter().any(|pod| resolve_port(port, pod).is_some()) {
+                return None;
+            }
+            let mut names: Vec<&str> = live.iter().map(|p| p.meta().name.as_str()).collect();
+            names.sort_unstable();
+            let more = names.len().saturating_sub(3);
+            names.truncate(3);
+            let suffix = if more > 0 { format!(" and {more} more") } else { String::new() };
+            Some(format!(
+                "spec.ports[{i}].targetPort {name:?} is not a {} container port of any selected pod ({}{suffix})",
+                protocol(port),
+                names.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// Services in `pod`'s namespace whose selector matches it.
@@ -228,7 +333,7 @@ pub fn subsets<'a>(service: &Service, pods: impl Iterator<Item = &'a Pod>) -> Ve
             tracing::debug!(pod = %pod.meta().name, "no service port resolves on this pod; skipped");
             continue;
         }
-        let address = address(pod, ip);
+        let address = address(pod, ip, &service.meta().name);
         let (ready, not_ready) = groups.entry(ports).or_default();
         if spec.publish_not_ready_addresses || pods::is_ready(pod) {
             ready.push(address);
@@ -292,12 +397,20 @@ fn port_protocol(protocol: &str) -> String {
     }
 }
 
-fn address(pod: &Pod, ip: &str) -> EndpointAddress {
+fn address(pod: &Pod, ip: &str, service: &str) -> EndpointAddress {
     let meta = pod.meta();
     let node = pod.spec.as_ref().map_or("", |s| s.node_name.as_str());
+    // A pod whose subdomain is this service is named by its hostname in
+    // the service's DNS, as in Kubernetes.
+    let hostname = pod
+        .spec
+        .as_ref()
+        .filter(|s| s.subdomain == service)
+        .map(|s| s.hostname.clone())
+        .unwrap_or_default();
     EndpointAddress {
         ip: ip.to_string(),
-        hostname: String::new(),
+        hostname,
         node_name: (!node.is_empty()).then(|| node.to_string()),
         target_ref: Some(ObjectReference {
             kind: Pod::KIND.to_string(),
@@ -377,5 +490,71 @@ mod tests {
         assert_eq!(subsets[0].not_ready_addresses[0].ip, "10.0.0.1");
         assert_eq!(subsets[1].ports[0].port, 9090);
         assert_eq!(subsets[1].addresses[0].ip, "10.0.0.3");
+    }
+
+    fn named_service(target: &str) -> Service {
+        Service {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    target_port: Some(IntOrString {
+                        value: Some(Value::StrVal(target.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_port_name_no_selected_pod_has_is_reported_with_its_field() {
+        let pods = [
+            pod("b", "10.0.0.2", true, "web", 8080),
+            pod("a", "10.0.0.1", true, "web", 8080),
+        ];
+        let problems = unresolved_ports(&named_service("htttp"), pods.iter());
+        assert_eq!(
+            problems,
+            vec![
+                "spec.ports[0].targetPort \"htttp\" is not a TCP container port of any selected pod (a, b)"
+                    .to_string()
+            ]
+        );
+        // One pod declaring it is enough; no pods, nothing to report.
+        let mixed = [
+            pod("a", "10.0.0.1", true, "web", 8080),
+            pod("c", "10.0.0.3", true, "htttp", 1),
+        ];
+        assert!(unresolved_ports(&named_service("htttp"), mixed.iter()).is_empty());
+        assert!(unresolved_ports(&named_service("htttp"), [].iter()).is_empty());
+    }
+
+    #[test]
+    fn a_pod_in_the_services_subdomain_is_named_by_its_hostname() {
+        let mut named = pod("a", "10.0.0.1", true, "web", 8080);
+        if let Some(spec) = named.spec.as_mut() {
+            spec.hostname = "db-0".into();
+            spec.subdomain = "web".into();
+        }
+        let mut elsewhere = pod("b", "10.0.0.2", true, "web", 8080);
+        if let Some(spec) = elsewhere.spec.as_mut() {
+            spec.hostname = "db-1".into();
+            spec.subdomain = "other".into();
+        }
+        let subsets = subsets(&named_service("web"), [named, elsewhere].iter());
+        let hostnames: Vec<&str> = subsets[0]
+            .addresses
+            .iter()
+            .map(|a| a.hostname.as_str())
+            .collect();
+        assert_eq!(hostnames, vec!["db-0", ""]);
     }
 }

@@ -28,6 +28,15 @@ impl Recorder {
 
     /// Records a Normal event about `object`.
     pub async fn normal<K: Resource>(&self, object: &K, reason: &str, message: String) {
+        self.record(object, "Normal", reason, message).await;
+    }
+
+    /// Records a Warning event about `object`: something a user must fix.
+    pub async fn warning<K: Resource>(&self, object: &K, reason: &str, message: String) {
+        self.record(object, "Warning", reason, message).await;
+    }
+
+    async fn record<K: Resource>(&self, object: &K, kind: &str, reason: &str, message: String) {
         let meta = object.meta();
         let now = pods::now();
         let event = Event {
@@ -54,7 +63,7 @@ impl Recorder {
             first_timestamp: Some(now),
             last_timestamp: Some(now),
             count: 1,
-            r#type: "Normal".to_string(),
+            r#type: kind.to_string(),
             reporting_component: self.component.to_string(),
             ..Default::default()
         };

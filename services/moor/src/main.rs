@@ -33,7 +33,9 @@ enum Command {
     /// Run the controller-manager: replication controllers, replica sets, deployments,
     /// endpoints, garbage collection and namespace deletion.
     ControllerManager(ControlArgs),
-    /// Run the whole cluster on this machine: apiserver, scheduler, controller-manager and node agent.
+    /// Run a node's service proxy and cluster DNS: forwards cluster IPs and node ports to endpoints.
+    Proxy(ProxyArgs),
+    /// Run the whole cluster on this machine: apiserver, scheduler, controller-manager, node agent and proxy.
     Up(up::UpArgs),
 }
 
@@ -80,6 +82,43 @@ struct NodeArgs {
 }
 
 #[derive(Args)]
+struct ProxyArgs {
+    /// URL of the apiserver.
+    #[arg(long, default_value = "http://127.0.0.1:6443")]
+    server: String,
+    /// Name of the node this proxy serves (reported to the apiserver).
+    #[arg(long)]
+    node: String,
+    /// Interface to put cluster IPs on (default: moor0 where the kernel has dummy links, else lo).
+    #[arg(long)]
+    interface: Option<String>,
+    /// Seconds connections to an endpoint that went away may still run.
+    #[arg(long, default_value_t = 2)]
+    drain_seconds: u64,
+    /// Seconds an idle UDP flow is kept.
+    #[arg(long, default_value_t = 30)]
+    udp_idle_seconds: u64,
+    /// Do not serve cluster DNS.
+    #[arg(long)]
+    no_dns: bool,
+    /// Resolver for names outside the cluster, IP:PORT (repeatable; default: /etc/resolv.conf's).
+    #[arg(long)]
+    dns_upstream: Vec<SocketAddr>,
+}
+
+impl ProxyArgs {
+    fn config(self) -> moor_proxy::Config {
+        let mut config = moor_proxy::Config::new(self.server, self.node);
+        config.interface = self.interface;
+        config.drain = Duration::from_secs(self.drain_seconds);
+        config.udp_idle = Duration::from_secs(self.udp_idle_seconds.max(1));
+        config.dns = !self.no_dns;
+        config.dns_upstreams = self.dns_upstream;
+        config
+    }
+}
+
+#[derive(Args)]
 struct ApiserverArgs {
     /// Address to serve the gRPC API on.
     #[arg(long, default_value = "127.0.0.1:6443")]
@@ -90,9 +129,15 @@ struct ApiserverArgs {
     /// Comma-separated etcd URLs, e.g. http://127.0.0.1:2379; replaces the embedded store.
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
-    /// IPv4 range that service cluster IPs are allocated from.
+    /// IPv4 range that service cluster IPs are allocated from; its tenth address is the cluster DNS.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: ipnet::Ipv4Net,
+    /// Range of node ports, FIRST-LAST.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// DNS domain of the cluster.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Recent events each kind's watch cache keeps, for watchers that resume.
     #[arg(long, default_value_t = 10_000)]
     watch_cache_events: usize,
@@ -148,6 +193,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 moor_scheduler::run(config, shutdown).await?;
                 Ok(())
             }
+            Command::Proxy(args) => {
+                moor_proxy::run(args.config(), shutdown).await?;
+                Ok(())
+            }
             Command::Node(args) => {
                 let mut config = moor_node::Config::new(args.server, args.name, args.data_dir);
                 config.runtime = match args.runtime.as_str() {
@@ -179,10 +228,31 @@ async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyh
     let mut config = moor_apiserver::Config::new(storage);
     config.listen = args.listen;
     config.service_cidr = args.service_cidr;
+    config.node_ports = args.service_node_port_range;
+    config.cluster_domain = args.cluster_domain;
     config.watch_cache_events = args.watch_cache_events;
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval_seconds.max(1));
     moor_apiserver::run(config, shutdown).await?;
     Ok(())
+}
+
+/// Parses "30000-32767".
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not FIRST-LAST"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a port number"))
+    };
+    let (low, high) = (port(low)?, port(high)?);
+    if low == 0 || low > high {
+        return Err(format!(
+            "{text:?}: FIRST must be 1 or more and not above LAST"
+        ));
+    }
+    Ok(low..=high)
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {

@@ -1,4 +1,5 @@
-//! `moor up`: the whole cluster on this machine in one process. Every
+//! `moor up`: the whole cluster on this machine in one process (apiserver,
+//! scheduler, controller-manager, node agent, proxy and DNS). Every
 //! component still talks to the apiserver over gRPC, exactly as when they
 //! run apart; `moor up` only starts them and wires their addresses.
 
@@ -95,6 +96,12 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
     }
     tracing::info!(node = %node_name, "node agent started");
+    let proxy = moor_proxy::Config::new(url.clone(), node_name.clone());
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { moor_proxy::run(proxy, shutdown).await.context("proxy") });
+    }
+    tracing::info!("proxy and cluster DNS started");
 
     let config_path = write_context(&url)?;
     println!(

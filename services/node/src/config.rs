@@ -1,5 +1,6 @@
 //! The agent's settings.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub struct Config {
     pub fake_cpus: i64,
     /// Memory a fake node reports, in bytes.
     pub fake_memory_bytes: i64,
+    /// The cluster DNS server that pods with dnsPolicy ClusterFirst resolve
+    /// through; `None`: every pod keeps Docker's default resolver.
+    pub cluster_dns: Option<Ipv4Addr>,
+    /// The cluster's DNS domain: pods search `<namespace>.svc.<domain>`,
+    /// `svc.<domain>` and `<domain>`.
+    pub cluster_domain: String,
 }
 
 // === impl Config ===
@@ -65,6 +72,8 @@ impl Config {
             sandbox_image: "moor/pause:0.1".into(),
             fake_cpus: 4,
             fake_memory_bytes: 16 << 30,
+            cluster_dns: None,
+            cluster_domain: "cluster.local".into(),
         }
     }
 

@@ -9,6 +9,18 @@ pub enum Error {
     /// The apiserver refused or did not answer.
     #[error("apiserver: {0}")]
     Api(#[from] moor_client::Error),
+    /// The services of a pod's namespace could not be listed, so its
+    /// containers cannot get their service variables yet.
+    #[error(
+        "cannot list the services of namespace {namespace:?} for the containers' service variables: {source}"
+    )]
+    Services {
+        /// The pod's namespace.
+        namespace: String,
+        /// Why the list failed.
+        #[source]
+        source: moor_client::Error,
+    },
     /// The data directory.
     #[error("{path}: {source}")]
     Io {

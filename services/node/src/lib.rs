@@ -4,7 +4,9 @@
 //! holding the network namespace, app containers joined to it, volumes,
 //! restarts with back-off, status written only on change, graceful deletion,
 //! and removal of containers whose pod is gone. A restarted agent adopts the
-//! containers it finds (by their labels) instead of restarting them.
+//! containers it finds (by their labels) instead of restarting them. Pods
+//! resolve through the cluster DNS (per dnsPolicy) and their containers get
+//! Kubernetes-style variables for the services of their namespace.
 //!
 //! With the fake runtime and a count, one process runs many simulated nodes.
 
@@ -50,6 +52,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             let Some(runtime) = agent::connect_docker(&config, &client, &shutdown).await else {
                 return Ok(());
             };
+            let mut config = config;
+            if config.cluster_dns.is_none() {
+                let Some(()) = discover_cluster_dns(&mut config, &client, &shutdown).await else {
+                    return Ok(());
+                };
+            }
             agents.spawn(run_one(config, client, Arc::new(runtime), shutdown));
         }
     }
@@ -62,6 +70,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         }
     }
     result
+}
+
+/// Asks the apiserver for the cluster DNS address and domain, retrying
+/// until it answers; `None` on shutdown. An apiserver without the
+/// ProxyConfig service leaves pods on Docker's resolver.
+async fn discover_cluster_dns(
+    config: &mut Config,
+    client: &moor_client::Client,
+    shutdown: &CancellationToken,
+) -> Option<()> {
+    loop {
+        match client.cluster_network().await {
+            Ok(network) => {
+                config.cluster_dns = network.dns_ip.parse().ok();
+                if !network.cluster_domain.is_empty() {
+                    config.cluster_domain = network.cluster_domain;
+                }
+                tracing::info!(dns = ?config.cluster_dns, domain = %config.cluster_domain, "pods resolve through the cluster DNS");
+                return Some(());
+            }
+            Err(moor_client::Error::Other(status))
+                if status.code() == tonic::Code::Unimplemented =>
+            {
+                tracing::warn!(
+                    "the apiserver has no cluster network settings; pods use Docker's resolver"
+                );
+                return Some(());
+            }
+            Err(err) => {
+                tracing::info!(%err, "waiting for the apiserver's cluster network settings");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Runs one agent on a runtime the caller built (tests inject a [`Fake`]

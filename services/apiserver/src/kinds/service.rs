@@ -10,7 +10,7 @@ use moor_api::meta::v1::IntOrString;
 use moor_api::meta::v1::int_or_string::Value;
 
 use super::Kind;
-use crate::alloc::{Allocator, NODE_PORTS};
+use crate::alloc::Allocator;
 use crate::error::Error;
 use crate::validate::Errors;
 
@@ -116,10 +116,9 @@ impl Kind for Service {
                         format!("{path}.nodePort"),
                         "Forbidden: may not be used when `type` is 'ClusterIP'",
                     );
-                } else if !(i32::from(*NODE_PORTS.start())..=i32::from(*NODE_PORTS.end()))
-                    .contains(&port.node_port)
-                {
-                    errors.invalid(format!("{path}.nodePort"), port.node_port, "provided port is not in the valid range. The range of valid ports is 30000-32767");
+                } else {
+                    // The configured range is checked when the port is reserved.
+                    errors.port(&format!("{path}.nodePort"), port.node_port);
                 }
             }
         }
@@ -153,11 +152,11 @@ impl Kind for Service {
         let spec = self.spec.get_or_insert_with(ServiceSpec::default);
         let mut reserved = Vec::new();
         let result = allocate_spec(spec, &old_spec, &owner, alloc, &mut reserved).await;
-        if let Err(err) = result {
+        if let Err((path, err)) = result {
             alloc.release(&reserved).await;
             let name = self.meta().name.clone();
             return Err(match err {
-                Error::BadRequest(msg) => Error::invalid("Service", &name, "spec", msg),
+                Error::BadRequest(msg) => Error::invalid("Service", &name, path, msg),
                 other => other,
             });
         }
@@ -182,13 +181,15 @@ impl Kind for Service {
     }
 }
 
+/// Reserves the spec's cluster IP and node ports; an error names the field.
 async fn allocate_spec(
     spec: &mut ServiceSpec,
     old: &ServiceSpec,
     owner: &str,
     alloc: &Allocator,
     reserved: &mut Vec<String>,
-) -> Result<(), Error> {
+) -> Result<(), (String, Error)> {
+    let ip_error = |err| ("spec.clusterIP".to_string(), err);
     if spec.cluster_ip.is_empty() && !old.cluster_ip.is_empty() {
         spec.cluster_ip = old.cluster_ip.clone();
     }
@@ -199,10 +200,10 @@ async fn allocate_spec(
             "" => None,
             ip => Some(
                 ip.parse::<Ipv4Addr>()
-                    .map_err(|_| Error::BadRequest(format!("invalid clusterIP {ip}")))?,
+                    .map_err(|_| ip_error(Error::BadRequest(format!("invalid clusterIP {ip}"))))?,
             ),
         };
-        let ip = alloc.reserve_ip(owner, wanted).await?;
+        let ip = alloc.reserve_ip(owner, wanted).await.map_err(ip_error)?;
         reserved.push(Allocator::ip_key(&ip.to_string()));
         spec.cluster_ip = ip.to_string();
     }
@@ -220,7 +221,7 @@ async fn allocate_spec(
         .map(|p| p.node_port)
         .filter(|p| *p != 0)
         .collect();
-    for port in &mut spec.ports {
+    for (i, port) in spec.ports.iter_mut().enumerate() {
         if port.node_port == 0 {
             // Keep the node port this port already had.
             if let Some(prev) = old
@@ -238,12 +239,7 @@ async fn allocate_spec(
         let got = alloc
             .reserve_port(owner, wanted)
             .await
-            .map_err(|err| match err {
-                Error::BadRequest(msg) => {
-                    Error::BadRequest(format!("ports[{}].nodePort: {msg}", port.port))
-                }
-                other => other,
-            })?;
+            .map_err(|err| (format!("spec.ports[{i}].nodePort"), err))?;
         reserved.push(Allocator::port_key(got));
         port.node_port = got;
     }

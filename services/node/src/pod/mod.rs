@@ -1,6 +1,8 @@
 //! The pod sync loop: a controller over the pods bound to this node that
 //! converges the runtime to each pod and writes its status.
 
+mod dns;
+mod links;
 mod sources;
 mod spec;
 mod status;
@@ -70,6 +72,7 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
     let mut waiting = HashMap::new();
     let mut next = agent.config.pod_resync;
     let sources = sources::Sources::fetch(agent, pod).await?;
+    let links = links::ServiceLinks::default();
     let (sandbox, problem) = ensure_sandbox(agent, pod, &existing).await?;
     if let Some(sandbox) = &sandbox {
         let volume_error = spec::prepare_volumes(agent, pod, &sources).await?;
@@ -86,7 +89,12 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
                 continue;
             }
             let attempts = attempts_of(&existing, &container.name);
-            match converge(agent, pod, container, &attempts, sandbox, &sources).await? {
+            let inputs = Inputs {
+                sandbox,
+                sources: &sources,
+                links: &links,
+            };
+            match converge(agent, pod, container, &attempts, &inputs).await? {
                 Step::Fine => {}
                 Step::Wait(w, due) => {
                     waiting.insert(container.name.clone(), w);
@@ -128,6 +136,16 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
     Ok(Action::Requeue(next.max(Duration::from_millis(100))))
 }
 
+/// What creating a pod's app containers needs besides the pod.
+struct Inputs<'a> {
+    /// The running sandbox whose namespaces they join.
+    sandbox: &'a ContainerInfo,
+    /// The config maps and secrets the pod refers to.
+    sources: &'a sources::Sources,
+    /// The service variables, listed on first use.
+    links: &'a links::ServiceLinks,
+}
+
 /// What a container needs next.
 enum Step {
     /// Running, or done for good.
@@ -142,15 +160,14 @@ async fn converge(
     pod: &Pod,
     container: &Container,
     attempts: &[&ContainerInfo],
-    sandbox: &ContainerInfo,
-    sources: &sources::Sources,
+    inputs: &Inputs<'_>,
 ) -> Result<Step, Error> {
     let policy = pod
         .spec
         .as_ref()
         .map_or("Always", |s| s.restart_policy.as_str());
     let Some(latest) = attempts.last() else {
-        return start(agent, pod, container, 0, sandbox, sources).await;
+        return start(agent, pod, container, 0, inputs).await;
     };
     match latest.state {
         ContainerState::Running => Ok(Step::Fine),
@@ -180,15 +197,7 @@ async fn converge(
                     backoff - since,
                 ));
             }
-            let step = start(
-                agent,
-                pod,
-                container,
-                latest.attempt() + 1,
-                sandbox,
-                sources,
-            )
-            .await?;
+            let step = start(agent, pod, container, latest.attempt() + 1, inputs).await?;
             // Keep the previous attempt for lastState; older ones go.
             for old in attempts.iter().rev().skip(1) {
                 agent.runtime.remove_container(&old.id).await?;
@@ -204,22 +213,22 @@ async fn start(
     pod: &Pod,
     container: &Container,
     attempt: u32,
-    sandbox: &ContainerInfo,
-    sources: &sources::Sources,
+    inputs: &Inputs<'_>,
 ) -> Result<Step, Error> {
     let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
     if let Some(wait) = ensure_image(agent, uid, container).await? {
         return Ok(wait);
     }
+    let sandbox = inputs.sandbox;
     let pod_ip = sandbox.ip.clone().unwrap_or_default();
-    let spec = match spec::app(
+    let mut spec = match spec::app(
         agent,
         pod,
         container,
         attempt,
         &sandbox.id,
         &pod_ip,
-        sources,
+        inputs.sources,
     ) {
         Ok(spec) => spec,
         Err(spec::ConfigError(message)) => {
@@ -230,6 +239,7 @@ async fn start(
             ));
         }
     };
+    spec.env = inputs.links.add_to(agent, pod, spec.env).await?;
     let id = agent.runtime.create_container(&spec).await?;
     if let Err(err) = agent.runtime.start_container(&id).await {
         // The container stays, exited with the engine's error; the next

@@ -7,6 +7,7 @@ use moor_api::core::v1::{Container, Pod, Volume};
 use moor_runtime::{ContainerSpec, Labels, Mount, NetworkMode, PortMapping, labels};
 
 use crate::agent::Agent;
+use crate::pod::dns;
 use crate::pod::sources::{self, Sources};
 
 /// A container the agent cannot create from the spec as given
@@ -56,6 +57,7 @@ pub fn sandbox(agent: &Agent, pod: &Pod, attempt: u32) -> ContainerSpec {
         ports: host_ports(pod),
         nano_cpus: None,
         memory_bytes: None,
+        dns: dns::sandbox_dns(&agent.config, pod),
     }
 }
 
@@ -132,6 +134,8 @@ pub fn app(
         ports: vec![],
         nano_cpus,
         memory_bytes,
+        // The sandbox's resolv.conf is theirs.
+        dns: None,
     })
 }
 

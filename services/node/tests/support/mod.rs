@@ -133,24 +133,8 @@ impl Cluster {
     }
 
     /// Creates `pod` and binds it to this node; returns it as stored.
-    pub async fn run_pod(&self, mut pod: Pod) -> Pod {
-        pod.set_type_meta();
-        let pods = self.client.api::<Pod>();
-        let created = pods.create(&pod).await.expect("pod created");
-        let meta = created.metadata.clone().unwrap_or_default();
-        let binding = Binding {
-            metadata: Some(ObjectMeta {
-                name: meta.name.clone(),
-                namespace: meta.namespace.clone(),
-                ..Default::default()
-            }),
-            target: Some(ObjectReference {
-                kind: "Node".into(),
-                name: self.node().into(),
-                ..Default::default()
-            }),
-        };
-        pods.bind(&binding).await.expect("pod bound")
+    pub async fn run_pod(&self, pod: Pod) -> Pod {
+        create_and_bind(&self.client, pod, self.node()).await
     }
 
     /// The pod now, or `None` once it is gone.
@@ -171,29 +155,33 @@ impl Cluster {
     }
 }
 
+/// Creates `pod` and binds it to `node`; returns it as stored.
+pub async fn create_and_bind(client: &Client, mut pod: Pod, node: &str) -> Pod {
+    pod.set_type_meta();
+    let pods = client.api::<Pod>();
+    let created = pods.create(&pod).await.expect("pod created");
+    let meta = created.metadata.clone().unwrap_or_default();
+    let binding = Binding {
+        metadata: Some(ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            ..Default::default()
+        }),
+        target: Some(ObjectReference {
+            kind: "Node".into(),
+            name: node.into(),
+            ..Default::default()
+        }),
+    };
+    pods.bind(&binding).await.expect("pod bound")
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some((token, _)) = &self.agent {
             token.cancel();
         }
-        // Synchronous on purpose: runs even when the test panicked.
-        let filter = format!("label=moor.node={}", self.config.name);
-        if let Ok(out) = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            let ids = String::from_utf8_lossy(&out.stdout);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &self.config.network])
-            .output();
+        moor_integration_tests::remove_docker_leftovers(&self.config.name, &self.config.network);
     }
 }
 

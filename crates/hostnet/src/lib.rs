@@ -1,0 +1,18 @@
+//! The host's network through netlink: addresses on an interface and the
+//! proxy's dummy interface.
+//!
+//! Every call is blocking and self-contained: it opens its own rtnetlink
+//! socket, sends one request with `NLM_F_ACK` and reads until the kernel's
+//! answer, so it is safe to run from `spawn_blocking` on any thread. Changes
+//! are idempotent: adding what is there or removing what is not reports
+//! `false` instead of failing. Only IPv4 is handled.
+
+mod address;
+mod error;
+mod link;
+mod socket;
+
+pub use address::{add_address, list_addresses, remove_address};
+pub use error::Error;
+pub use ipnet::Ipv4Net;
+pub use link::{DummyOutcome, ensure_dummy, interface_index, remove_link};

@@ -1,0 +1,258 @@
+//! moor's node proxy: a userspace L4 proxy in the manner of the first
+//! Kubernetes proxy, and the cluster DNS.
+//!
+//! It follows the apiserver's ProxyConfig stream (a snapshot, then changes,
+//! each acknowledged or rejected with a reason), puts every cluster IP on the
+//! host, listens on each service's cluster IP and port (and on node ports on
+//! every address) and forwards TCP connections and UDP flows to ready
+//! endpoints. The cluster DNS answers on the cluster's DNS address from the
+//! same stream.
+
+mod addresses;
+mod balancer;
+mod dataplane;
+mod table;
+mod tcp;
+mod udp;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moor_api::proxy::v1::proxy_config_client::ProxyConfigClient;
+use moor_api::proxy::v1::{ClusterNetwork, ProxyConfigRequest};
+use moor_dns::Records;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use addresses::HostAddresses;
+pub use table::{Frontend, Model, Protocol, Route, Table};
+
+use crate::dataplane::Dataplane;
+
+/// How to run the proxy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Apiserver URL.
+    pub server: String,
+    /// The node this proxy runs on.
+    pub node: String,
+    /// Interface for cluster IPs; `None`: `moor0` if the kernel has dummy
+    /// links, else `lo`.
+    pub interface: Option<String>,
+    /// How long connections to an endpoint that went away may finish.
+    pub drain: Duration,
+    /// How long an idle UDP flow is kept.
+    pub udp_idle: Duration,
+    /// Serve cluster DNS on the cluster's DNS address.
+    pub dns: bool,
+    /// Where names outside the cluster domain go; empty: the host's
+    /// /etc/resolv.conf.
+    pub dns_upstreams: Vec<SocketAddr>,
+}
+
+impl Config {
+    /// Defaults: 2 s drain, 30 s UDP idle timeout, DNS on.
+    pub fn new(server: impl Into<String>, node: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            node: node.into(),
+            interface: None,
+            drain: Duration::from_secs(2),
+            udp_idle: Duration::from_secs(30),
+            dns: true,
+            dns_upstreams: Vec::new(),
+        }
+    }
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The host's interfaces could not be prepared.
+    #[error("cannot prepare the interface for cluster IPs: {0}")]
+    Host(#[from] moor_hostnet::Error),
+}
+
+/// Runs the proxy until `shutdown`; takes its addresses off the host when
+/// it stops.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let host = HostAddresses::open(config.interface.clone()).await?;
+    tracing::info!(node = %config.node, interface = host.interface(), "proxy starting");
+    let mut proxy = Proxy {
+        dataplane: Dataplane::new(config.drain, config.udp_idle, shutdown.clone()),
+        model: Model::default(),
+        host,
+        dns: None,
+        config,
+        shutdown: shutdown.clone(),
+    };
+    let mut version = String::new();
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        match proxy.follow(&mut version).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(err) => {
+                tracing::warn!(%err, "proxy config stream lost; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    proxy.stop().await;
+    Ok(())
+}
+
+/// The DNS server's feed and settings.
+struct Dns {
+    records: watch::Sender<Arc<Records>>,
+    domain: String,
+}
+
+struct Proxy {
+    config: Config,
+    model: Model,
+    dataplane: Dataplane,
+    host: HostAddresses,
+    dns: Option<Dns>,
+    shutdown: CancellationToken,
+}
+
+impl Proxy {
+    /// Follows one stream until it ends; `version` is the last applied.
+    async fn follow(&mut self, version: &mut String) -> Result<(), tonic::Status> {
+        let channel = moor_rpc::channel(&self.config.server)
+            .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+        let mut client = ProxyConfigClient::new(channel).max_decoding_message_size(usize::MAX);
+        let (tx, rx) = mpsc::channel(16);
+        let first = ProxyConfigRequest {
+            node: self.config.node.clone(),
+            resume_version: version.clone(),
+            ..Default::default()
+        };
+        // The channel is fresh and has room.
+        let _ = tx.try_send(first);
+        let mut updates = client
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        loop {
+            let update = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                update = updates.message() => update?,
+            };
+            let Some(update) = update else {
+                return Ok(());
+            };
+            let applied = update.version.clone();
+            let kind = if update.snapshot {
+                "snapshot"
+            } else {
+                "changes"
+            };
+            self.model.apply(update);
+            let problems = self.converge().await;
+            if problems.is_empty() {
+                tracing::debug!(version = %applied, kind, listening = self.dataplane.listening(), "applied");
+            } else {
+                tracing::warn!(version = %applied, problems = %problems.join("; "), "applied in part");
+            }
+            *version = applied.clone();
+            let ack = ProxyConfigRequest {
+                version: applied,
+                error: problems.join("; "),
+                ..Default::default()
+            };
+            if tx.send(ack).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Converges the host addresses, listeners and DNS to the model.
+    async fn converge(&mut self) -> Vec<String> {
+        let (table, mut problems) = self.model.table();
+        let network = self.model.network.clone().unwrap_or_default();
+        let dns_ip = network.dns_ip.parse::<Ipv4Addr>().ok();
+        match network.service_cidr.parse::<ipnet::Ipv4Net>() {
+            Ok(range) => {
+                let mut wanted = table.cluster_ips.clone();
+                if self.config.dns {
+                    wanted.extend(dns_ip);
+                }
+                // Never touch addresses outside the service range.
+                wanted.retain(|ip| range.contains(ip));
+                problems.extend(self.host.converge(range, wanted).await);
+            }
+            Err(_) => problems.push(format!(
+                "the cluster network has no usable service CIDR ({:?})",
+                network.service_cidr
+            )),
+        }
+        problems.extend(self.dataplane.apply(&table).await);
+        if self.config.dns
+            && let Some(ip) = dns_ip
+        {
+            problems.extend(self.dns(ip, &network, table).await);
+        }
+        problems
+    }
+
+    /// Feeds the DNS server, starting it on first use.
+    async fn dns(
+        &mut self,
+        ip: Ipv4Addr,
+        network: &ClusterNetwork,
+        table: Table,
+    ) -> Option<String> {
+        let domain = match network.cluster_domain.as_str() {
+            "" => "cluster.local".to_string(),
+            d => d.to_string(),
+        };
+        let records = Arc::new(Records::new(&domain, table.dns));
+        if let Some(dns) = &self.dns
+            && dns.domain == domain
+        {
+            dns.records.send_replace(records);
+            return None;
+        }
+        let (tx, rx) = watch::channel(records);
+        let upstreams = if self.config.dns_upstreams.is_empty() {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            moor_dns::upstreams_from_resolv_conf(&text)
+        } else {
+            self.config.dns_upstreams.clone()
+        };
+        let addr = SocketAddr::from((ip, 53));
+        let server = match moor_dns::Server::bind(addr, upstreams, rx).await {
+            Ok(server) => server,
+            Err(err) => return Some(format!("cannot serve DNS on {addr}: {err}")),
+        };
+        tokio::spawn(server.serve(self.shutdown.child_token()));
+        tracing::info!(%addr, %domain, "cluster DNS serving");
+        self.dns = Some(Dns {
+            records: tx,
+            domain,
+        });
+        None
+    }
+
+    /// Closes the frontends and takes the cluster IPs off the host.
+    async fn stop(&mut self) {
+        self.dataplane.close();
+        if let Some(range) = self
+            .model
+            .network
+            .as_ref()
+            .and_then(|n| n.service_cidr.parse::<ipnet::Ipv4Net>().ok())
+        {
+            for problem in self.host.converge(range, Default::default()).await {
+                tracing::warn!(%problem, "could not remove a cluster IP");
+            }
+        }
+        tracing::info!("proxy stopped");
+    }
+}
