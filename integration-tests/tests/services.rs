@@ -17,8 +17,7 @@ use moor_api::core::v1::{
 use moor_api::meta::v1::int_or_string::Value;
 use moor_api::meta::v1::{IntOrString, ObjectMeta};
 use moor_integration_tests::Cluster;
-use moor_testkit::assert_eventually;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use moor_testkit::{assert_eventually, http_get};
 
 /// Bound for anything involving Docker and the whole control loop.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -136,27 +135,6 @@ fn service(name: &str, app: &str, node_port: bool, affinity: bool) -> Service {
     };
     service.set_type_meta();
     service
-}
-
-/// One HTTP request over a fresh connection; the body ("pod=NAME ip=IP").
-async fn http_get(addr: SocketAddr) -> std::io::Result<String> {
-    let request = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        match response.split_once("\r\n\r\n") {
-            Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
-                Ok(body.trim().to_string())
-            }
-            _ => Err(std::io::Error::other(format!("bad response {response:?}"))),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), request)
-        .await
-        .map_err(|_| std::io::Error::other("request timed out"))?
 }
 
 /// The pod name in an echo answer.

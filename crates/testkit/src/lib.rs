@@ -1,5 +1,6 @@
 //! Helpers shared by moor's tests: a throwaway etcd server, the
-//! `assert_eventually!` macro, free loopback ports and tracing setup.
+//! `assert_eventually!` macro, free loopback ports, a one-shot HTTP GET and
+//! tracing setup.
 //!
 //! A dev-dependency only; nothing here is meant for production code.
 
@@ -10,7 +11,7 @@ mod trace;
 
 pub use etcd::EtcdServer;
 pub use eventually::POLL_INTERVAL;
-pub use net::free_port;
+pub use net::{free_port, http_get};
 pub use trace::init_tracing;
 
 /// What `assert_eventually!` expands to needs, so callers need not depend on

@@ -1,6 +1,7 @@
 //! `moor up` as a new user runs it: the cluster comes up, moorctl's context
 //! points at it, a pod runs; stopped and started again, the pod's
-//! containers are the same ones; a busy port is a clear error.
+//! containers are the same ones and its service answers again; a busy port
+//! is a clear error.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -10,7 +11,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use moor_api::apps::v1::{Deployment, DeploymentSpec};
-use moor_api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use moor_api::core::v1::{
+    Container, Pod, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+};
+use moor_api::meta::v1::IntOrString;
+use moor_api::meta::v1::int_or_string::Value;
 use moor_api::meta::v1::{LabelSelector, ObjectMeta};
 use moor_client::{Client, DeleteParams, ListParams};
 use tokio::process::{Child, Command};
@@ -128,6 +133,7 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
     let pod = Pod {
         metadata: Some(ObjectMeta {
             name: pod_name.clone(),
+            labels: [("app".to_string(), pod_name.clone())].into(),
             ..Default::default()
         }),
         // No nodeName: the scheduler places it on the only node.
@@ -163,6 +169,34 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
     );
     let before = containers_of(&pod_name);
     assert_eq!(before.len(), 2, "sandbox and app container: {before:?}");
+
+    // A service in front of it answers from the host, through moor up's proxy.
+    let service = Service {
+        metadata: Some(ObjectMeta {
+            name: pod_name.clone(),
+            ..Default::default()
+        }),
+        spec: Some(ServiceSpec {
+            selector: [("app".to_string(), pod_name.clone())].into(),
+            ports: vec![ServicePort {
+                port: 80,
+                target_port: Some(IntOrString {
+                    value: Some(Value::IntVal(8080)),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = client.api::<Service>().create(&service).await?;
+    let cluster_ip: std::net::IpAddr = service.spec.unwrap_or_default().cluster_ip.parse()?;
+    let via_service = std::net::SocketAddr::new(cluster_ip, 80);
+    moor_testkit::assert_eventually!(
+        moor_testkit::http_get(via_service).await.is_ok(),
+        Duration::from_secs(60),
+        "the service at {via_service} never answered"
+    );
 
     // A second `moor up` on the same port fails and says why.
     let busy = Command::new(env!("CARGO_BIN_EXE_moor"))
@@ -200,6 +234,11 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
         containers_of(&pod_name),
         before,
         "the restarted cluster adopted the same containers"
+    );
+    moor_testkit::assert_eventually!(
+        moor_testkit::http_get(via_service).await.is_ok(),
+        Duration::from_secs(60),
+        "the service at {via_service} does not answer after the restart"
     );
 
     pods.delete(
