@@ -32,6 +32,11 @@ mod generated {
                 tonic::include_proto!("moor.coordination.v1");
             }
         }
+        pub mod node {
+            pub mod v1 {
+                tonic::include_proto!("moor.node.v1");
+            }
+        }
         pub mod proxy {
             pub mod v1 {
                 tonic::include_proto!("moor.proxy.v1");
@@ -40,7 +45,7 @@ mod generated {
     }
 }
 
-pub use generated::moor::{apps, coordination, core, meta, proxy};
+pub use generated::moor::{apps, coordination, core, meta, node, proxy};
 
 /// The encoded `FileDescriptorSet` of every file in proto/ and its imports,
 /// with comments: served by gRPC reflection and read by the codec and the CLI.

@@ -4,19 +4,21 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use bollard::errors::Error as BollardError;
+use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
-    NetworkCreateRequest, PortBinding,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ExecConfig,
+    HostConfig, NetworkCreateRequest, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptions,
+    RemoveContainerOptionsBuilder, ResizeExecOptions, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
 use crate::types::{
-    ContainerInfo, ContainerSpec, ContainerState, NetworkMode, PortMapping, RuntimeInfo,
+    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, LogOptions,
+    NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping, RuntimeInfo,
 };
 use crate::{ContainerRuntime, Error};
 
@@ -331,6 +333,162 @@ impl ContainerRuntime for Docker {
             }
         }
         Ok(infos)
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, Error> {
+        let run = async {
+            let config = ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(command.to_vec()),
+                ..Default::default()
+            };
+            let created = self.docker.create_exec(id, config).await.map_err(engine)?;
+            let started = self
+                .docker
+                .start_exec(&created.id, None::<StartExecOptions>)
+                .await
+                .map_err(engine)?;
+            let mut output = Vec::new();
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = started
+            {
+                // Read to the end (the command's exit), keeping only the start.
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(engine)?;
+                    let room = ExecOutput::MAX_OUTPUT.saturating_sub(output.len());
+                    let bytes: &[u8] = chunk.as_ref();
+                    output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+            }
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(engine)?;
+            Ok(ExecOutput {
+                exit_code: inspect.exit_code.unwrap_or(-1),
+                output: String::from_utf8_lossy(&output).into_owned(),
+            })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Engine(format!(
+                "command {command:?} timed out after {timeout:?}"
+            ))),
+        }
+    }
+
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStreamBox, Error> {
+        let query = LogsOptions {
+            follow: options.follow,
+            stdout: true,
+            stderr: true,
+            timestamps: options.timestamps,
+            since: options
+                .since
+                .map_or(0, |s| i32::try_from(s).unwrap_or(i32::MAX)),
+            tail: options
+                .tail
+                .map_or_else(|| "all".to_string(), |n| n.to_string()),
+            ..Default::default()
+        };
+        // Fail now, not mid-stream, for a container that does not exist.
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(engine)?;
+        let stream = self
+            .docker
+            .logs(id, Some(query))
+            .filter_map(|item| async move {
+                match item {
+                    Ok(output) => chunk(output).map(Ok),
+                    Err(err) => Some(Err(engine(err))),
+                }
+            });
+        Ok(Box::pin(stream))
+    }
+
+    async fn exec_attached(&self, id: &str, spec: &ExecSpec) -> Result<ExecSession, Error> {
+        let config = ExecConfig {
+            attach_stdin: Some(spec.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(spec.tty),
+            cmd: Some(spec.command.clone()),
+            ..Default::default()
+        };
+        let created = self.docker.create_exec(id, config).await.map_err(engine)?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: spec.tty,
+            ..Default::default()
+        };
+        let started = self
+            .docker
+            .start_exec(&created.id, Some(options))
+            .await
+            .map_err(engine)?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(Error::Engine("the exec started detached".into()));
+        };
+        if let Some((width, height)) = spec.size {
+            // Best effort: the command runs whatever the size.
+            let _ = self.exec_resize(&created.id, width, height).await;
+        }
+        let output = output.filter_map(|item| async move {
+            match item {
+                Ok(output) => chunk(output).map(Ok),
+                Err(err) => Some(Err(engine(err))),
+            }
+        });
+        Ok(ExecSession {
+            exec_id: created.id,
+            output: Box::pin(output),
+            input,
+        })
+    }
+
+    async fn exec_resize(&self, exec_id: &str, width: u16, height: u16) -> Result<(), Error> {
+        let options = ResizeExecOptions {
+            h: i32::from(height),
+            w: i32::from(width),
+        };
+        self.docker
+            .resize_exec(exec_id, options)
+            .await
+            .map_err(engine)
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error> {
+        let inspect = self.docker.inspect_exec(exec_id).await.map_err(engine)?;
+        Ok(match inspect.running {
+            Some(true) => None,
+            _ => inspect.exit_code,
+        })
+    }
+}
+
+/// Output of Docker's multiplexed streams as chunks; stdin echoes dropped.
+fn chunk(output: bollard::container::LogOutput) -> Option<OutputChunk> {
+    use bollard::container::LogOutput;
+    match output {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => Some(OutputChunk {
+            stream: OutputStream::Stdout,
+            data: message,
+        }),
+        LogOutput::StdErr { message } => Some(OutputChunk {
+            stream: OutputStream::Stderr,
+            data: message,
+        }),
+        LogOutput::StdIn { .. } => None,
     }
 }
 

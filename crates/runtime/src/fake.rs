@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::types::{ContainerInfo, ContainerSpec, ContainerState, NetworkMode, RuntimeInfo};
+use crate::types::{
+    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, NetworkMode, RuntimeInfo,
+};
 use crate::{ContainerRuntime, Error};
 
 /// An in-memory runtime; clones share their containers.
@@ -18,13 +20,31 @@ pub struct Fake {
     containers: Arc<Mutex<HashMap<String, Entry>>>,
     next: Arc<AtomicU64>,
     down: Arc<AtomicBool>,
+    exec: ExecHook,
 }
+
+/// What [`Fake::exec`](ContainerRuntime::exec) answers for a running
+/// container, given its spec and the command.
+type ExecHandler =
+    Arc<dyn Fn(&ContainerSpec, &[String]) -> Result<ExecOutput, Error> + Send + Sync>;
+
+/// The handler set by [`Fake::set_exec`], shared by clones.
+#[derive(Clone, Default)]
+struct ExecHook(Arc<Mutex<Option<ExecHandler>>>);
 
 /// One fake container: what it reports and what it was created from.
 #[derive(Clone, Debug)]
 struct Entry {
     info: ContainerInfo,
     spec: ContainerSpec,
+}
+
+// === impl ExecHook ===
+
+impl std::fmt::Debug for ExecHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecHook")
+    }
 }
 
 // === impl Fake ===
@@ -45,7 +65,21 @@ impl Fake {
             containers: Arc::default(),
             next: Arc::new(AtomicU64::new(1)),
             down: Arc::default(),
+            exec: ExecHook::default(),
         }
+    }
+
+    /// Decides what commands run in containers return (by default: exit 0
+    /// with no output), e.g. to fail a probe.
+    pub fn set_exec<F>(&self, handler: F)
+    where
+        F: Fn(&ContainerSpec, &[String]) -> Result<ExecOutput, Error> + Send + Sync + 'static,
+    {
+        let mut guard = match self.exec.0.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Some(Arc::new(handler));
     }
 
     /// Makes `info` fail (or answer again), as when the engine is down:
@@ -165,6 +199,55 @@ impl ContainerRuntime for Fake {
                 .cloned()
                 .collect()
         }))
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, Error> {
+        let spec = self.with(|c| match c.get(id) {
+            Some(e) if e.info.state == ContainerState::Running => Ok(e.spec.clone()),
+            Some(_) => Err(Error::Engine(format!("container {id} is not running"))),
+            None => Err(Error::Engine(format!("no such container: {id}"))),
+        })?;
+        let handler = match self.exec.0.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match handler {
+            Some(handler) => handler(&spec, command),
+            None => Ok(ExecOutput::default()),
+        }
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        _options: &crate::LogOptions,
+    ) -> Result<crate::OutputStreamBox, Error> {
+        Err(Error::Engine(format!(
+            "container {id} runs on a simulated node: it has no log"
+        )))
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        _spec: &crate::ExecSpec,
+    ) -> Result<crate::ExecSession, Error> {
+        Err(Error::Engine(format!(
+            "container {id} runs on a simulated node: nothing can run in it"
+        )))
+    }
+
+    async fn exec_resize(&self, exec_id: &str, _width: u16, _height: u16) -> Result<(), Error> {
+        Err(Error::Engine(format!("no such exec: {exec_id}")))
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error> {
+        Err(Error::Engine(format!("no such exec: {exec_id}")))
     }
 }
 

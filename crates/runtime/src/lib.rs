@@ -15,7 +15,8 @@ pub use docker::Docker;
 pub use error::Error;
 pub use fake::Fake;
 pub use types::{
-    ContainerInfo, ContainerSpec, ContainerState, DnsConfig, Labels, Mount, NetworkMode,
+    ContainerInfo, ContainerSpec, ContainerState, DnsConfig, ExecOutput, ExecSession, ExecSpec,
+    Labels, LogOptions, Mount, NetworkMode, OutputChunk, OutputStream, OutputStreamBox,
     PortMapping, RuntimeInfo, labels,
 };
 
@@ -60,4 +61,26 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Every container (running or not) carrying all of `labels`.
     async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error>;
+
+    /// Runs `command` (no shell) in running container `id` and waits for
+    /// it, at most `timeout`; a command still running then is an error (it
+    /// may keep running in the container: engines cannot kill an exec).
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, Error>;
+
+    /// The log of container `id` (running or stopped).
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<OutputStreamBox, Error>;
+
+    /// Starts an interactive command in running container `id`.
+    async fn exec_attached(&self, id: &str, spec: &ExecSpec) -> Result<ExecSession, Error>;
+
+    /// Resizes the terminal of a running interactive command.
+    async fn exec_resize(&self, exec_id: &str, width: u16, height: u16) -> Result<(), Error>;
+
+    /// The exit code of an interactive command, once it has exited.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error>;
 }

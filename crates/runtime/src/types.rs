@@ -146,6 +146,16 @@ pub struct ContainerInfo {
     pub ip: Option<String>,
 }
 
+/// How a command run in a container ended ([`crate::ContainerRuntime::exec`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The command's exit code.
+    pub exit_code: i64,
+    /// Its stdout and stderr, interleaved, cut to the first
+    /// [`ExecOutput::MAX_OUTPUT`] bytes.
+    pub output: String,
+}
+
 /// The machine and the engine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeInfo {
@@ -165,6 +175,13 @@ pub struct RuntimeInfo {
     pub runtime_version: String,
 }
 
+// === impl ExecOutput ===
+
+impl ExecOutput {
+    /// How much output is kept: enough for a probe's message.
+    pub const MAX_OUTPUT: usize = 4096;
+}
+
 // === impl ContainerInfo ===
 
 impl ContainerInfo {
@@ -182,4 +199,62 @@ impl ContainerInfo {
     pub fn attempt(&self) -> u32 {
         self.label(labels::CONTAINER_ATTEMPT).parse().unwrap_or(0)
     }
+}
+
+/// Which container logs to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep streaming until the container stops.
+    pub follow: bool,
+    /// Only the last lines.
+    pub tail: Option<u64>,
+    /// Prefix lines with their timestamps.
+    pub timestamps: bool,
+    /// Only lines since this Unix time, in seconds.
+    pub since: Option<i64>,
+}
+
+/// Which of a process's outputs a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output (or a terminal's single stream).
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A piece of a container's or command's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputChunk {
+    /// Which stream.
+    pub stream: OutputStream,
+    /// The bytes.
+    pub data: bytes::Bytes,
+}
+
+/// A stream of output.
+pub type OutputStreamBox =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<OutputChunk, crate::Error>> + Send>>;
+
+/// An interactive command to run in a container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// The command and its arguments (no shell).
+    pub command: Vec<String>,
+    /// Attach stdin.
+    pub stdin: bool,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// The terminal's size (columns, rows).
+    pub size: Option<(u16, u16)>,
+}
+
+/// A running interactive command.
+pub struct ExecSession {
+    /// The engine's id of the command, for resize and the exit code.
+    pub exec_id: String,
+    /// Its output, until it exits.
+    pub output: OutputStreamBox,
+    /// Its stdin.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }

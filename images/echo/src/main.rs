@@ -20,6 +20,7 @@
 //! - `write PATH TEXT`: writes TEXT to PATH.
 //! - `wait-file PATH TEXT [--seconds N]`: exits 0 once PATH holds TEXT.
 //! - `exit CODE`: exits with CODE at once.
+//! - `cat`: copies stdin to stdout until end of input (to test `exec -i`).
 
 mod probe;
 mod serve;
@@ -65,6 +66,12 @@ async fn dispatch(args: &[String]) -> std::io::Result<u8> {
         }
         "wait-file" => wait_file(rest).await,
         "exit" => Ok(rest.first().and_then(|c| c.parse().ok()).unwrap_or(1)),
+        "cat" => {
+            let mut stdout = tokio::io::stdout();
+            tokio::io::copy(&mut tokio::io::stdin(), &mut stdout).await?;
+            tokio::io::AsyncWriteExt::flush(&mut stdout).await?;
+            Ok(0)
+        }
         other => Err(invalid(format!("unknown mode {other:?}"))),
     }
 }

@@ -8,17 +8,35 @@ use moor_api::meta::v1::{DeleteRequest, GetRequest, ListRequest, Scale, WatchReq
 use moor_api::{WatchEvent, apps, coordination, core};
 use tonic::{Request, Response, Status};
 
+use crate::pod_io::PodIo;
 use crate::registry::{Part, Registry};
 
 /// The gRPC face of one kind's registry.
 pub struct Api<K> {
     registry: Arc<Registry<K>>,
+    /// Pods only: the relay of logs and exec to node agents.
+    pod_io: Option<Arc<PodIo>>,
 }
 
 impl<K> Api<K> {
     /// Serves `registry`.
     pub fn new(registry: Arc<Registry<K>>) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            pod_io: None,
+        }
+    }
+
+    /// Serves pods' logs and exec through `io`.
+    pub fn with_pod_io(mut self, io: Arc<PodIo>) -> Self {
+        self.pod_io = Some(io);
+        self
+    }
+
+    fn pod_io(&self) -> Result<&PodIo, Status> {
+        self.pod_io
+            .as_deref()
+            .ok_or_else(|| Status::unimplemented("this apiserver does not relay logs and exec"))
     }
 }
 
@@ -76,6 +94,18 @@ macro_rules! serve {
                 #[doc = concat!("Bind: ", stringify!($bind))]
                 async fn bind(&self, req: Request<core::v1::Binding>) -> Result<Response<core::v1::Pod>, Status> {
                     Ok(Response::new(self.registry.bind(req.get_ref()).await?))
+                }
+
+                type LogsStream = BoxStream<'static, Result<core::v1::PodLogChunk, Status>>;
+
+                async fn logs(&self, req: Request<core::v1::PodLogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+                    Ok(Response::new(self.pod_io()?.logs(&self.registry, req.into_inner()).await?))
+                }
+
+                type ExecStream = BoxStream<'static, Result<core::v1::PodExecResponse, Status>>;
+
+                async fn exec(&self, req: Request<tonic::Streaming<core::v1::PodExecRequest>>) -> Result<Response<Self::ExecStream>, Status> {
+                    Ok(Response::new(self.pod_io()?.exec(&self.registry, req.into_inner()).await?))
                 }
             )?
         }

@@ -10,6 +10,7 @@ mod cache;
 mod error;
 mod grpc;
 mod kinds;
+mod pod_io;
 mod proxy_config;
 mod registry;
 mod subresources;
@@ -209,14 +210,33 @@ impl ApiServer {
                     .await;
             };
         }
-        add!(
-            core::v1::Node,
-            core::v1::nodes_server::NodesServer<Api<core::v1::Node>>
-        );
-        add!(
-            core::v1::Pod,
-            core::v1::pods_server::PodsServer<Api<core::v1::Pod>>
-        );
+        let nodes = registry::<core::v1::Node>(&shared, size, &mut tasks);
+        let secrets = registry::<core::v1::Secret>(&shared, size, &mut tasks);
+        let pod_io = Arc::new(pod_io::PodIo::new(
+            nodes.cache().clone(),
+            secrets.cache().clone(),
+        ));
+        bootstrap_agent_token(&secrets)
+            .await
+            .map_err(StartError::Bootstrap)?;
+        server
+            .add(core::v1::nodes_server::NodesServer::new(Api::new(nodes)))
+            .await;
+        server
+            .add(
+                core::v1::secrets_server::SecretsServer::new(Api::new(secrets))
+                    .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES),
+            )
+            .await;
+        let pods = registry::<core::v1::Pod>(&shared, size, &mut tasks);
+        server
+            .add(
+                core::v1::pods_server::PodsServer::new(Api::new(pods).with_pod_io(pod_io))
+                    .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES),
+            )
+            .await;
         let services = registry::<core::v1::Service>(&shared, size, &mut tasks);
         let endpoints = registry::<core::v1::Endpoints>(&shared, size, &mut tasks);
         server
@@ -250,10 +270,6 @@ impl ApiServer {
         add!(
             core::v1::ConfigMap,
             core::v1::config_maps_server::ConfigMapsServer<Api<core::v1::ConfigMap>>
-        );
-        add!(
-            core::v1::Secret,
-            core::v1::secrets_server::SecretsServer<Api<core::v1::Secret>>
         );
         add!(
             core::v1::Event,
@@ -331,6 +347,28 @@ async fn bootstrap(namespaces: &Registry<core::v1::Namespace>) -> Result<(), Err
         }
     }
     Ok(())
+}
+
+/// Creates the Secret with the token node agents accept from the apiserver,
+/// once per cluster.
+async fn bootstrap_agent_token(secrets: &Registry<core::v1::Secret>) -> Result<(), Error> {
+    let (namespace, name) = pod_io::TOKEN_SECRET;
+    let mut secret = core::v1::Secret::default();
+    let meta = moor_api::Resource::meta_mut(&mut secret);
+    meta.namespace = namespace.to_string();
+    meta.name = name.to_string();
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    secret
+        .data
+        .insert(pod_io::TOKEN_KEY.to_string(), token.into_bytes());
+    match secrets.create(secret).await {
+        Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// Compacts store history every `interval` to the revision seen one interval

@@ -79,6 +79,12 @@ struct NodeArgs {
     /// Seconds between node status and lease renewals.
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// Address of the agent's own service (logs and exec, for the apiserver); port 0 picks one.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    agent_listen: SocketAddr,
+    /// Cluster DNS address for pods (default: asked from the apiserver).
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Args)]
@@ -208,6 +214,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 config.count = args.count;
                 config.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
+                config.agent_listen = Some(args.agent_listen);
+                config.cluster_dns = args.cluster_dns;
                 moor_node::run(config, shutdown).await?;
                 Ok(())
             }

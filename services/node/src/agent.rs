@@ -27,6 +27,8 @@ pub struct Agent {
     pub hostname: String,
     /// The absolute data directory.
     pub data_dir: PathBuf,
+    /// Port of the NodeAgent service (logs, exec); 0 when it does not run.
+    pub agent_port: u16,
     /// Failed pulls by (pod uid, container name), for ImagePullBackOff.
     // A std Mutex: only short synchronous sections use it.
     pull_failures: Mutex<HashMap<(String, String), PullFailure>>,
@@ -51,6 +53,7 @@ impl Agent {
         config: Config,
         client: Client,
         runtime: Arc<dyn ContainerRuntime>,
+        agent_port: u16,
     ) -> Result<Self, Error> {
         let dir = config.data_dir.join("pods");
         tokio::fs::create_dir_all(&dir)
@@ -67,6 +70,7 @@ impl Agent {
             host_ip: host_ip(),
             hostname: hostname(),
             data_dir,
+            agent_port,
             config,
             pull_failures: Mutex::default(),
         })

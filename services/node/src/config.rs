@@ -50,6 +50,10 @@ pub struct Config {
     /// The cluster's DNS domain: pods search `<namespace>.svc.<domain>`,
     /// `svc.<domain>` and `<domain>`.
     pub cluster_domain: String,
+    /// Where the NodeAgent service (logs and exec for the apiserver)
+    /// listens; port 0 picks a free one (the Node's status tells it).
+    /// `None`: not served.
+    pub agent_listen: Option<std::net::SocketAddr>,
 }
 
 // === impl Config ===
@@ -74,6 +78,7 @@ impl Config {
             fake_memory_bytes: 16 << 30,
             cluster_dns: None,
             cluster_domain: "cluster.local".into(),
+            agent_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
         }
     }
 

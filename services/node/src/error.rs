@@ -21,6 +21,17 @@ pub enum Error {
         #[source]
         source: moor_client::Error,
     },
+    /// The NodeAgent service (logs, exec) cannot listen.
+    #[error(
+        "cannot listen on {addr} for logs and exec: {source} (pick another with --agent-listen)"
+    )]
+    AgentListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The data directory.
     #[error("{path}: {source}")]
     Io {

@@ -16,6 +16,7 @@ mod error;
 mod gc;
 mod node;
 mod pod;
+mod server;
 
 pub use config::{Config, RuntimeKind};
 pub use error::Error;
@@ -126,9 +127,25 @@ async fn run_one(
     runtime: Arc<dyn ContainerRuntime>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let agent = Arc::new(Agent::new(config, client, runtime).await?);
-    tracing::info!(node = %agent.name, "node agent starting");
+    // Simulated nodes have nothing to show: only real runtimes serve logs and exec.
+    let listener = match config.agent_listen {
+        Some(addr) if runtime.id_scheme() != "fake" => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::AgentListen { addr, source })?,
+        ),
+        _ => None,
+    };
+    let port = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let agent = Arc::new(Agent::new(config, client, runtime, port).await?);
+    tracing::info!(node = %agent.name, agent_port = port, "node agent starting");
     let mut tasks = JoinSet::new();
+    if let Some(listener) = listener {
+        tasks.spawn(server::serve(agent.clone(), listener, shutdown.clone()));
+    }
     tasks.spawn(node::heartbeat_loop(agent.clone(), shutdown.clone()));
     tasks.spawn(gc::gc_loop(agent.clone(), shutdown.clone()));
     tasks.spawn(pod::run_controller(agent.clone(), shutdown.clone()));

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use moor_api::Resource;
 use moor_api::coordination::v1::{Lease, LeaseSpec};
-use moor_api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use moor_api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use moor_api::meta::v1::ObjectMeta;
 use moor_client::Client;
 use moor_runtime::RuntimeInfo;
@@ -47,6 +50,7 @@ async fn heartbeat(agent: &Agent) -> Result<(), Error> {
     let facts = Facts {
         host_ip: &agent.host_ip,
         hostname: &agent.hostname,
+        agent_port: agent.agent_port,
     };
     write_node(&agent.config, &agent.client, &facts, ready).await?;
     renew_lease(&agent.client, &agent.name, &agent.config).await
@@ -61,6 +65,7 @@ pub async fn report_unreachable(
     let facts = Facts {
         host_ip: "",
         hostname: "",
+        agent_port: 0,
     };
     write_node(config, client, &facts, Err(message.to_owned())).await?;
     renew_lease(client, &config.name, config).await
@@ -69,6 +74,8 @@ pub async fn report_unreachable(
 struct Facts<'a> {
     host_ip: &'a str,
     hostname: &'a str,
+    /// Port of the agent's NodeAgent service; 0: none.
+    agent_port: u16,
 }
 
 /// Creates the Node when missing, then writes its status.
@@ -159,6 +166,13 @@ fn node_status(
             kubelet_version: VERSION.to_owned(),
             operating_system: info.operating_system.clone(),
             architecture: info.architecture.clone(),
+        });
+    }
+    if facts.agent_port != 0 {
+        status.daemon_endpoints = Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(facts.agent_port),
+            }),
         });
     }
     if !facts.host_ip.is_empty() {

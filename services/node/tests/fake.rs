@@ -131,3 +131,96 @@ async fn node_goes_not_ready_while_the_runtime_is_down_and_recovers() {
     shutdown.cancel();
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_liveness_probes_run_through_the_fake_runtime() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let apiserver = Apiserver::start().await.unwrap();
+    let url = format!("http://{}", apiserver.addr);
+    let client = Client::new(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(url, "probed", dir.path().to_path_buf());
+    config.backoff_base = Duration::from_millis(200);
+    config.backoff_max = Duration::from_secs(1);
+    let runtime = Arc::new(moor_runtime::Fake::new(2, 1 << 30));
+    // `ready` answers what the test says; `alive` always fails.
+    let ready_code = Arc::new(AtomicI64::new(1));
+    let code = ready_code.clone();
+    runtime.set_exec(move |_, command| {
+        let exit_code = match command.first().map(String::as_str) {
+            Some("ready") => code.load(Ordering::Relaxed),
+            _ => 1,
+        };
+        Ok(moor_runtime::ExecOutput {
+            exit_code,
+            output: String::new(),
+        })
+    });
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(moor_node::run_with_runtime(
+        config,
+        runtime.clone(),
+        shutdown.clone(),
+    ));
+    let probe = |command: &str| {
+        Some(moor_api::core::v1::Probe {
+            exec: Some(moor_api::core::v1::ExecAction {
+                command: vec![command.into()],
+            }),
+            period_seconds: 1,
+            failure_threshold: 1,
+            ..Default::default()
+        })
+    };
+    let mut gated = support::echo("main", &["serve"]);
+    gated.readiness_probe = probe("ready");
+    let mut dying = support::echo("main", &["serve"]);
+    dying.liveness_probe = probe("alive");
+    support::create_and_bind(
+        &client,
+        support::pod("gated", "Always", vec![gated]),
+        "probed",
+    )
+    .await;
+    support::create_and_bind(
+        &client,
+        support::pod("dying", "Always", vec![dying]),
+        "probed",
+    )
+    .await;
+    let pods = client.api::<Pod>();
+    let ready = |p: &Pod| {
+        p.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.r#type == "Ready")
+                .map(|c| c.status.clone())
+        })
+    };
+    assert_eventually!(
+        pods.get("default", "gated").await.is_ok_and(|p| {
+            support::phase(&p) == "Running" && ready(&p).as_deref() == Some("False")
+        }),
+        Duration::from_secs(30),
+        "running, not ready"
+    );
+    ready_code.store(0, Ordering::Relaxed);
+    assert_eventually!(
+        pods.get("default", "gated")
+            .await
+            .is_ok_and(|p| ready(&p).as_deref() == Some("True")),
+        Duration::from_secs(30),
+        "ready once the probe succeeds"
+    );
+    assert_eventually!(
+        pods.get("default", "dying").await.is_ok_and(|p| {
+            support::container_status(&p, "main").is_some_and(|s| s.restart_count >= 2)
+        }),
+        Duration::from_secs(30),
+        "a failing liveness probe restarts the container"
+    );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}

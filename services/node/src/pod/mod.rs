@@ -1,21 +1,29 @@
 //! The pod sync loop: a controller over the pods bound to this node that
-//! converges the runtime to each pod and writes its status.
+//! converges the runtime to each pod and writes its status. Probers wake a
+//! pod's sync when a probe's verdict changes; a lock per pod keeps its
+//! syncs one at a time.
 
 mod dns;
+mod events;
+mod init;
 mod links;
+mod probe;
 mod sources;
 mod spec;
 mod status;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use moor_api::core::v1::{Container, Pod};
 use moor_client::{Action, Context, Controller, DeleteParams, ListParams};
 use moor_runtime::{ContainerInfo, ContainerState, labels};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::probe::{Probers, Wake};
 use self::status::{Observed, Waiting};
 use crate::Error;
 use crate::agent::Agent;
@@ -23,39 +31,102 @@ use crate::agent::Agent;
 /// Grace period when neither the deletion nor the spec gives one.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
-/// Runs the sync loop until shutdown.
+/// Runs the sync loop (and the probers' wakes) until shutdown.
 pub async fn run_controller(agent: Arc<Agent>, shutdown: CancellationToken) {
+    let (probers, wakes) = Probers::new(agent.runtime.clone(), shutdown.clone());
+    let probers = Arc::new(probers);
     let params = ListParams::default().fields(format!("spec.nodeName={}", agent.name));
     let controller = Controller::new(agent.client.api::<Pod>(), params);
-    controller
-        .run(
-            move |pod: Arc<Pod>, _ctx: Context<Pod>| {
-                let agent = agent.clone();
-                async move { sync(&agent, &pod).await }
-            },
-            shutdown,
-        )
-        .await;
+    let reconcile = {
+        let (agent, probers) = (agent.clone(), probers.clone());
+        move |pod: Arc<Pod>, _ctx: Context<Pod>| {
+            let (agent, probers) = (agent.clone(), probers.clone());
+            async move { sync(&agent, &probers, &pod).await }
+        }
+    };
+    tokio::join!(
+        controller.run(reconcile, shutdown.clone()),
+        wake_loop(agent, probers, wakes, shutdown),
+    );
 }
 
-/// One sync of one pod.
+/// Syncs each pod a prober asks for, at once rather than at the next resync,
+/// so readiness reaches the endpoints promptly.
+async fn wake_loop(
+    agent: Arc<Agent>,
+    probers: Arc<Probers>,
+    mut wakes: mpsc::UnboundedReceiver<Wake>,
+    shutdown: CancellationToken,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(wake) = wakes.recv() => {
+                tasks.spawn(woken(agent.clone(), probers.clone(), wake));
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One sync a prober asked for, on the pod as the apiserver has it now.
+async fn woken(agent: Arc<Agent>, probers: Arc<Probers>, wake: Wake) {
+    let lock = probers.pod_lock(&wake.uid);
+    let _one_at_a_time = lock.lock().await;
+    let pod = match agent
+        .client
+        .api::<Pod>()
+        .get(&wake.namespace, &wake.name)
+        .await
+    {
+        Ok(pod) if pod.metadata.as_ref().is_some_and(|m| m.uid == wake.uid) => pod,
+        Ok(_) | Err(moor_client::Error::NotFound(_)) => {
+            probers.forget(&wake.uid);
+            return;
+        }
+        Err(err) => {
+            tracing::debug!(pod = %wake.name, %err, "cannot read a pod its prober woke; the next resync catches up");
+            return;
+        }
+    };
+    if let Some((reason, message)) = wake.event {
+        events::warning(&agent, &pod, &reason, message).await;
+    }
+    if let Err(err) = sync_locked(&agent, &probers, &pod).await {
+        tracing::warn!(pod = %wake.name, %err, "sync after a probe change failed; the next resync retries");
+    }
+}
+
+/// One sync of one pod, after the other syncs of the pod.
+async fn sync(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Action, Error> {
+    let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
+    let lock = probers.pod_lock(uid);
+    let _one_at_a_time = lock.lock().await;
+    sync_locked(agent, probers, pod).await
+}
+
+/// One sync of one pod; the caller holds the pod's lock.
 #[tracing::instrument(skip_all, fields(node = %agent.name, pod = %key(pod)))]
-async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
+async fn sync_locked(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Action, Error> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     if spec.node_name != agent.name {
         return Ok(Action::AwaitChange);
     }
-    let existing = agent
+    let mut existing = agent
         .runtime
         .list_containers(&[(labels::POD_UID, &meta.uid)])
         .await?;
     if meta.deletion_timestamp.is_some() {
+        probers.forget(&meta.uid);
         terminate(agent, pod, &existing).await?;
         return Ok(Action::AwaitChange);
     }
     let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
     if matches!(phase, "Succeeded" | "Failed") {
+        probers.forget(&meta.uid);
         // Nothing runs again: the sandbox goes, the exited containers stay
         // until the pod is deleted (their status is already written).
         for sandbox in existing
@@ -69,6 +140,13 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
         }
         return Ok(Action::AwaitChange);
     }
+    if kill_unhealthy(agent, probers, pod, &existing).await? {
+        existing = agent
+            .runtime
+            .list_containers(&[(labels::POD_UID, &meta.uid)])
+            .await?;
+    }
+    let killed = probers.killed(&meta.uid);
     let mut waiting = HashMap::new();
     let mut next = agent.config.pod_resync;
     let sources = sources::Sources::fetch(agent, pod).await?;
@@ -76,8 +154,14 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
     let (sandbox, problem) = ensure_sandbox(agent, pod, &existing).await?;
     if let Some(sandbox) = &sandbox {
         let volume_error = spec::prepare_volumes(agent, pod, &sources).await?;
-        for container in &spec.containers {
-            if let Some(spec::ConfigError(message)) = &volume_error {
+        let inputs = Inputs {
+            sandbox,
+            sources: &sources,
+            links: &links,
+            killed: &killed,
+        };
+        if let Some(spec::ConfigError(message)) = &volume_error {
+            for container in spec.init_containers.iter().chain(&spec.containers) {
                 let reason = "CreateContainerConfigError".to_string();
                 waiting.insert(
                     container.name.clone(),
@@ -86,19 +170,19 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
                         message: message.clone(),
                     },
                 );
-                continue;
             }
-            let attempts = attempts_of(&existing, &container.name);
-            let inputs = Inputs {
-                sandbox,
-                sources: &sources,
-                links: &links,
-            };
-            match converge(agent, pod, container, &attempts, &inputs).await? {
-                Step::Fine => {}
-                Step::Wait(w, due) => {
-                    waiting.insert(container.name.clone(), w);
-                    next = next.min(due);
+        } else if init::advance(agent, pod, &existing, &inputs, &mut waiting, &mut next).await?
+            == init::Progress::Done
+        {
+            for container in &spec.containers {
+                let attempts = attempts_of(&existing, &container.name);
+                let policy = spec.restart_policy.as_str();
+                match converge(agent, pod, container, policy, &attempts, &inputs).await? {
+                    Step::Fine => {}
+                    Step::Wait(w, due) => {
+                        waiting.insert(container.name.clone(), w);
+                        next = next.min(due);
+                    }
                 }
             }
         }
@@ -114,12 +198,25 @@ async fn sync(agent: &Agent, pod: &Pod) -> Result<Action, Error> {
         .max_by_key(|c| c.attempt())
         .and_then(|c| c.ip.clone())
         .unwrap_or_default();
+    probers.retain_killed(&meta.uid, &current);
+    let running: Vec<(&Container, &ContainerInfo)> = spec
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let latest = attempts_of(&current, &c.name).last().copied()?;
+            (latest.state == ContainerState::Running).then_some((c, latest))
+        })
+        .collect();
+    let health = probers.update(pod, &pod_ip, &running);
     let observed = Observed {
         attempts: spec
-            .containers
+            .init_containers
             .iter()
+            .chain(&spec.containers)
             .map(|c| (c.name.clone(), attempts_of(&current, &c.name)))
             .collect(),
+        health,
+        killed: probers.killed(&meta.uid),
         waiting,
         pod_ip,
         host_ip: agent.host_ip.clone(),
@@ -144,6 +241,8 @@ struct Inputs<'a> {
     sources: &'a sources::Sources,
     /// The service variables, listed on first use.
     links: &'a links::ServiceLinks,
+    /// Containers killed for a failed probe (restarted unless the policy is Never).
+    killed: &'a HashSet<String>,
 }
 
 /// What a container needs next.
@@ -154,18 +253,15 @@ enum Step {
     Wait(Waiting, Duration),
 }
 
-/// Starts, restarts (after back-off) or leaves one app container.
+/// Starts, restarts per `policy` (after back-off) or leaves one container.
 async fn converge(
     agent: &Agent,
     pod: &Pod,
     container: &Container,
+    policy: &str,
     attempts: &[&ContainerInfo],
     inputs: &Inputs<'_>,
 ) -> Result<Step, Error> {
-    let policy = pod
-        .spec
-        .as_ref()
-        .map_or("Always", |s| s.restart_policy.as_str());
     let Some(latest) = attempts.last() else {
         return start(agent, pod, container, 0, inputs).await;
     };
@@ -175,7 +271,9 @@ async fn converge(
             agent.runtime.start_container(&latest.id).await?;
             Ok(Step::Fine)
         }
-        ContainerState::Exited if !status::restarts(policy, latest.exit_code) => Ok(Step::Fine),
+        ContainerState::Exited if !status::restarts_after(policy, latest, inputs.killed) => {
+            Ok(Step::Fine)
+        }
         ContainerState::Exited => {
             let backoff = agent.config.backoff(latest.attempt());
             let since = latest
@@ -205,6 +303,50 @@ async fn converge(
             Ok(step)
         }
     }
+}
+
+/// Stops running containers whose startup or liveness probe failed (the
+/// converge that follows restarts them per the policy); true when any was.
+async fn kill_unhealthy(
+    agent: &Agent,
+    probers: &Probers,
+    pod: &Pod,
+    existing: &[ContainerInfo],
+) -> Result<bool, Error> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
+    let mut killed = false;
+    for container in &spec.containers {
+        let attempts = attempts_of(existing, &container.name);
+        let Some(latest) = attempts
+            .last()
+            .filter(|c| c.state == ContainerState::Running)
+        else {
+            continue;
+        };
+        let Some(failure) = probers.failure(uid, &latest.id) else {
+            continue;
+        };
+        let grace = failure
+            .grace_seconds
+            .or(spec.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
+        let mut message = format!(
+            "Container {} failed {} probe",
+            container.name,
+            failure.probe.as_str().to_lowercase()
+        );
+        if spec.restart_policy != "Never" {
+            message.push_str(", will be restarted");
+        }
+        tracing::info!(container = %container.name, reason = %failure.message, grace_seconds = grace, "killing container: {message}");
+        events::normal(agent, pod, "Killing", message).await;
+        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        agent.runtime.stop_container(&latest.id, grace).await?;
+        probers.mark_killed(uid, &latest.id);
+        killed = true;
+    }
+    Ok(killed)
 }
 
 /// Ensures the image per the pull policy, then creates and starts attempt `attempt`.

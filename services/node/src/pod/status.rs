@@ -1,14 +1,16 @@
 //! A pod's status from its containers as the runtime reports them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use moor_api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodIp, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodIp, PodStatus,
 };
 use moor_api::meta::v1::Condition;
 use moor_runtime::{ContainerInfo, ContainerState as State};
 use prost_types::Timestamp;
+
+use crate::pod::probe::Health;
 
 /// Why a container is not running, decided by the sync (back-off, pulls).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,8 +23,12 @@ pub struct Waiting {
 
 /// What the status is computed from.
 pub struct Observed<'a> {
-    /// Each spec container's attempts, oldest first.
+    /// Each spec container's (init and app) attempts, oldest first.
     pub attempts: HashMap<String, Vec<&'a ContainerInfo>>,
+    /// What the probes say, by container name (only containers with probes).
+    pub health: HashMap<String, Health>,
+    /// Ids of containers killed for a failed probe.
+    pub killed: HashSet<String>,
     /// Waiting reasons decided by this sync.
     pub waiting: HashMap<String, Waiting>,
     /// The sandbox's IP.
@@ -44,25 +50,65 @@ pub fn restarts(policy: &str, exit_code: i64) -> bool {
     }
 }
 
+/// Whether an exited container is started again: per the policy and its
+/// exit code, or, when the probes had it killed, unless the policy is Never.
+pub fn restarts_after(policy: &str, container: &ContainerInfo, killed: &HashSet<String>) -> bool {
+    restarts(policy, container.exit_code) || (policy != "Never" && killed.contains(&container.id))
+}
+
+/// The restart policy of init containers: Never stays Never, anything else
+/// restarts them until they succeed.
+pub fn init_policy(policy: &str) -> &'static str {
+    if policy == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    }
+}
+
+/// The init containers that have not completed (latest attempt exited 0).
+pub fn incomplete_init<'c>(pod: &'c Pod, observed: &Observed<'_>) -> Vec<&'c Container> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return vec![];
+    };
+    spec.init_containers
+        .iter()
+        .filter(|c| {
+            !observed
+                .attempts
+                .get(&c.name)
+                .and_then(|a| a.last())
+                .is_some_and(|l| l.state == State::Exited && l.exit_code == 0)
+        })
+        .collect()
+}
+
 /// The pod's new status; times of unchanged conditions are kept from `old`.
 pub fn compute(pod: &Pod, observed: &Observed<'_>) -> PodStatus {
     let old = pod.status.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let now = Timestamp::from(std::time::SystemTime::now());
+    let incomplete: Vec<&str> = incomplete_init(pod, observed)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let initialized = incomplete.is_empty();
+    let app_pending = if initialized {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    let init_statuses: Vec<ContainerStatus> = spec
+        .init_containers
+        .iter()
+        .map(|c| container_status(c, observed, "PodInitializing", true))
+        .collect();
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
-        .map(|c| container_status(c.name.as_str(), &c.image, observed))
+        .map(|c| container_status(c, observed, app_pending, false))
         .collect();
-    let phase = phase(
-        &spec.restart_policy,
-        &spec
-            .containers
-            .iter()
-            .map(|c| c.name.clone())
-            .collect::<Vec<_>>(),
-        observed,
-    );
+    let phase = phase(&spec.restart_policy, &spec, initialized, observed);
     let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
     let ready = if all_ready { "True" } else { "False" };
     let not_ready = (!all_ready).then(|| {
@@ -71,16 +117,25 @@ pub fn compute(pod: &Pod, observed: &Observed<'_>) -> PodStatus {
             .filter(|s| !s.ready)
             .map(|s| s.name.as_str())
             .collect();
-        format!("containers with unready status: [{}]", names.join(" "))
+        let message = format!("containers with unready status: [{}]", names.join(" "));
+        ("ContainersNotReady", message)
     });
+    let not_initialized = (!initialized).then(|| {
+        let message = format!(
+            "containers with incomplete status: [{}]",
+            incomplete.join(" ")
+        );
+        ("ContainersNotInitialized", message)
+    });
+    let initialized = if initialized { "True" } else { "False" };
     let conditions = [
         ("PodScheduled", "True", None),
-        ("Initialized", "True", None),
+        ("Initialized", initialized, not_initialized),
         ("ContainersReady", ready, not_ready.clone()),
         ("Ready", ready, not_ready),
     ]
     .into_iter()
-    .map(|(kind, status, message)| {
+    .map(|(kind, status, why)| {
         let kept = old
             .conditions
             .iter()
@@ -91,12 +146,10 @@ pub fn compute(pod: &Pod, observed: &Observed<'_>) -> PodStatus {
             last_transition_time: kept.and_then(|c| c.last_transition_time).or(Some(now)),
             last_update_time: None,
             observed_generation: 0,
-            reason: if message.is_some() {
-                "ContainersNotReady".into()
-            } else {
-                String::new()
-            },
-            message: message.unwrap_or_default(),
+            reason: why
+                .as_ref()
+                .map_or_else(String::new, |(r, _)| (*r).to_owned()),
+            message: why.map_or_else(String::new, |(_, m)| m),
         }
     })
     .collect();
@@ -121,7 +174,7 @@ pub fn compute(pod: &Pod, observed: &Observed<'_>) -> PodStatus {
             }]
         },
         start_time: old.start_time.or(Some(now)),
-        init_container_statuses: vec![],
+        init_container_statuses: init_statuses,
         container_statuses: statuses,
         qos_class: if old.qos_class.is_empty() {
             "BestEffort".into()
@@ -131,13 +184,34 @@ pub fn compute(pod: &Pod, observed: &Observed<'_>) -> PodStatus {
     }
 }
 
-fn phase(policy: &str, names: &[String], observed: &Observed<'_>) -> &'static str {
-    let latest: Vec<Option<&ContainerInfo>> = names
-        .iter()
-        .map(|n| observed.attempts.get(n).and_then(|a| a.last().copied()))
-        .collect();
+fn phase(
+    policy: &str,
+    spec: &moor_api::core::v1::PodSpec,
+    initialized: bool,
+    observed: &Observed<'_>,
+) -> &'static str {
+    let latest_of = |c: &Container| {
+        observed
+            .attempts
+            .get(&c.name)
+            .and_then(|a| a.last().copied())
+    };
+    let init_failed = spec.init_containers.iter().any(|c| {
+        latest_of(c).is_some_and(|l| {
+            l.state == State::Exited
+                && l.exit_code != 0
+                && !restarts(init_policy(policy), l.exit_code)
+        })
+    });
+    if init_failed {
+        return "Failed";
+    }
+    if !initialized {
+        return "Pending";
+    }
+    let latest: Vec<Option<&ContainerInfo>> = spec.containers.iter().map(latest_of).collect();
     let done = |c: &Option<&ContainerInfo>| {
-        c.is_some_and(|c| c.state == State::Exited && !restarts(policy, c.exit_code))
+        c.is_some_and(|c| c.state == State::Exited && !restarts_after(policy, c, &observed.killed))
     };
     if !latest.is_empty() && latest.iter().all(done) {
         return if latest.iter().flatten().all(|c| c.exit_code == 0) {
@@ -154,7 +228,16 @@ fn phase(policy: &str, names: &[String], observed: &Observed<'_>) -> &'static st
     }
 }
 
-fn container_status(name: &str, image: &str, observed: &Observed<'_>) -> ContainerStatus {
+/// One container's status; `pending` is the waiting reason before it was
+/// created. Init containers are ready once they succeeded; app containers
+/// when running, started and ready by their probes.
+fn container_status(
+    container: &Container,
+    observed: &Observed<'_>,
+    pending: &str,
+    init: bool,
+) -> ContainerStatus {
+    let (name, image) = (container.name.as_str(), container.image.as_str());
     let attempts = observed.attempts.get(name).cloned().unwrap_or_default();
     let latest = attempts.last().copied();
     let previous = attempts
@@ -168,7 +251,7 @@ fn container_status(name: &str, image: &str, observed: &Observed<'_>) -> Contain
             latest
                 .is_none_or(|c| c.state == State::Created)
                 .then(|| Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: pending.into(),
                     message: String::new(),
                 })
         })
@@ -196,16 +279,23 @@ fn container_status(name: &str, image: &str, observed: &Observed<'_>) -> Contain
         (None, None) => (ContainerState::default(), ContainerState::default()),
     };
     let running = state.running.is_some();
+    let health = observed.health.get(name).filter(|_| running && !init);
+    let started = running && health.is_none_or(|h| h.started);
+    let ready = if init {
+        state.terminated.as_ref().is_some_and(|t| t.exit_code == 0)
+    } else {
+        started && health.is_none_or(|h| h.ready)
+    };
     ContainerStatus {
         name: name.into(),
         state: Some(state),
         last_state: Some(last_state),
-        ready: running,
+        ready,
         restart_count: latest.map_or(0, |c| i32::try_from(c.attempt()).unwrap_or(i32::MAX)),
         image: image.into(),
         image_id: latest.map_or(String::new(), |c| c.image_id.clone()),
         container_id: latest.map_or(String::new(), id),
-        started: Some(running),
+        started: Some(started),
     }
 }
 
@@ -298,6 +388,8 @@ mod tests {
                 .iter()
                 .map(|(n, a)| ((*n).to_owned(), a.clone()))
                 .collect(),
+            health: HashMap::new(),
+            killed: HashSet::new(),
             waiting: HashMap::new(),
             pod_ip: "10.0.0.2".into(),
             host_ip: "192.0.2.1".into(),
@@ -376,6 +468,108 @@ mod tests {
         );
         let last = a.last_state.clone().unwrap().terminated.unwrap();
         assert_eq!((last.exit_code, last.reason.as_str()), (3, "Error"));
+    }
+
+    fn condition(status: &PodStatus, kind: &str) -> (String, String) {
+        let c = status.conditions.iter().find(|c| c.r#type == kind).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn init_containers_gate_the_pod() {
+        let with_init = |policy: &str| {
+            let mut p = pod(policy, &["app"]);
+            p.spec.as_mut().unwrap().init_containers = vec![Container {
+                name: "setup".into(),
+                image: "img".into(),
+                ..Default::default()
+            }];
+            p
+        };
+        let running = info("setup", 0, State::Running, 0);
+        let status = compute(
+            &with_init("Always"),
+            &observed(&[("setup", vec![&running])]),
+        );
+        assert_eq!(status.phase, "Pending");
+        assert_eq!(
+            condition(&status, "Initialized"),
+            ("False".into(), "ContainersNotInitialized".into())
+        );
+        let app = status.container_statuses[0].state.clone().unwrap();
+        assert_eq!(app.waiting.unwrap().reason, "PodInitializing");
+        assert!(
+            status.init_container_statuses[0]
+                .state
+                .clone()
+                .unwrap()
+                .running
+                .is_some()
+        );
+
+        let failed = info("setup", 0, State::Exited, 2);
+        let status = compute(&with_init("Never"), &observed(&[("setup", vec![&failed])]));
+        assert_eq!(
+            status.phase, "Failed",
+            "Never: a failed init container fails the pod"
+        );
+        let status = compute(&with_init("Always"), &observed(&[("setup", vec![&failed])]));
+        assert_eq!(status.phase, "Pending", "otherwise it is retried");
+
+        let done = info("setup", 0, State::Exited, 0);
+        let app = info("app", 0, State::Running, 0);
+        let status = compute(
+            &with_init("Never"),
+            &observed(&[("setup", vec![&done]), ("app", vec![&app])]),
+        );
+        assert_eq!(status.phase, "Running");
+        assert_eq!(
+            condition(&status, "Initialized"),
+            ("True".into(), String::new())
+        );
+        assert!(
+            status.init_container_statuses[0].ready,
+            "a completed init container is ready"
+        );
+        assert_eq!(condition(&status, "Ready").0, "True");
+    }
+
+    #[test]
+    fn readiness_and_startup_follow_the_probes() {
+        let running = info("a", 0, State::Running, 0);
+        let mut seen = observed(&[("a", vec![&running])]);
+        seen.health.insert(
+            "a".into(),
+            Health {
+                started: true,
+                ready: false,
+                failed: None,
+            },
+        );
+        let status = compute(&pod("Always", &["a"]), &seen);
+        assert!(!status.container_statuses[0].ready);
+        assert_eq!(status.container_statuses[0].started, Some(true));
+        assert_eq!(
+            condition(&status, "Ready"),
+            ("False".into(), "ContainersNotReady".into())
+        );
+        seen.health.get_mut("a").unwrap().ready = true;
+        let status = compute(&pod("Always", &["a"]), &seen);
+        assert_eq!(condition(&status, "ContainersReady").0, "True");
+        assert_eq!(condition(&status, "Ready").0, "True");
+    }
+
+    #[test]
+    fn containers_killed_by_probes_restart_unless_never() {
+        let killed = info("a", 0, State::Exited, 0);
+        let mut seen = observed(&[("a", vec![&killed])]);
+        let status = compute(&pod("OnFailure", &["a"]), &seen);
+        assert_eq!(status.phase, "Succeeded");
+        seen.killed.insert(killed.id.clone());
+        let status = compute(&pod("OnFailure", &["a"]), &seen);
+        assert_eq!(status.phase, "Running", "about to restart");
+        let status = compute(&pod("Never", &["a"]), &seen);
+        assert_eq!(status.phase, "Succeeded");
     }
 
     #[test]
