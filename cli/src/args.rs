@@ -61,10 +61,10 @@ pub enum Command {
     /// Read and change the client config (~/.moor/config or $MOOR_CONFIG).
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Print a container's logs (needs the node agent).
-    Logs(Passthrough),
-    /// Run a command in a container (needs the node agent).
-    Exec(Passthrough),
+    /// Print the logs of a pod's container, or of every pod a selector matches.
+    Logs(LogsArgs),
+    /// Run a command in a container: moorctl exec [-i] [-t] POD -- COMMAND [ARGS...].
+    Exec(ExecArgs),
     /// Manage rollouts of workloads (needs the controller-manager).
     Rollout(Passthrough),
     /// Roll a replication controller to a new image (needs the controller-manager).
@@ -247,11 +247,113 @@ pub struct CallArgs {
     pub data: String,
 }
 
+/// Arguments of `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// POD, pod/NAME, or deployment/NAME, rs/NAME, rc/NAME (its first pod); omit with -l.
+    #[arg(required_unless_present = "selector", conflicts_with = "selector")]
+    pub target: Option<String>,
+    /// Container, as with -c (kubectl's older form: logs POD CONTAINER).
+    #[arg(conflicts_with = "container", value_name = "CONTAINER")]
+    pub container_arg: Option<String>,
+    /// Container; default: the pod's only container (with -l: every container).
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// Every container of the pods, init containers first.
+    #[arg(long, conflicts_with_all = ["container", "container_arg"])]
+    pub all_containers: bool,
+    /// Label selector: the logs of every matching pod, each line prefixed [pod/NAME/CONTAINER].
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Keep streaming new lines until the containers stop or Ctrl-C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines; -1: all (the default, or 10 with -l).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub tail: Option<i64>,
+    /// Prefix every line with its RFC 3339 timestamp.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// The previous instance of the container (before its last restart).
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+    /// Only lines newer than this, e.g. 5s, 2m, 1h, 1h30m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+    pub since: Option<i64>,
+    /// Prefix every line with [pod/NAME/CONTAINER] (always on with -l).
+    #[arg(long)]
+    pub prefix: bool,
+    /// Most log streams followed at once with -f; more is an error.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_log_requests: usize,
+}
+
+/// Arguments of `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The pod: NAME, pod/NAME, or deployment/NAME, rs/NAME, rc/NAME (its first pod).
+    pub pod: Option<String>,
+    /// Words before `--`: refused, as kubectl refuses them (the command goes after `--`).
+    #[arg(hide = true)]
+    pub before_dash: Vec<String>,
+    /// The command and its arguments, after `--`; run without a shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Container; default: the pod's only container.
+    #[arg(short = 'c', long, value_name = "CONTAINER")]
+    pub container: Option<String>,
+    /// Pass stdin to the command (until EOF).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Allocate a terminal (with -i and a terminal on stdin: raw mode, size and resizes).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Do not warn when -t cannot be honoured (no terminal on stdin).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
 /// Arguments of `completion`.
 #[derive(Debug, Args)]
 pub struct CompletionArgs {
     /// The shell.
     pub shell: clap_complete::Shell,
+}
+
+/// Parses `--since`: Go-style durations (5s, 2m, 1h, 1h30m, 500ms) as whole
+/// seconds, rounded up as kubectl does.
+pub fn parse_since(arg: &str) -> Result<i64, String> {
+    let bad = || format!("{arg:?} is not a duration: use e.g. 5s, 2m, 1h, 1h30m");
+    let mut millis: u64 = 0;
+    let mut rest = arg;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(digits);
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        millis = n
+            .checked_mul(scale)
+            .and_then(|m| millis.checked_add(m))
+            .ok_or_else(bad)?;
+        rest = next;
+    }
+    if millis == 0 {
+        return Err("--since must be greater than 0".to_string());
+    }
+    i64::try_from(millis.div_ceil(1_000)).map_err(|_| bad())
 }
 
 /// Arguments of verbs whose server side does not exist yet.
@@ -284,4 +386,101 @@ pub enum ConfigCommand {
         #[arg(long)]
         current: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([&["moorctl"], args].concat())
+    }
+
+    #[test]
+    fn since_takes_go_durations_in_whole_seconds() {
+        assert_eq!(parse_since("5s"), Ok(5));
+        assert_eq!(parse_since("2m"), Ok(120));
+        assert_eq!(parse_since("1h"), Ok(3600));
+        assert_eq!(parse_since("1h30m"), Ok(5400));
+        assert_eq!(parse_since("1500ms"), Ok(2));
+        assert_eq!(parse_since("1ms"), Ok(1));
+        for bad in ["", "5", "5x", "m", "1h30", "-5s", "99999999999999999999h"] {
+            assert!(parse_since(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(
+            parse_since("0s"),
+            Err("--since must be greater than 0".to_string())
+        );
+    }
+
+    #[test]
+    fn logs_flags() {
+        let cli = parse(&[
+            "logs", "pod/web", "-c", "app", "-f", "--tail", "5", "--since", "1m", "-n", "prod",
+        ])
+        .unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("prod"));
+        let Command::Logs(args) = cli.command else {
+            panic!("not logs")
+        };
+        assert_eq!(args.target.as_deref(), Some("pod/web"));
+        assert_eq!(args.container.as_deref(), Some("app"));
+        assert!(args.follow && !args.timestamps && !args.previous);
+        assert_eq!((args.tail, args.since), (Some(5), Some(60)));
+        assert_eq!(args.max_log_requests, 5);
+
+        let Command::Logs(args) = parse(&["logs", "-l", "app=web", "--max-log-requests", "9"])
+            .unwrap()
+            .command
+        else {
+            panic!("not logs")
+        };
+        assert_eq!(args.selector.as_deref(), Some("app=web"));
+        assert_eq!(args.max_log_requests, 9);
+
+        let Command::Logs(args) = parse(&["logs", "web", "side"]).unwrap().command else {
+            panic!("not logs")
+        };
+        assert_eq!(args.container_arg.as_deref(), Some("side"));
+    }
+
+    #[test]
+    fn logs_refuses_contradictions() {
+        assert!(parse(&["logs"]).is_err(), "a pod or -l is needed");
+        assert!(parse(&["logs", "web", "-l", "app=web"]).is_err());
+        assert!(parse(&["logs", "web", "-c", "a", "--all-containers"]).is_err());
+        assert!(parse(&["logs", "web", "--since", "soon"]).is_err());
+    }
+
+    #[test]
+    fn exec_flags() {
+        let cli = parse(&[
+            "exec", "-i", "-t", "web", "-n", "prod", "--", "sh", "-c", "ls",
+        ])
+        .unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("prod"));
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert!(args.stdin && args.tty && !args.quiet);
+        assert_eq!(args.pod.as_deref(), Some("web"));
+        assert_eq!(args.command, ["sh", "-c", "ls"]);
+        assert!(args.before_dash.is_empty());
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for verb in ["logs", "exec"] {
+            let sub = cli.find_subcommand(verb).expect("verb exists");
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                assert!(
+                    arg.get_help().is_some(),
+                    "{verb} --{} has no help",
+                    arg.get_id()
+                );
+            }
+        }
+    }
 }

@@ -241,8 +241,13 @@ fn service_ports(o: &Value) -> String {
 /// A map selector (`app=web`) or a LabelSelector with matchLabels and
 /// matchExpressions, in selector syntax.
 fn selector(value: Option<&Value>) -> String {
+    selector_text(value).unwrap_or_else(|| NONE.to_string())
+}
+
+/// A selector's text in selector syntax; None when it selects nothing.
+pub fn selector_text(value: Option<&Value>) -> Option<String> {
     let Some(Value::Object(map)) = value else {
-        return NONE.to_string();
+        return None;
     };
     let labels = |m: &serde_json::Map<String, Value>| -> Vec<String> {
         m.iter()
@@ -271,11 +276,7 @@ fn selector(value: Option<&Value>) -> String {
     } else {
         parts = labels(map);
     }
-    if parts.is_empty() {
-        NONE.to_string()
-    } else {
-        parts.join(",")
-    }
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 fn template_containers(o: &Value, field: &str) -> String {

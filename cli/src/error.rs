@@ -68,6 +68,12 @@ pub enum Error {
         "moorctl {0}: the server does not support {0} yet (it comes with the node agent / controller-manager)"
     )]
     Unsupported(&'static str),
+    /// A command run by `exec` ended with a non-zero code; moorctl exits with it.
+    #[error("command terminated with exit code {0}")]
+    Exited(i32),
+    /// An `exec` stream that ended without the command's exit code.
+    #[error("the exec stream ended without the command's exit code (connection to the node lost?)")]
+    NoExitCode,
     /// Writing output failed (e.g. a closed pipe).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -116,6 +122,17 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The process exit status this error ends moorctl with: the remote
+    /// command's own code for `exec` (as kubectl does), else 1.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            // A code outside 1..=255 cannot be passed on as it is; 1 still
+            // says "failed" where truncating to a byte could say "ok".
+            Self::Exited(code) => u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1),
+            _ => 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +148,21 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"Error from server (NotFound): pods "x" not found"#
+        );
+    }
+
+    #[test]
+    fn exec_exit_codes_pass_through() {
+        assert_eq!(Error::Exited(3).exit_status(), 3);
+        assert_eq!(Error::Exited(255).exit_status(), 255);
+        assert_eq!(Error::Exited(256).exit_status(), 1);
+        assert_eq!(Error::Exited(-1).exit_status(), 1);
+        assert_eq!(Error::Exited(0).exit_status(), 1);
+        assert_eq!(Error::NoExitCode.exit_status(), 1);
+        assert_eq!(Error::Usage("x".into()).exit_status(), 1);
+        assert_eq!(
+            Error::Exited(3).to_string(),
+            "command terminated with exit code 3"
         );
     }
 }

@@ -9,11 +9,13 @@ mod columns;
 pub mod config;
 pub mod error;
 mod jsonpath;
+mod lines;
 mod manifest;
 mod objects;
 mod output;
 mod rpc;
 mod table;
+mod term;
 
 pub use cmd::run;
 pub use error::{Error, Result};

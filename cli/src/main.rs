@@ -1,5 +1,5 @@
 //! The `moorctl` binary: parses flags, runs the verb, prints an error as one
-//! line on stderr with exit code 1.
+//! line on stderr with exit code 1 (for `exec`, the remote command's code).
 
 use clap::Parser;
 use moorctl::args::Cli;
@@ -21,13 +21,17 @@ fn main() -> std::process::ExitCode {
         Err(moorctl::Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
             std::process::ExitCode::SUCCESS
         }
-        Err(err @ (moorctl::Error::Server { .. } | moorctl::Error::Unsupported(_))) => {
+        Err(
+            err @ (moorctl::Error::Server { .. }
+            | moorctl::Error::Unsupported(_)
+            | moorctl::Error::Exited(_)),
+        ) => {
             eprintln!("{err}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(err.exit_status())
         }
         Err(err) => {
             eprintln!("error: {err}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(err.exit_status())
         }
     }
 }

@@ -43,6 +43,12 @@ impl Client {
         Ok(Self { channel, target })
     }
 
+    /// The typed client of the Pods service, for the streams of `logs` and
+    /// `exec` (bidirectional, which the dynamic calls here do not cover).
+    pub fn pods(&self) -> moor_api::core::v1::pods_client::PodsClient<Channel> {
+        moor_api::core::v1::pods_client::PodsClient::new(self.channel.clone())
+    }
+
     /// The server and how it was chosen.
     pub fn target(&self) -> &Target {
         &self.target

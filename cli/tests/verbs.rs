@@ -311,7 +311,7 @@ async fn cordon_and_wait() {
 #[tokio::test(flavor = "multi_thread")]
 async fn later_verbs_say_what_they_wait_for() {
     let c = Cluster::start().await;
-    for verb in ["logs", "exec", "rollout", "rolling-update"] {
+    for verb in ["rollout", "rolling-update"] {
         let err = c.fails(&[verb, "x"]).await;
         assert_eq!(
             err,
@@ -333,6 +333,48 @@ async fn later_verbs_say_what_they_wait_for() {
     ] {
         assert!(help.contains(verb), "{verb} missing from --help");
     }
+}
+
+/// `logs` and `exec` without a node agent: every failure is one line and
+/// exit 1 (the runs with a node are in podio.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_and_exec_report_errors_in_one_line() {
+    let c = Cluster::start().await;
+    let err = c.fails(&["logs", "nope"]).await;
+    assert!(
+        err.starts_with("Error from server (NotFound)") && err.contains("nope"),
+        "{err}"
+    );
+    let err = c.fails(&["exec", "nope", "--", "ls"]).await;
+    assert!(
+        err.starts_with("Error from server (NotFound)") && err.contains("nope"),
+        "{err}"
+    );
+
+    // No scheduler here: the pod stays unbound.
+    c.apply("web.yaml", &pod("web", "app: web")).await;
+    let err = c.fails(&["logs", "pod/web"]).await;
+    assert!(err.contains("not scheduled"), "{err}");
+    let err = c.fails(&["exec", "web", "--", "ls"]).await;
+    assert!(err.contains("not scheduled"), "{err}");
+
+    assert_eq!(
+        c.fails(&["exec", "web", "ls"]).await,
+        "error: exec [POD] [COMMAND] is not supported anymore. Use exec [POD] -- [COMMAND] instead"
+    );
+    assert_eq!(
+        c.fails(&["exec", "web"]).await,
+        "error: you must specify at least one command for the container"
+    );
+    let err = c.fails(&["logs", "configmap/web"]).await;
+    assert!(err.contains("cannot use a ConfigMap"), "{err}");
+    let err = c.fails(&["logs", "deployment/none"]).await;
+    assert!(err.contains("NotFound"), "{err}");
+
+    let none = c.run(&["logs", "-l", "app=none"]).await;
+    assert_eq!(none.code, 0, "{none:?}");
+    assert_eq!(none.stdout, "");
+    assert_eq!(none.stderr, "No resources found in default namespace.\n");
 }
 
 /// A moorctl command whose $EDITOR is a shell script.

@@ -7,10 +7,13 @@ mod delete;
 mod describe;
 mod drain;
 mod edit;
+mod exec;
 mod explain;
 mod get;
 mod info;
+mod logs;
 mod meta;
+mod pods;
 mod wait;
 
 use moor_codec::{KindInfo, Kinds};
@@ -114,8 +117,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Version => info::version(&ctx).await,
         Command::Completion(args) => info::completion(args.shell),
         Command::Config(command) => config::run(command, &ctx, &Config::path()),
-        Command::Logs(_) => Err(Error::Unsupported("logs")),
-        Command::Exec(_) => Err(Error::Unsupported("exec")),
+        Command::Logs(args) => logs::run(&ctx, args).await,
+        Command::Exec(args) => exec::run(&ctx, args).await,
         Command::Rollout(_) => Err(Error::Unsupported("rollout")),
         Command::RollingUpdate(_) => Err(Error::Unsupported("rolling-update")),
         Command::Drain(args) => drain::run(&ctx, args).await,

@@ -37,6 +37,11 @@ mod generated {
                 tonic::include_proto!("moor.node.v1");
             }
         }
+        pub mod scheduler {
+            pub mod v1 {
+                tonic::include_proto!("moor.scheduler.v1");
+            }
+        }
         pub mod proxy {
             pub mod v1 {
                 tonic::include_proto!("moor.proxy.v1");
@@ -45,7 +50,7 @@ mod generated {
     }
 }
 
-pub use generated::moor::{apps, coordination, core, meta, node, proxy};
+pub use generated::moor::{apps, coordination, core, meta, node, proxy, scheduler};
 
 /// The encoded `FileDescriptorSet` of every file in proto/ and its imports,
 /// with comments: served by gRPC reflection and read by the codec and the CLI.

@@ -29,7 +29,7 @@ enum Command {
     /// Run a node agent: registers the node and runs its pods on Docker.
     Node(NodeArgs),
     /// Run the scheduler: binds pending pods to nodes.
-    Scheduler(ControlArgs),
+    Scheduler(SchedulerArgs),
     /// Run the controller-manager: replication controllers, replica sets, deployments,
     /// endpoints, garbage collection and namespace deletion.
     ControllerManager(ControlArgs),
@@ -57,6 +57,15 @@ struct ControlArgs {
     /// Seconds between attempts to acquire or renew the lease.
     #[arg(long, default_value_t = 2)]
     retry_period_seconds: u64,
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Address of the plan service (`moorctl schedule --dry-run`); port 0 picks one.
+    #[arg(long, default_value = "0.0.0.0:10259")]
+    listen: SocketAddr,
 }
 
 #[derive(Args)]
@@ -188,8 +197,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 moor_controller_manager::run(config, shutdown).await?;
                 Ok(())
             }
-            Command::Scheduler(args) => {
+            Command::Scheduler(SchedulerArgs {
+                control: args,
+                listen,
+            }) => {
                 let mut config = moor_scheduler::Config::new(args.server);
+                config.listen = Some(listen);
                 config.leader_elect = args.leader_elect;
                 config.lease = moor_scheduler::LeaseConfig {
                     duration: Duration::from_secs(args.lease_duration_seconds.max(1)),

@@ -1,12 +1,15 @@
 //! The moor node agent. [`run`] registers a Node, renews its Lease and keeps
 //! the Ready condition true while the container runtime answers, and
 //! converges the runtime to the pods bound to the node: a sandbox per pod
-//! holding the network namespace, app containers joined to it, volumes,
-//! restarts with back-off, status written only on change, graceful deletion,
-//! and removal of containers whose pod is gone. A restarted agent adopts the
+//! holding the network namespace, init containers in order, app containers
+//! joined to it, volumes, liveness, readiness and startup probes, restarts
+//! with back-off, status written only on change, graceful deletion, and
+//! removal of containers whose pod is gone. A restarted agent adopts the
 //! containers it finds (by their labels) instead of restarting them. Pods
 //! resolve through the cluster DNS (per dnsPolicy) and their containers get
-//! Kubernetes-style variables for the services of their namespace.
+//! Kubernetes-style variables for the services of their namespace. The
+//! agent's own gRPC service (NodeAgent) streams logs and runs exec sessions
+//! for the apiserver, which relays `moorctl logs` and `moorctl exec`.
 //!
 //! With the fake runtime and a count, one process runs many simulated nodes.
 

@@ -56,15 +56,19 @@ async fn node_registers_ready_with_capacity_and_lease() {
     let labels = node.metadata.unwrap().labels;
     assert_eq!(labels["kubernetes.io/hostname"], cluster.node());
     assert_eq!(labels["kubernetes.io/os"], "linux");
-    let lease = cluster
-        .client
-        .api::<moor_api::coordination::v1::Lease>()
-        .get("moor-system", cluster.node())
-        .await
-        .expect("lease exists");
-    assert_eq!(
-        lease.spec.unwrap().holder_identity.as_deref(),
-        Some(cluster.node())
+    // The Lease is renewed right after the status is written.
+    let leases = cluster.client.api::<moor_api::coordination::v1::Lease>();
+    assert_eventually!(
+        leases
+            .get("moor-system", cluster.node())
+            .await
+            .ok()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .as_deref()
+            == Some(cluster.node()),
+        PATIENCE,
+        "the node's lease, held by the node"
     );
 }
 

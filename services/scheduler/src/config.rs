@@ -12,6 +12,9 @@ pub struct Config {
     /// This instance's identity in the election and on Events; unique per
     /// instance (e.g. hostname plus a random suffix).
     pub identity: String,
+    /// Where the plan service (dry runs) listens; port 0 picks a free one.
+    /// The active scheduler publishes it as `moor-system/moor-scheduler`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Leader election timings (Kubernetes' defaults).
@@ -28,6 +31,7 @@ impl Config {
             leader_elect: false,
             lease: LeaseConfig::default(),
             identity: format!("moor-scheduler-{}", std::process::id()),
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         }
     }
 }

@@ -9,4 +9,13 @@ pub enum Error {
     /// A call to the apiserver failed.
     #[error("apiserver call failed")]
     Api(#[source] moor_client::Error),
+    /// The plan service cannot listen.
+    #[error("cannot listen on {addr} for the plan service: {source} (pick another with --listen)")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }

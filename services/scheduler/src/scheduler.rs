@@ -40,8 +40,25 @@ pub(crate) struct Shared {
 /// `config.leader_elect`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let client = Client::new(&config.server).map_err(Error::Client)?;
+    let published = match config.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| Error::Listen { addr, source })?;
+            tokio::spawn(crate::service::serve(
+                client.clone(),
+                listener,
+                shutdown.clone(),
+            ));
+            Some(crate::service::reachable(bound))
+        }
+        None => None,
+    };
     if !config.leader_elect {
-        session(client, config.identity.clone(), shutdown).await;
+        session(client, config.identity.clone(), published, shutdown).await;
         return Ok(());
     }
     let identity = config.identity.clone();
@@ -51,14 +68,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         &identity,
         config.lease,
         shutdown,
-        |term| session(client.clone(), identity.clone(), term),
+        |term| session(client.clone(), identity.clone(), published, term),
     )
     .await;
     Ok(())
 }
 
 /// One session: informers, the scheduling loop and binds, until `token`.
-async fn session(client: Client, identity: String, token: CancellationToken) {
+/// It starts by naming this scheduler's plan service as the active one.
+async fn session(
+    client: Client,
+    identity: String,
+    published: Option<std::net::SocketAddr>,
+    token: CancellationToken,
+) {
+    if let Some(addr) = published {
+        crate::service::publish(&client, addr).await;
+    }
     let shared = Arc::new(Shared {
         client,
         identity,

@@ -443,3 +443,84 @@ async fn a_deleted_pod_frees_room_for_a_waiting_one() -> anyhow::Result<()> {
     running.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_says_per_node_why_and_where_without_binding() {
+    let server = Apiserver::start().await.expect("apiserver");
+    let client = Client::new(&format!("http://{}", server.addr)).expect("client");
+    for n in [node("big", "8", "16Gi"), node("small", "1", "1Gi")] {
+        client.api::<Node>().create(&n).await.expect("node");
+    }
+    let scheduler = start(&server, "planner", false);
+    // The active scheduler names its plan service.
+    let (namespace, name) = moor_scheduler::PUBLISHED_AS;
+    let mut address: Option<String>;
+    assert_eventually!(
+        {
+            address = client
+                .api::<moor_api::core::v1::Endpoints>()
+                .get(namespace, name)
+                .await
+                .ok()
+                .and_then(|e| {
+                    let subset = e.subsets.first()?;
+                    Some(format!(
+                        "http://{}:{}",
+                        subset.addresses.first()?.ip,
+                        subset.ports.first()?.port
+                    ))
+                });
+            address.is_some()
+        },
+        WAIT,
+        "the scheduler publishes its plan service"
+    );
+    let url = address.unwrap_or_default();
+    let mut plans = moor_api::scheduler::v1::scheduler_client::SchedulerClient::new(
+        moor_rpc::channel(&url).expect("channel"),
+    );
+    // Inline: fits only on the big node.
+    let plan = plans
+        .plan(moor_api::scheduler::v1::PlanRequest {
+            pod: Some(pod("inline", "2")),
+            ..Default::default()
+        })
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(plan.node, "big");
+    let small = plan
+        .nodes
+        .iter()
+        .find(|n| n.node == "small")
+        .expect("small is planned");
+    assert_eq!(small.failed_filter, "NodeResourcesFit");
+    assert_eq!(small.reasons, vec!["Insufficient cpu".to_string()]);
+    assert!(
+        plan.nodes
+            .iter()
+            .any(|n| n.node == "big" && n.score.is_some())
+    );
+    // A pod that fits nowhere: the why-not message, and nothing is bound.
+    let plan = plans
+        .plan(moor_api::scheduler::v1::PlanRequest {
+            pod: Some(pod("huge", "100")),
+            ..Default::default()
+        })
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(plan.node, "");
+    assert_eq!(plan.message, "0/2 nodes are available: 2 Insufficient cpu.");
+    assert!(pods(&client).await.is_empty(), "a dry run creates nothing");
+    // An existing pod by name.
+    let err = plans
+        .plan(moor_api::scheduler::v1::PlanRequest {
+            name: "missing".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such pod");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    scheduler.stop().await;
+}
