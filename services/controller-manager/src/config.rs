@@ -20,6 +20,14 @@ pub struct Config {
     pub burst_replicas: usize,
     /// How often a terminating namespace is checked again while content remains.
     pub namespace_resync: Duration,
+    /// How long a node's agent may go without renewing its Lease before
+    /// the node is marked Ready=Unknown and tainted unreachable.
+    pub node_monitor_grace_period: Duration,
+    /// How long pods stay on a node tainted not-ready or unreachable when
+    /// they have no toleration of their own for it.
+    pub pod_eviction_timeout: Duration,
+    /// Most pods evicted from tainted nodes per second; 0: no limit.
+    pub eviction_rate: u32,
 }
 
 // === impl Config ===
@@ -36,6 +44,9 @@ impl Config {
             expectations_timeout: Duration::from_secs(300),
             burst_replicas: 500,
             namespace_resync: Duration::from_secs(2),
+            node_monitor_grace_period: Duration::from_secs(40),
+            pod_eviction_timeout: Duration::from_secs(60),
+            eviction_rate: 10,
         }
     }
 }

@@ -6,11 +6,15 @@
 //!   deleted, adopted and released to match each owner, never overshooting
 //!   while creates are in flight;
 //! - deployments (`deployment`): a replica set per template, rolled with
-//!   RollingUpdate (maxSurge, maxUnavailable) or Recreate;
+//!   RollingUpdate (maxSurge, maxUnavailable) or Recreate, with revisions,
+//!   history limits, rollback by template, pause, minReadySeconds and the
+//!   progress deadline, reported in Kubernetes' conditions;
 //! - endpoints (`endpoints`): each selector service's ready and not-ready
 //!   pod addresses;
 //! - garbage collection (`gc`): dependents whose owners are gone are deleted;
-//! - namespaces (`namespace`): a terminating namespace is emptied, then let go.
+//! - namespaces (`namespace`): a terminating namespace is emptied, then let go;
+//! - node lifecycle (`nodelifecycle`): nodes whose agent stopped renewing
+//!   its lease become Ready=Unknown and tainted, and their pods are evicted.
 //!
 //! Every loop is a client of the public API, fed by watches.
 
@@ -23,6 +27,7 @@ mod gc;
 mod informer;
 mod kinds;
 mod namespace;
+mod nodelifecycle;
 mod pods;
 mod queue;
 mod replica;
@@ -121,6 +126,7 @@ async fn run_controllers(config: &Config, client: Client, shutdown: Cancellation
     );
     let ns = namespace::Controller::new(&client, namespaces.reader(), handles, config);
     ns.register(&mut namespaces);
+    let lifecycle = nodelifecycle::Controller::new(&client, &mut pods, config);
 
     let mut tasks = JoinSet::new();
     tasks.spawn(pods.run(client.api(), shutdown.clone()));
@@ -138,6 +144,7 @@ async fn run_controllers(config: &Config, client: Client, shutdown: Cancellation
     tasks.spawn(ep.run(shutdown.clone()));
     tasks.spawn(gc.run(shutdown.clone()));
     tasks.spawn(ns.run(shutdown.clone()));
+    tasks.spawn(lifecycle.run(client.clone(), shutdown.clone()));
     tracing::info!(server = %config.server, "controller-manager running");
     while let Some(done) = tasks.join_next().await {
         if let Err(error) = done {

@@ -32,7 +32,7 @@ enum Command {
     Scheduler(SchedulerArgs),
     /// Run the controller-manager: replication controllers, replica sets, deployments,
     /// endpoints, garbage collection and namespace deletion.
-    ControllerManager(ControlArgs),
+    ControllerManager(ControllerManagerArgs),
     /// Run a node's service proxy and cluster DNS: forwards cluster IPs and node ports to endpoints.
     Proxy(ProxyArgs),
     /// Run the whole cluster on this machine: apiserver, scheduler, controller-manager, node agent and proxy.
@@ -57,6 +57,21 @@ struct ControlArgs {
     /// Seconds between attempts to acquire or renew the lease.
     #[arg(long, default_value_t = 2)]
     retry_period_seconds: u64,
+}
+
+#[derive(Args)]
+struct ControllerManagerArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Seconds without a lease renewal before a node is marked Unknown and tainted.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period_seconds: u64,
+    /// Seconds pods stay on a not-ready or unreachable node before they are evicted.
+    #[arg(long, default_value_t = 60)]
+    pod_eviction_timeout_seconds: u64,
+    /// Pods evicted per second at most (0: no limit).
+    #[arg(long, default_value_t = 10)]
+    eviction_rate: u32,
 }
 
 #[derive(Args)]
@@ -186,8 +201,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Apiserver(args) => run_apiserver(args, shutdown).await,
             Command::Up(args) => up::run(args, shutdown).await,
-            Command::ControllerManager(args) => {
+            Command::ControllerManager(ControllerManagerArgs {
+                control: args,
+                node_monitor_grace_period_seconds,
+                pod_eviction_timeout_seconds,
+                eviction_rate,
+            }) => {
                 let mut config = moor_controller_manager::Config::new(args.server.clone());
+                config.node_monitor_grace_period =
+                    Duration::from_secs(node_monitor_grace_period_seconds.max(1));
+                config.pod_eviction_timeout = Duration::from_secs(pod_eviction_timeout_seconds);
+                config.eviction_rate = eviction_rate;
                 config.leader_elect = args.leader_elect;
                 config.lease = moor_controller_manager::LeaseConfig {
                     duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
