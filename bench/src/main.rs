@@ -6,6 +6,7 @@
 
 mod api;
 mod footprint;
+mod proxy;
 mod scheduler;
 mod server;
 mod stats;
@@ -32,6 +33,8 @@ enum Command {
     Scheduler(scheduler::Args),
     /// Memory of `moor up` idle and with pods, and time to a Ready node.
     Footprint(footprint::Args),
+    /// Exchanges per second and p99 through the service proxy against the pod IP directly.
+    Proxy(proxy::Args),
 }
 
 #[tokio::main]
@@ -42,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Watch(args) => watch::run(args).await?,
         Command::Scheduler(args) => scheduler::run(args).await?,
         Command::Footprint(args) => footprint::run(args).await?,
+        Command::Proxy(args) => proxy::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

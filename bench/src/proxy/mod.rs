@@ -1,0 +1,307 @@
+//! `moor-bench proxy`: exchanges per second and latency through the service
+//! proxy (cluster IP) beside the same echo pod reached directly (pod IP over
+//! the Docker bridge), in one run, rounds interleaved so drift hits both.
+//!
+//! The whole cluster runs in this process (`moor_integration_tests::Cluster`),
+//! proxy included; the load generator has its own runtime and threads.
+
+mod cpu;
+mod deploy;
+mod load;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use self::cpu::Cpu;
+use self::load::{Generator, Round, Shape};
+use crate::stats::Samples;
+
+/// Target: proxied throughput at least this share of direct.
+const TARGET_RATIO: f64 = 0.8;
+/// Target: the proxy adds less than this to p99, in milliseconds.
+const TARGET_ADDED_P99_MS: f64 = 1.0;
+
+/// Flags of `moor-bench proxy`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Concurrent persistent connections (each one exchange in flight at most).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Request/response exchanges on each connection per round.
+    #[arg(long, default_value_t = 2000)]
+    requests_per_connection: usize,
+    /// Measured rounds per path (direct and proxy interleaved), after one warm-up round each.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Bytes in each request and in each response.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Wall-clock cap on one round, in seconds (a capped round counts what it finished).
+    #[arg(long, default_value_t = 60)]
+    max_seconds: u64,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+/// One path's figures, summed over its rounds.
+#[derive(Default)]
+struct Path {
+    samples: Samples,
+    seconds: f64,
+    cpu: Cpu,
+    rates: Vec<f64>,
+    capped: bool,
+}
+
+// === impl Path ===
+
+impl Path {
+    fn add(&mut self, mut round: Round, cpu: Cpu) -> (f64, f64) {
+        let seconds = round.elapsed.as_secs_f64();
+        let rate = round.samples.len() as f64 / seconds;
+        let p99 = round.samples.quantile_ms(0.99);
+        self.seconds += seconds;
+        self.rates.push(rate);
+        self.cpu += cpu;
+        self.capped |= round.capped;
+        self.samples.extend(round.samples);
+        (rate, p99)
+    }
+
+    fn rate(&self) -> f64 {
+        self.samples.len() as f64 / self.seconds
+    }
+
+    /// CPU milliseconds per 1000 exchanges, given ticks per second.
+    fn per_thousand(&self, ticks: u64, hz: f64) -> f64 {
+        ticks as f64 / hz * 1000.0 / (self.samples.len() as f64 / 1000.0)
+    }
+}
+
+/// Runs the benchmark and returns its summary.
+pub async fn run(args: Args) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        args.connections > 0 && args.requests_per_connection > 0 && args.rounds > 0,
+        "--connections, --requests-per-connection and --rounds must be at least 1"
+    );
+    quiet_logs();
+    let cluster = moor_integration_tests::Cluster::start("bench-proxy", None).await?;
+    let result = measure(&cluster, &args).await;
+    cluster.stop().await;
+    result
+}
+
+async fn measure(cluster: &moor_integration_tests::Cluster, args: &Args) -> anyhow::Result<Value> {
+    let generator = Generator::new(args.client_threads)?;
+    let echo = deploy::echo(cluster, &generator, args.size).await?;
+    let shape = Shape {
+        connections: args.connections,
+        per_connection: args.requests_per_connection,
+        size: args.size,
+        cap: Duration::from_secs(args.max_seconds),
+    };
+    let hz = clock_ticks_per_second();
+    println!(
+        "moor-bench proxy: {} connections x {} exchanges of {} bytes each way per round, \
+         {} rounds per path after a warm-up round each",
+        args.connections, args.requests_per_connection, args.size, args.rounds
+    );
+    println!(
+        "direct: pod {}   proxy: cluster IP {} (userspace proxy in this process)",
+        echo.direct, echo.service
+    );
+
+    // The control plane's own background, to read the CPU split against.
+    let before = Cpu::read(echo.pid)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = Cpu::read(echo.pid)? - before;
+    println!(
+        "idle, no load: moor {:.1}% of a core, machine {:.1}% busy",
+        idle.moor as f64 / hz / 2.0 * 100.0,
+        idle.busy as f64 / idle.total.max(1) as f64 * 100.0
+    );
+
+    for addr in [echo.direct, echo.service] {
+        generator.round(addr, shape).await?;
+    }
+    let mut direct = Path::default();
+    let mut proxy = Path::default();
+    println!();
+    println!(
+        "{:<6} {:<7} {:>12} {:>8}",
+        "ROUND", "PATH", "EXCHANGES/S", "P99 MS"
+    );
+    for r in 0..args.rounds {
+        // A B B A ...: a linear drift over the run cancels out.
+        let order = if r % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for via_proxy in order {
+            let (name, addr, path) = if via_proxy {
+                ("proxy", echo.service, &mut proxy)
+            } else {
+                ("direct", echo.direct, &mut direct)
+            };
+            let before = Cpu::read(echo.pid)?;
+            let round = generator.round(addr, shape).await?;
+            let cpu = Cpu::read(echo.pid)? - before;
+            let (rate, p99) = path.add(round, cpu);
+            println!("{:<6} {name:<7} {rate:>12.0} {p99:>8.3}", r + 1);
+        }
+    }
+    Ok(report(args, &echo, &mut direct, &mut proxy, hz))
+}
+
+fn report(args: &Args, echo: &deploy::Echo, direct: &mut Path, proxy: &mut Path, hz: f64) -> Value {
+    println!();
+    println!(
+        "{:<7} {:>10} {:>12} {:>8} {:>8} {:>9}",
+        "PATH", "EXCHANGES", "EXCHANGES/S", "P50 MS", "P99 MS", "P99.9 MS"
+    );
+    let mut figures = Vec::new();
+    for (name, path) in [("direct", &mut *direct), ("proxy", &mut *proxy)] {
+        let figure = (
+            path.rate(),
+            path.samples.quantile_ms(0.5),
+            path.samples.quantile_ms(0.99),
+            path.samples.quantile_ms(0.999),
+        );
+        println!(
+            "{name:<7} {:>10} {:>12.0} {:>8.3} {:>8.3} {:>9.3}{}",
+            path.samples.len(),
+            figure.0,
+            figure.1,
+            figure.2,
+            figure.3,
+            if path.capped { "  (capped)" } else { "" }
+        );
+        figures.push(figure);
+    }
+    let ratio = figures[1].0 / figures[0].0;
+    let round_ratios: Vec<f64> = proxy
+        .rates
+        .iter()
+        .zip(&direct.rates)
+        .map(|(p, d)| p / d)
+        .collect();
+    let low = round_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = round_ratios.iter().copied().fold(0.0, f64::max);
+    let added_p99 = figures[1].2 - figures[0].2;
+    let ratio_met = ratio >= TARGET_RATIO;
+    let p99_met = added_p99 < TARGET_ADDED_P99_MS;
+    println!();
+    println!(
+        "proxy/direct throughput {:.1}% (rounds {:.1}%..{:.1}%), target >= {:.0}%: {}",
+        ratio * 100.0,
+        low * 100.0,
+        high * 100.0,
+        TARGET_RATIO * 100.0,
+        verdict(ratio_met)
+    );
+    println!(
+        "added p99 {added_p99:.3} ms, target < {TARGET_ADDED_P99_MS} ms: {}",
+        verdict(p99_met)
+    );
+
+    println!();
+    println!(
+        "CPU ms per 1000 exchanges (2 cores; `moor` is the proxy plus the idle control plane)"
+    );
+    println!(
+        "{:<7} {:>8} {:>6} {:>6} {:>8} {:>6} {:>9} {:>13}",
+        "PATH", "LOADGEN", "MOOR", "ECHO", "SOFTIRQ", "OTHER", "MACHINE", "MACHINE BUSY"
+    );
+    let mut cpu = Vec::new();
+    for (name, path) in [("direct", &*direct), ("proxy", &*proxy)] {
+        let c = path.cpu;
+        let busy = c.busy as f64 / c.total.max(1) as f64 * 100.0;
+        let per = |ticks| path.per_thousand(ticks, hz);
+        // Other processes on the machine (builds, Docker) and kernel time
+        // not charged to a task: how noisy the round was.
+        let other = c.busy.saturating_sub(c.load + c.moor + c.echo + c.softirq);
+        println!(
+            "{name:<7} {:>8.1} {:>6.1} {:>6.1} {:>8.1} {:>6.1} {:>9.1} {:>12.0}%",
+            per(c.load),
+            per(c.moor),
+            per(c.echo),
+            per(c.softirq),
+            per(other),
+            per(c.busy),
+            busy
+        );
+        cpu.push(json!({
+            "loadgen_ms": round2(per(c.load)),
+            "moor_ms": round2(per(c.moor)),
+            "echo_ms": round2(per(c.echo)),
+            "machine_ms": round2(per(c.busy)),
+            "softirq_ms": round2(per(c.softirq)),
+            "other_ms": round2(per(other)),
+            "machine_busy_percent": busy.round(),
+        }));
+    }
+    let entry = |i: usize, path: &Path| {
+        let (rate, p50, p99, p999) = figures[i];
+        json!({
+            "exchanges": path.samples.len(),
+            "per_second": rate.round(),
+            "p50_ms": round3(p50),
+            "p99_ms": round3(p99),
+            "p999_ms": round3(p999),
+            "capped": path.capped,
+            "cpu_per_1000": cpu[i],
+        })
+    };
+    json!({
+        "bench": "proxy",
+        "connections": args.connections,
+        "requests_per_connection": args.requests_per_connection,
+        "rounds": args.rounds,
+        "size": args.size,
+        "direct_addr": echo.direct.to_string(),
+        "service_addr": echo.service.to_string(),
+        "direct": entry(0, direct),
+        "proxy": entry(1, proxy),
+        "throughput_ratio": round3(ratio),
+        "added_p99_ms": round3(added_p99),
+        "ratio_target_met": ratio_met,
+        "p99_target_met": p99_met,
+    })
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Clock ticks per second of /proc's CPU counters (100 on Linux nearly always).
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The in-process cluster logs at info by default; a benchmark wants its
+/// table, so warnings only unless RUST_LOG says otherwise. The cluster's own
+/// set-up leaves an installed subscriber alone.
+fn quiet_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
