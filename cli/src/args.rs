@@ -65,10 +65,13 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a command in a container: moorctl exec [-i] [-t] POD -- COMMAND [ARGS...].
     Exec(ExecArgs),
-    /// Manage rollouts of workloads (needs the controller-manager).
-    Rollout(Passthrough),
-    /// Roll a replication controller to a new image (needs the controller-manager).
-    RollingUpdate(Passthrough),
+    /// Manage the rollout of a deployment: status, history, undo, restart, pause, resume.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Replace a replication controller's pods one by one with a new image.
+    RollingUpdate(RollingUpdateArgs),
+    /// Ask the scheduler where a pod would go, without binding it (--dry-run).
+    Schedule(ScheduleArgs),
     /// Cordon a node and delete its pods so their controllers recreate them elsewhere.
     Drain(DrainArgs),
     /// Edit a resource in $EDITOR (default vi) and apply it on save.
@@ -323,7 +326,29 @@ pub struct CompletionArgs {
 /// Parses `--since`: Go-style durations (5s, 2m, 1h, 1h30m, 500ms) as whole
 /// seconds, rounded up as kubectl does.
 pub fn parse_since(arg: &str) -> Result<i64, String> {
-    let bad = || format!("{arg:?} is not a duration: use e.g. 5s, 2m, 1h, 1h30m");
+    let millis = go_millis(arg)?;
+    if millis == 0 {
+        return Err("--since must be greater than 0".to_string());
+    }
+    i64::try_from(millis.div_ceil(1_000)).map_err(|_| bad_duration(arg))
+}
+
+/// Parses a Go-style duration (0, 5s, 1m0s, 1h30m, 500ms), as kubectl's
+/// `--timeout` and `--update-period` take them.
+pub fn parse_duration(arg: &str) -> Result<std::time::Duration, String> {
+    if arg == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    go_millis(arg).map(std::time::Duration::from_millis)
+}
+
+fn bad_duration(arg: &str) -> String {
+    format!("{arg:?} is not a duration: use e.g. 5s, 2m, 1h, 1h30m")
+}
+
+/// A Go-style duration in milliseconds.
+fn go_millis(arg: &str) -> Result<u64, String> {
+    let bad = || bad_duration(arg);
     let mut millis: u64 = 0;
     let mut rest = arg;
     if rest.is_empty() {
@@ -350,18 +375,119 @@ pub fn parse_since(arg: &str) -> Result<i64, String> {
             .ok_or_else(bad)?;
         rest = next;
     }
-    if millis == 0 {
-        return Err("--since must be greater than 0".to_string());
-    }
-    i64::try_from(millis.div_ceil(1_000)).map_err(|_| bad())
+    Ok(millis)
 }
 
-/// Arguments of verbs whose server side does not exist yet.
+/// `rollout` subcommands, kubectl's.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Watch a rollout until it completes (or fails its progress deadline).
+    Status(RolloutStatusArgs),
+    /// List a deployment's revisions, or show one revision's pod template.
+    History(RolloutHistoryArgs),
+    /// Roll back to the previous revision, or to --to-revision.
+    Undo(RolloutUndoArgs),
+    /// Replace every pod, by stamping the template with the time.
+    Restart(RolloutTarget),
+    /// Stop rolling out template changes (scaling goes on).
+    Pause(RolloutTarget),
+    /// Roll out template changes again after a pause.
+    Resume(RolloutTarget),
+}
+
+/// The workload of a `rollout` subcommand.
 #[derive(Debug, Args)]
-pub struct Passthrough {
-    /// Arguments, as kubectl takes them.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+pub struct RolloutTarget {
+    /// deployment/NAME (or deploy/NAME), or KIND NAME.
+    pub kind: String,
+    /// Name of the deployment (unless given as KIND/NAME).
+    pub name: Option<String>,
+}
+
+/// Arguments of `rollout status`.
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// The deployment.
+    #[command(flatten)]
+    pub target: RolloutTarget,
+    /// Keep watching until the rollout ends; false: print the status once.
+    #[arg(short = 'w', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub watch: bool,
+    /// Give up after this long, e.g. 30s, 5m; 0: wait forever.
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Fail unless this is the deployment's current revision; 0: any.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub revision: i64,
+}
+
+/// Arguments of `rollout history`.
+#[derive(Debug, Args)]
+pub struct RolloutHistoryArgs {
+    /// The deployment.
+    #[command(flatten)]
+    pub target: RolloutTarget,
+    /// Show the pod template of this revision; 0: list every revision.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub revision: i64,
+}
+
+/// Arguments of `rollout undo`.
+#[derive(Debug, Args)]
+pub struct RolloutUndoArgs {
+    /// The deployment.
+    #[command(flatten)]
+    pub target: RolloutTarget,
+    /// The revision to roll back to; 0: the previous one.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub to_revision: i64,
+}
+
+/// Arguments of `rolling-update`.
+#[derive(Debug, Args)]
+pub struct RollingUpdateArgs {
+    /// The replication controller to update (NAME or rc/NAME).
+    pub old: String,
+    /// Name the updated controller keeps; default: the old name (renamed back at the end).
+    pub new: Option<String>,
+    /// The new image of the container.
+    #[arg(long, value_name = "IMAGE", required = true)]
+    pub image: String,
+    /// The container to update; needed when the pods have several.
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// Image pull policy of the new container (Always, Never, IfNotPresent); needed when the image does not change.
+    #[arg(long, value_name = "POLICY")]
+    pub image_pull_policy: Option<String>,
+    /// Label key that tells the old pods from the new ones.
+    #[arg(long, default_value = "deployment", value_name = "KEY")]
+    pub deployment_label_key: String,
+    /// Time to wait between steps (one pod up, one pod down), e.g. 1m0s, 5s.
+    #[arg(long, default_value = "1m0s", value_name = "DURATION", value_parser = parse_duration)]
+    pub update_period: std::time::Duration,
+    /// Time between checks of the controllers' pods, e.g. 3s.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    pub poll_interval: std::time::Duration,
+    /// Give up when no step could be taken for this long, e.g. 5m0s.
+    #[arg(long, default_value = "5m0s", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// Arguments of `schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// An existing pod (NAME or pod/NAME); omit with -f.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub pod: Option<String>,
+    /// A manifest of one pod that need not exist; - for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Only report where the pod would go (the only mode: moorctl does not bind pods).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The scheduler's URL; default: the Endpoints moor-system/moor-scheduler.
+    #[arg(long, value_name = "URL")]
+    pub scheduler: Option<String>,
 }
 
 /// `config` subcommands.
@@ -472,15 +598,84 @@ mod tests {
     fn every_flag_has_help() {
         use clap::CommandFactory;
         let cli = Cli::command();
-        for verb in ["logs", "exec"] {
-            let sub = cli.find_subcommand(verb).expect("verb exists");
+        let mut verbs: Vec<&clap::Command> = cli.get_subcommands().collect();
+        let rollout = cli.find_subcommand("rollout").expect("rollout exists");
+        verbs.extend(rollout.get_subcommands());
+        for sub in verbs {
+            assert!(sub.get_about().is_some(), "{} has no help", sub.get_name());
             for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
                 assert!(
                     arg.get_help().is_some(),
-                    "{verb} --{} has no help",
+                    "{} --{} has no help",
+                    sub.get_name(),
                     arg.get_id()
                 );
             }
         }
+    }
+
+    #[test]
+    fn durations_take_go_syntax() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("1m0s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn rolling_update_flags() {
+        let cli = parse(&[
+            "rolling-update",
+            "web",
+            "--image",
+            "echo:2",
+            "--update-period",
+            "1s",
+        ])
+        .unwrap();
+        let Command::RollingUpdate(args) = cli.command else {
+            panic!("not rolling-update")
+        };
+        assert_eq!((args.old.as_str(), args.new.as_deref()), ("web", None));
+        assert_eq!(args.image, "echo:2");
+        assert_eq!(args.update_period, std::time::Duration::from_secs(1));
+        assert_eq!(args.timeout, std::time::Duration::from_secs(300));
+        assert_eq!(args.deployment_label_key, "deployment");
+        let Command::RollingUpdate(args) = parse(&["rolling-update", "web", "web-v2", "--image=x"])
+            .unwrap()
+            .command
+        else {
+            panic!("not rolling-update")
+        };
+        assert_eq!(args.new.as_deref(), Some("web-v2"));
+        assert!(
+            parse(&["rolling-update", "web"]).is_err(),
+            "--image is required"
+        );
+    }
+
+    #[test]
+    fn schedule_flags() {
+        let Command::Schedule(args) = parse(&["schedule", "--dry-run", "-f", "pod.yaml"])
+            .unwrap()
+            .command
+        else {
+            panic!("not schedule")
+        };
+        assert!(args.dry_run && args.pod.is_none());
+        assert_eq!(args.file.as_deref(), Some(std::path::Path::new("pod.yaml")));
+        let Command::Schedule(args) =
+            parse(&["schedule", "web", "--dry-run", "--scheduler", "http://s:1"])
+                .unwrap()
+                .command
+        else {
+            panic!("not schedule")
+        };
+        assert_eq!(args.pod.as_deref(), Some("web"));
+        assert_eq!(args.scheduler.as_deref(), Some("http://s:1"));
+        assert!(parse(&["schedule", "--dry-run"]).is_err(), "a pod or -f");
+        assert!(parse(&["schedule", "web", "-f", "p.yaml"]).is_err());
     }
 }

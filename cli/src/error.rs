@@ -63,11 +63,6 @@ pub enum Error {
     /// A wait that did not finish in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
-    /// A verb that needs a server feature that does not exist yet.
-    #[error(
-        "moorctl {0}: the server does not support {0} yet (it comes with the node agent / controller-manager)"
-    )]
-    Unsupported(&'static str),
     /// A command run by `exec` ended with a non-zero code; moorctl exits with it.
     #[error("command terminated with exit code {0}")]
     Exited(i32),

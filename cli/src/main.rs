@@ -21,11 +21,7 @@ fn main() -> std::process::ExitCode {
         Err(moorctl::Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
             std::process::ExitCode::SUCCESS
         }
-        Err(
-            err @ (moorctl::Error::Server { .. }
-            | moorctl::Error::Unsupported(_)
-            | moorctl::Error::Exited(_)),
-        ) => {
+        Err(err @ (moorctl::Error::Server { .. } | moorctl::Error::Exited(_))) => {
             eprintln!("{err}");
             std::process::ExitCode::from(err.exit_status())
         }

@@ -49,6 +49,46 @@ impl Client {
         moor_api::core::v1::pods_client::PodsClient::new(self.channel.clone())
     }
 
+    /// The typed client of the Deployments service, for `rollout`.
+    pub fn deployments(
+        &self,
+    ) -> moor_api::apps::v1::deployments_client::DeploymentsClient<Channel> {
+        moor_api::apps::v1::deployments_client::DeploymentsClient::new(self.channel.clone())
+    }
+
+    /// The typed client of the ReplicaSets service: a deployment's revisions.
+    pub fn replica_sets(
+        &self,
+    ) -> moor_api::apps::v1::replica_sets_client::ReplicaSetsClient<Channel> {
+        moor_api::apps::v1::replica_sets_client::ReplicaSetsClient::new(self.channel.clone())
+    }
+
+    /// The typed client of the ReplicationControllers service, for
+    /// `rolling-update`.
+    pub fn replication_controllers(
+        &self,
+    ) -> moor_api::core::v1::replication_controllers_client::ReplicationControllersClient<Channel>
+    {
+        moor_api::core::v1::replication_controllers_client::ReplicationControllersClient::new(
+            self.channel.clone(),
+        )
+    }
+
+    /// The typed client of the Endpoints service: where the scheduler serves.
+    pub fn endpoints(
+        &self,
+    ) -> moor_api::core::v1::endpoints_service_client::EndpointsServiceClient<Channel> {
+        moor_api::core::v1::endpoints_service_client::EndpointsServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
+    /// The typed client of the scheduler's Plan service, for a client made
+    /// with the scheduler's address.
+    pub fn scheduler(&self) -> moor_api::scheduler::v1::scheduler_client::SchedulerClient<Channel> {
+        moor_api::scheduler::v1::scheduler_client::SchedulerClient::new(self.channel.clone())
+    }
+
     /// The server and how it was chosen.
     pub fn target(&self) -> &Target {
         &self.target

@@ -1,6 +1,6 @@
 //! The other verbs: delete, scale, label, annotate, describe, explain,
-//! api-resources, events, call, version, completion, cordon, wait, and the
-//! verbs that wait for later server features.
+//! api-resources, events, call, version, completion, cordon, wait, and what
+//! rollout, rolling-update and schedule refuse.
 
 mod common;
 
@@ -309,23 +309,15 @@ async fn cordon_and_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn later_verbs_say_what_they_wait_for() {
+async fn every_verb_is_in_help() {
     let c = Cluster::start().await;
-    for verb in ["rollout", "rolling-update"] {
-        let err = c.fails(&[verb, "x"]).await;
-        assert_eq!(
-            err,
-            format!(
-                "moorctl {verb}: the server does not support {verb} yet (it comes with the node agent / controller-manager)"
-            )
-        );
-    }
     let help = c.ok(&["--help"]).await;
     for verb in [
         "logs",
         "exec",
         "rollout",
         "rolling-update",
+        "schedule",
         "drain",
         "edit",
         "wait",
@@ -333,6 +325,89 @@ async fn later_verbs_say_what_they_wait_for() {
     ] {
         assert!(help.contains(verb), "{verb} missing from --help");
     }
+    let help = c.ok(&["rollout", "--help"]).await;
+    for sub in ["status", "history", "undo", "restart", "pause", "resume"] {
+        assert!(help.contains(sub), "rollout {sub} missing from --help");
+    }
+}
+
+/// What `rollout`, `rolling-update` and `schedule` refuse, without a
+/// controller-manager or scheduler (the runs with them are in rollout.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_and_schedule_refusals() {
+    let c = Cluster::start().await;
+    c.apply("d.yaml", DEPLOYMENT).await;
+    assert_eq!(
+        c.ok(&["rollout", "pause", "deployment/web"]).await,
+        "deployment.apps/web paused\n"
+    );
+    assert_eq!(
+        c.fails(&["rollout", "pause", "deploy", "web"]).await,
+        r#"error: deployments.apps "web" is already paused"#
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.paused}"])
+            .await,
+        "true"
+    );
+    assert_eq!(
+        c.fails(&["rollout", "restart", "deploy/web"]).await,
+        r#"error: deployments.apps "web" can't restart paused deployment (run rollout resume first)"#
+    );
+    assert_eq!(
+        c.ok(&["rollout", "resume", "deploy/web"]).await,
+        "deployment.apps/web resumed\n"
+    );
+    assert_eq!(
+        c.fails(&["rollout", "resume", "deploy/web"]).await,
+        r#"error: deployments.apps "web" is not paused"#
+    );
+    // No controller-manager: no replica set, so no revision.
+    assert_eq!(
+        c.fails(&["rollout", "undo", "deploy/web", "--to-revision", "7"])
+            .await,
+        "error: unable to find specified revision 7 in history"
+    );
+    assert_eq!(
+        c.ok(&["rollout", "history", "deploy/web"]).await,
+        "deployment.apps/web \nREVISION   CHANGE-CAUSE\n\n"
+    );
+    assert_eq!(
+        c.ok(&["rollout", "status", "deploy/web", "--watch=false"])
+            .await,
+        "Waiting for deployment spec update to be observed...\n"
+    );
+    let err = c
+        .fails(&["rollout", "status", "deploy/web", "--timeout", "1s"])
+        .await;
+    assert_eq!(err, "error: timed out waiting for the condition");
+    let err = c.fails(&["rollout", "status", "pod/web"]).await;
+    assert_eq!(
+        err,
+        "error: rollout is supported on deployments only, not on pods"
+    );
+    let err = c.fails(&["rollout", "history", "deploy/none"]).await;
+    assert!(err.contains("NotFound"), "{err}");
+
+    let err = c
+        .fails(&["rolling-update", "ghost", "--image", "x:2"])
+        .await;
+    assert!(err.contains("NotFound") && err.contains("ghost"), "{err}");
+    let err = c
+        .fails(&["rolling-update", "deploy/web", "--image", "x:2"])
+        .await;
+    assert!(err.contains("replication controllers only"), "{err}");
+
+    let pod_file = c.write("p.yaml", &pod("web", "app: web"));
+    assert_eq!(
+        c.fails(&["schedule", "-f", path_str(&pod_file)]).await,
+        "error: only --dry-run is supported"
+    );
+    assert_eq!(
+        c.fails(&["schedule", "--dry-run", "-f", path_str(&pod_file)])
+            .await,
+        "error: no scheduler is serving plans (Endpoints moor-system/moor-scheduler not found); pass --scheduler URL"
+    );
 }
 
 /// `logs` and `exec` without a node agent: every failure is one line and

@@ -14,6 +14,9 @@ mod info;
 mod logs;
 mod meta;
 mod pods;
+mod rolling_update;
+mod rollout;
+mod schedule;
 mod wait;
 
 use moor_codec::{KindInfo, Kinds};
@@ -119,8 +122,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Config(command) => config::run(command, &ctx, &Config::path()),
         Command::Logs(args) => logs::run(&ctx, args).await,
         Command::Exec(args) => exec::run(&ctx, args).await,
-        Command::Rollout(_) => Err(Error::Unsupported("rollout")),
-        Command::RollingUpdate(_) => Err(Error::Unsupported("rolling-update")),
+        Command::Rollout(command) => rollout::run(&ctx, command).await,
+        Command::RollingUpdate(args) => rolling_update::run(&ctx, args).await,
+        Command::Schedule(args) => schedule::run(&ctx, args).await,
         Command::Drain(args) => drain::run(&ctx, args).await,
         Command::Edit(args) => edit::run(&ctx, args).await,
     }
