@@ -2,8 +2,9 @@
 # Installs what building and testing moor needs on Debian or Ubuntu:
 # protoc (etcd-client and our API build), etcd (the HA store and its tests),
 # iproute2, glibc's static libraries (the images' static binaries), Docker
-# (started if it is not running), the Python gRPC tools for the
-# cross-language client test; then builds the local images.
+# (started if it is not running), Docker's registry (the pull tests), the
+# Python gRPC tools for the cross-language client test; then builds the
+# local images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v ip >/dev/null || need+=(iproute2)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 command -v docker >/dev/null || need+=(docker.io)
+# A local image registry: the node agent's pull tests push to one.
+command -v docker-registry >/dev/null || need+=(docker-registry)
 if ((${#need[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -192,9 +192,19 @@ impl ContainerRuntime for Docker {
             .tag(tag)
             .build();
         let mut progress = self.docker.create_image(Some(options), None, None);
+        let mut layers = Layers::default();
         while let Some(item) = progress.next().await {
             match item {
-                Ok(info) => tracing::debug!(image, status = ?info.status, "pulling"),
+                Ok(info) => {
+                    if layers.update(&info) {
+                        tracing::debug!(
+                            image,
+                            layers_done = layers.done.len(),
+                            layers_total = layers.all.len(),
+                            "pulling"
+                        );
+                    }
+                }
                 Err(BollardError::DockerResponseServerError { message, .. }) => {
                     return Err(Error::Pull(message));
                 }
@@ -476,6 +486,42 @@ impl ContainerRuntime for Docker {
     }
 }
 
+/// The layers of an image being pulled, from Docker's progress messages.
+#[derive(Debug, Default)]
+struct Layers {
+    all: std::collections::HashSet<String>,
+    done: std::collections::HashSet<String>,
+}
+
+// === impl Layers ===
+
+impl Layers {
+    /// Takes one progress message in; true when a layer appeared or finished.
+    fn update(&mut self, info: &bollard::models::CreateImageInfo) -> bool {
+        // Messages without an id, or whose id is the tag, are about the image.
+        let (Some(id), Some(status)) = (info.id.as_deref(), info.status.as_deref()) else {
+            return false;
+        };
+        let layer = [
+            "Pulling fs layer",
+            "Waiting",
+            "Downloading",
+            "Verifying Checksum",
+            "Download complete",
+            "Extracting",
+        ];
+        let finished = ["Pull complete", "Already exists"];
+        if finished.contains(&status) {
+            self.all.insert(id.to_owned());
+            self.done.insert(id.to_owned())
+        } else if layer.contains(&status) {
+            self.all.insert(id.to_owned())
+        } else {
+            false
+        }
+    }
+}
+
 /// Output of Docker's multiplexed streams as chunks; stdin echoes dropped.
 fn chunk(output: bollard::container::LogOutput) -> Option<OutputChunk> {
     use bollard::container::LogOutput;
@@ -578,6 +624,23 @@ mod tests {
         assert_eq!(secs, Duration::new(1_704_164_645, 500_000_000));
         assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
         assert_eq!(parse_time("garbage"), None);
+    }
+
+    #[test]
+    fn counts_pulled_layers() {
+        let message = |id: &str, status: &str| bollard::models::CreateImageInfo {
+            id: Some(id.into()),
+            status: Some(status.into()),
+            ..Default::default()
+        };
+        let mut layers = Layers::default();
+        assert!(!layers.update(&message("0.1", "Pulling from echo")));
+        assert!(layers.update(&message("a", "Pulling fs layer")));
+        assert!(layers.update(&message("b", "Already exists")));
+        assert!(!layers.update(&message("a", "Downloading")));
+        assert_eq!((layers.done.len(), layers.all.len()), (1, 2));
+        assert!(layers.update(&message("a", "Pull complete")));
+        assert_eq!((layers.done.len(), layers.all.len()), (2, 2));
     }
 
     #[test]

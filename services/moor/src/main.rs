@@ -109,6 +109,13 @@ struct NodeArgs {
     /// Cluster DNS address for pods (default: asked from the apiserver).
     #[arg(long)]
     cluster_dns: Option<std::net::Ipv4Addr>,
+    /// Static pods: run every Pod manifest (YAML or JSON) in this directory on
+    /// this node, shown in the API as mirror pods named NAME-NODE.
+    #[arg(long)]
+    manifest_dir: Option<PathBuf>,
+    /// Seconds between reads of --manifest-dir.
+    #[arg(long, default_value_t = 5)]
+    manifest_interval_seconds: u64,
 }
 
 #[derive(Args)]
@@ -253,6 +260,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
                 config.agent_listen = Some(args.agent_listen);
                 config.cluster_dns = args.cluster_dns;
+                config.manifest_dir = args.manifest_dir;
+                config.manifest_interval =
+                    Duration::from_secs(args.manifest_interval_seconds.max(1));
                 moor_node::run(config, shutdown).await?;
                 Ok(())
             }

@@ -1,12 +1,17 @@
 //! [`Agent`]: what every part of one node agent shares.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use futures::FutureExt;
+use moor_api::core::v1::Pod;
 use moor_client::Client;
 use moor_runtime::{ContainerRuntime, Docker};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Config, Error, node};
@@ -32,6 +37,41 @@ pub struct Agent {
     /// Failed pulls by (pod uid, container name), for ImagePullBackOff.
     // A std Mutex: only short synchronous sections use it.
     pull_failures: Mutex<HashMap<(String, String), PullFailure>>,
+    /// Pulls running in the background, by (pod uid, container name).
+    // A std Mutex: only short synchronous sections use it.
+    pulls: Mutex<HashMap<(String, String), Pull>>,
+    /// The static pods this agent runs, by uid (the mirror pods in the API
+    /// have other uids).
+    // A std Mutex: only short synchronous sections use it.
+    statics: Mutex<HashMap<String, StaticPod>>,
+}
+
+/// A static pod (from the manifest directory) as the rest of the agent sees it.
+#[derive(Clone)]
+pub struct StaticPod {
+    /// The pod as its manifest defines it (no status).
+    pub pod: Arc<Pod>,
+    /// Wakes the pod's worker for a sync (a prober's verdict changed).
+    pub wake: Arc<Notify>,
+}
+
+/// An image pull running in the background for one container, so the pod's
+/// status can say ContainerCreating meanwhile; aborted when dropped (the
+/// pod went away).
+pub struct Pull {
+    image: String,
+    started: Instant,
+    task: JoinHandle<Result<(), moor_runtime::Error>>,
+}
+
+/// Where the background pull of one container's image is.
+pub enum PullState {
+    /// None runs.
+    Idle,
+    /// Still pulling this image.
+    Running,
+    /// Done: the image, how long it took, and how it ended.
+    Done(String, std::time::Duration, Result<(), String>),
 }
 
 /// The last failed pull of one container's image.
@@ -73,6 +113,8 @@ impl Agent {
             agent_port,
             config,
             pull_failures: Mutex::default(),
+            pulls: Mutex::default(),
+            statics: Mutex::default(),
         })
     }
 
@@ -103,17 +145,95 @@ impl Agent {
         })
     }
 
-    /// Forgets failed pulls of a container (`None`: of the whole pod).
+    /// Forgets failed pulls of a container (`None`: of the whole pod, whose
+    /// pulls in flight are also aborted).
     pub fn clear_pull_failures(&self, uid: &str, container: Option<&str>) {
         self.with_pulls(|p| p.retain(|(u, c), _| u != uid || container.is_some_and(|n| n != c)));
+        if container.is_none() {
+            let aborted: Vec<Pull> = {
+                let mut pulls = locked(&self.pulls);
+                let keys: Vec<_> = pulls.keys().filter(|(u, _)| u == uid).cloned().collect();
+                keys.iter().filter_map(|k| pulls.remove(k)).collect()
+            };
+            drop(aborted);
+        }
+    }
+
+    /// Starts pulling `image` for a container in the background.
+    pub fn start_pull(&self, uid: &str, container: &str, image: &str) {
+        let runtime = self.runtime.clone();
+        let owned = image.to_owned();
+        let pull = Pull {
+            image: image.to_owned(),
+            started: Instant::now(),
+            task: tokio::spawn(async move { runtime.pull_image(&owned).await }),
+        };
+        locked(&self.pulls).insert((uid.to_owned(), container.to_owned()), pull);
+    }
+
+    /// The background pull of a container: a finished one is handed over once.
+    pub fn pull_state(&self, uid: &str, container: &str) -> PullState {
+        let key = (uid.to_owned(), container.to_owned());
+        let mut pulls = locked(&self.pulls);
+        let Some(pull) = pulls.get(&key) else {
+            return PullState::Idle;
+        };
+        if !pull.task.is_finished() {
+            return PullState::Running;
+        }
+        let Some(mut pull) = pulls.remove(&key) else {
+            return PullState::Idle;
+        };
+        drop(pulls);
+        // The task is finished, so its result is ready without waiting.
+        let result = match (&mut pull.task).now_or_never() {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(err))) => Err(err.to_string()),
+            Some(Err(err)) => Err(format!("the pull stopped: {err}")),
+            None => Err("the pull stopped".to_owned()),
+        };
+        PullState::Done(pull.image.clone(), pull.started.elapsed(), result)
+    }
+
+    /// Registers a static pod the agent is about to run.
+    pub fn add_static(&self, uid: &str, pod: StaticPod) {
+        locked(&self.statics).insert(uid.to_owned(), pod);
+    }
+
+    /// Forgets a static pod whose containers are gone.
+    pub fn remove_static(&self, uid: &str) {
+        locked(&self.statics).remove(uid);
+    }
+
+    /// The static pod of this uid, if it is one.
+    pub fn static_pod(&self, uid: &str) -> Option<StaticPod> {
+        locked(&self.statics).get(uid).cloned()
+    }
+
+    /// The uids of every static pod.
+    pub fn static_uids(&self) -> HashSet<String> {
+        locked(&self.statics).keys().cloned().collect()
     }
 
     fn with_pulls<T>(&self, f: impl FnOnce(&mut HashMap<(String, String), PullFailure>) -> T) -> T {
-        let mut guard = match self.pull_failures.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
+        f(&mut locked(&self.pull_failures))
+    }
+}
+
+// === impl Pull ===
+
+impl Drop for Pull {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Locks a std Mutex held only in short synchronous sections; a panic
+/// while holding it leaves nothing half-done, so poisoning is ignored.
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

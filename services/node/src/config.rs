@@ -54,6 +54,12 @@ pub struct Config {
     /// listens; port 0 picks a free one (the Node's status tells it).
     /// `None`: not served.
     pub agent_listen: Option<std::net::SocketAddr>,
+    /// Static pods: every Pod manifest (YAML or JSON) in this directory
+    /// runs on this node and shows in the API as a mirror pod. `None`: no
+    /// static pods (mirror pods left from an earlier run are removed).
+    pub manifest_dir: Option<PathBuf>,
+    /// How often the manifest directory is read again.
+    pub manifest_interval: Duration,
 }
 
 // === impl Config ===
@@ -79,6 +85,8 @@ impl Config {
             cluster_dns: None,
             cluster_domain: "cluster.local".into(),
             agent_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            manifest_dir: None,
+            manifest_interval: Duration::from_secs(5),
         }
     }
 

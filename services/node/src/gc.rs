@@ -40,9 +40,13 @@ async fn collect(agent: &Agent) -> Result<(), Error> {
     let dirs = pod_dirs(agent).await?;
     let params = ListParams::default().fields(format!("spec.nodeName={}", agent.name));
     let (pods, _) = agent.client.api::<Pod>().list(&params).await?;
+    // Static pods register before their containers exist and go after
+    // they are removed, so reading them after the containers is safe too.
+    let statics = agent.static_uids();
     let live: HashSet<&str> = pods
         .iter()
         .map(|p| p.metadata.as_ref().map_or("", |m| m.uid.as_str()))
+        .chain(statics.iter().map(String::as_str))
         .collect();
     for container in containers
         .iter()

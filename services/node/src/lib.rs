@@ -10,6 +10,10 @@
 //! Kubernetes-style variables for the services of their namespace. The
 //! agent's own gRPC service (NodeAgent) streams logs and runs exec sessions
 //! for the apiserver, which relays `moorctl logs` and `moorctl exec`.
+//! Images are pulled in the background per imagePullPolicy, with Pod events
+//! (Pulling, Pulled, Failed). Static pods: the Pod manifests of
+//! [`Config::manifest_dir`] run from the files and show in the API as
+//! mirror pods.
 //!
 //! With the fake runtime and a count, one process runs many simulated nodes.
 

@@ -5,18 +5,20 @@
 
 mod dns;
 mod events;
+mod image;
 mod init;
 mod links;
 mod probe;
 mod sources;
 mod spec;
+mod static_pods;
 mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use moor_api::core::v1::{Container, Pod};
+use moor_api::core::v1::{Container, Pod, PodStatus};
 use moor_client::{Action, Context, Controller, DeleteParams, ListParams};
 use moor_runtime::{ContainerInfo, ContainerState, labels};
 use tokio::sync::mpsc;
@@ -31,7 +33,7 @@ use crate::agent::Agent;
 /// Grace period when neither the deletion nor the spec gives one.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
-/// Runs the sync loop (and the probers' wakes) until shutdown.
+/// Runs the sync loop (and the probers' wakes, and the static pods) until shutdown.
 pub async fn run_controller(agent: Arc<Agent>, shutdown: CancellationToken) {
     let (probers, wakes) = Probers::new(agent.runtime.clone(), shutdown.clone());
     let probers = Arc::new(probers);
@@ -46,6 +48,7 @@ pub async fn run_controller(agent: Arc<Agent>, shutdown: CancellationToken) {
     };
     tokio::join!(
         controller.run(reconcile, shutdown.clone()),
+        static_pods::run(agent.clone(), probers.clone(), shutdown.clone()),
         wake_loop(agent, probers, wakes, shutdown),
     );
 }
@@ -71,8 +74,16 @@ async fn wake_loop(
     while tasks.join_next().await.is_some() {}
 }
 
-/// One sync a prober asked for, on the pod as the apiserver has it now.
+/// One sync a prober asked for, on the pod as the apiserver has it now (a
+/// static pod's worker syncs its own).
 async fn woken(agent: Arc<Agent>, probers: Arc<Probers>, wake: Wake) {
+    if let Some(found) = agent.static_pod(&wake.uid) {
+        if let Some((reason, message)) = wake.event {
+            events::warning(&agent, &found.pod, &reason, message).await;
+        }
+        found.wake.notify_one();
+        return;
+    }
     let lock = probers.pod_lock(&wake.uid);
     let _one_at_a_time = lock.lock().await;
     let pod = match agent
@@ -107,23 +118,55 @@ async fn sync(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Action, Err
     sync_locked(agent, probers, pod).await
 }
 
-/// One sync of one pod; the caller holds the pod's lock.
+/// One sync of one pod; the caller holds the pod's lock. Mirror pods are
+/// left to the static pods' workers: what runs comes from the manifest.
 #[tracing::instrument(skip_all, fields(node = %agent.name, pod = %key(pod)))]
 async fn sync_locked(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Action, Error> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    if spec.node_name != agent.name {
+    if spec.node_name != agent.name || static_pods::is_mirror(pod) {
         return Ok(Action::AwaitChange);
     }
+    if meta.deletion_timestamp.is_some() {
+        probers.forget(&meta.uid);
+        let existing = agent
+            .runtime
+            .list_containers(&[(labels::POD_UID, &meta.uid)])
+            .await?;
+        terminate(agent, pod, &existing).await?;
+        return Ok(Action::AwaitChange);
+    }
+    match run_pod(agent, probers, pod).await? {
+        Synced::Idle => Ok(Action::AwaitChange),
+        Synced::Status(new_status, next) => {
+            if pod.status.as_ref() != Some(&new_status) {
+                let mut updated = pod.clone();
+                updated.status = Some(*new_status);
+                agent.client.api::<Pod>().update_status(&updated).await?;
+                tracing::debug!("pod status written");
+            }
+            Ok(Action::Requeue(next))
+        }
+    }
+}
+
+/// What one run of a pod decided.
+enum Synced {
+    /// Nothing runs any more (the pod is done): no status to write.
+    Idle,
+    /// The pod's new status; look again after this long.
+    Status(Box<PodStatus>, Duration),
+}
+
+/// Converges the runtime to a pod that is not being deleted (the caller
+/// holds its lock) and computes its status; `pod.status` is the last one.
+async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, Error> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
     let mut existing = agent
         .runtime
         .list_containers(&[(labels::POD_UID, &meta.uid)])
         .await?;
-    if meta.deletion_timestamp.is_some() {
-        probers.forget(&meta.uid);
-        terminate(agent, pod, &existing).await?;
-        return Ok(Action::AwaitChange);
-    }
     let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
     if matches!(phase, "Succeeded" | "Failed") {
         probers.forget(&meta.uid);
@@ -138,7 +181,7 @@ async fn sync_locked(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Acti
                 .stop_container(&sandbox.id, Duration::ZERO)
                 .await?;
         }
-        return Ok(Action::AwaitChange);
+        return Ok(Synced::Idle);
     }
     if kill_unhealthy(agent, probers, pod, &existing).await? {
         existing = agent
@@ -224,13 +267,10 @@ async fn sync_locked(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Acti
         problem,
     };
     let new_status = status::compute(pod, &observed);
-    if pod.status.as_ref() != Some(&new_status) {
-        let mut updated = pod.clone();
-        updated.status = Some(new_status);
-        agent.client.api::<Pod>().update_status(&updated).await?;
-        tracing::debug!("pod status written");
-    }
-    Ok(Action::Requeue(next.max(Duration::from_millis(100))))
+    Ok(Synced::Status(
+        Box::new(new_status),
+        next.max(Duration::from_millis(100)),
+    ))
 }
 
 /// What creating a pod's app containers needs besides the pod.
@@ -357,8 +397,7 @@ async fn start(
     attempt: u32,
     inputs: &Inputs<'_>,
 ) -> Result<Step, Error> {
-    let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
-    if let Some(wait) = ensure_image(agent, uid, container).await? {
+    if let Some(wait) = image::ensure(agent, pod, container).await? {
         return Ok(wait);
     }
     let sandbox = inputs.sandbox;
@@ -391,69 +430,6 @@ async fn start(
         tracing::info!(container = %container.name, attempt, "started container");
     }
     Ok(Step::Fine)
-}
-
-/// Makes the image present per imagePullPolicy; a waiting step when it is not.
-async fn ensure_image(
-    agent: &Agent,
-    uid: &str,
-    container: &Container,
-) -> Result<Option<Step>, Error> {
-    let image = &container.image;
-    let present = agent.runtime.image_id(image).await?.is_some();
-    let policy = match container.image_pull_policy.as_str() {
-        "" if image.ends_with(":latest")
-            || !image.rsplit('/').next().unwrap_or(image).contains(':') =>
-        {
-            "Always"
-        }
-        "" => "IfNotPresent",
-        other => other,
-    };
-    match (policy, present) {
-        ("Never", false) => {
-            let message =
-                format!("Container image {image:?} is not present with pull policy of Never");
-            let reason = "ErrImageNeverPull".into();
-            return Ok(Some(Step::Wait(
-                Waiting { reason, message },
-                agent.config.pod_resync,
-            )));
-        }
-        ("Never", true) | ("IfNotPresent", true) => return Ok(None),
-        _ => {}
-    }
-    if let Some(failure) = agent.pull_failure(uid, &container.name) {
-        let backoff = agent.config.backoff(failure.count.saturating_sub(1));
-        let since = SystemTime::now()
-            .duration_since(failure.at)
-            .unwrap_or_default();
-        if since < backoff {
-            let message = format!("Back-off pulling image {image:?}: {}", failure.message);
-            let reason = "ImagePullBackOff".into();
-            return Ok(Some(Step::Wait(
-                Waiting { reason, message },
-                backoff - since,
-            )));
-        }
-    }
-    tracing::info!(image = %image, "pulling image");
-    match agent.runtime.pull_image(image).await {
-        Ok(()) => {
-            agent.clear_pull_failures(uid, Some(&container.name));
-            Ok(None)
-        }
-        Err(err) => {
-            let message = format!("failed to pull image {image:?}: {err}");
-            tracing::warn!(image = %image, %err, "pull failed; backing off");
-            let count = agent.record_pull_failure(uid, &container.name, message.clone());
-            let reason = "ErrImagePull".into();
-            Ok(Some(Step::Wait(
-                Waiting { reason, message },
-                agent.config.backoff(count - 1),
-            )))
-        }
-    }
 }
 
 /// The running sandbox, created when missing; or the problem preventing it.
@@ -494,8 +470,8 @@ async fn ensure_sandbox(
     Ok((sandbox, None))
 }
 
-/// Graceful deletion: stop app containers with the grace period, then the
-/// sandbox, remove everything, and confirm so the apiserver removes the pod.
+/// Graceful deletion: stop and remove the containers, and confirm so the
+/// apiserver removes the pod.
 async fn terminate(agent: &Agent, pod: &Pod, existing: &[ContainerInfo]) -> Result<(), Error> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let grace = meta
@@ -506,28 +482,7 @@ async fn terminate(agent: &Agent, pod: &Pod, existing: &[ContainerInfo]) -> Resu
             .and_then(|s| s.termination_grace_period_seconds))
         .unwrap_or(DEFAULT_GRACE_SECONDS);
     let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
-    let apps = existing
-        .iter()
-        .filter(|c| !c.is_sandbox() && c.state == ContainerState::Running);
-    tracing::info!(grace_seconds = grace.as_secs(), "stopping pod");
-    let stops = apps.map(|c| agent.runtime.stop_container(&c.id, grace));
-    for result in futures::future::join_all(stops).await {
-        result?;
-    }
-    for container in existing {
-        agent
-            .runtime
-            .stop_container(&container.id, Duration::ZERO)
-            .await?;
-        agent.runtime.remove_container(&container.id).await?;
-    }
-    let dir = agent.pod_dir(&meta.uid);
-    match tokio::fs::remove_dir_all(&dir).await {
-        Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(Error::io(&dir, err)),
-    }
-    agent.clear_pull_failures(&meta.uid, None);
+    stop_pod(agent, pod, existing, grace).await?;
     let params = DeleteParams {
         uid: Some(meta.uid.clone()),
         grace_period_seconds: Some(0),
@@ -546,6 +501,41 @@ async fn terminate(agent: &Agent, pod: &Pod, existing: &[ContainerInfo]) -> Resu
     Ok(())
 }
 
+/// Stops app containers with the grace period (with the image's stop
+/// signal, which Docker gives each container), then the sandbox; removes
+/// the containers and the pod's directory.
+async fn stop_pod(
+    agent: &Agent,
+    pod: &Pod,
+    existing: &[ContainerInfo],
+    grace: Duration,
+) -> Result<(), Error> {
+    let uid = uid_of(pod);
+    let apps = existing
+        .iter()
+        .filter(|c| !c.is_sandbox() && c.state == ContainerState::Running);
+    tracing::info!(grace_seconds = grace.as_secs(), "stopping pod");
+    let stops = apps.map(|c| agent.runtime.stop_container(&c.id, grace));
+    for result in futures::future::join_all(stops).await {
+        result?;
+    }
+    for container in existing {
+        agent
+            .runtime
+            .stop_container(&container.id, Duration::ZERO)
+            .await?;
+        agent.runtime.remove_container(&container.id).await?;
+    }
+    let dir = agent.pod_dir(uid);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(Error::io(&dir, err)),
+    }
+    agent.clear_pull_failures(uid, None);
+    Ok(())
+}
+
 /// A container's attempts, oldest first.
 fn attempts_of<'a>(containers: &'a [ContainerInfo], name: &str) -> Vec<&'a ContainerInfo> {
     let mut attempts: Vec<&ContainerInfo> = containers
@@ -554,6 +544,11 @@ fn attempts_of<'a>(containers: &'a [ContainerInfo], name: &str) -> Vec<&'a Conta
         .collect();
     attempts.sort_by_key(|c| c.attempt());
     attempts
+}
+
+/// The pod's uid ("" when unset).
+fn uid_of(pod: &Pod) -> &str {
+    pod.metadata.as_ref().map_or("", |m| m.uid.as_str())
 }
 
 fn key(pod: &Pod) -> String {
