@@ -11,6 +11,7 @@ mod error;
 mod grpc;
 mod kinds;
 mod pod_io;
+mod propagation;
 mod proxy_config;
 mod registry;
 mod subresources;

@@ -18,6 +18,7 @@ use crate::alloc::Allocator;
 use crate::cache::{Cache, Start, decode};
 use crate::error::Error;
 use crate::kinds::Kind;
+use crate::propagation::Policy;
 use crate::validate::{self, Errors};
 use crate::watch::{self, Filter, Source};
 
@@ -215,10 +216,14 @@ impl<K: Kind> Registry<K> {
             new.set_type_meta();
             new.set_defaults();
             self.validate(&new, Some(&old))?;
-            // The last finalizer gone from an object being deleted: remove it.
-            if new.meta().deletion_timestamp.is_some()
+            // The last finalizer gone from an object being deleted: remove it,
+            // unless a grace period still waits for a confirmation (a zero
+            // one was confirmed while finalizers held the object).
+            let held = new.meta();
+            if held.deletion_timestamp.is_some()
                 && !new.has_finalizers()
-                && new.graceful_deletion().is_none()
+                && (new.graceful_deletion().is_none()
+                    || held.deletion_grace_period_seconds == Some(0))
             {
                 match self
                     .remove(&key, new, kv.mod_revision, expected.is_some())
@@ -317,8 +322,10 @@ impl<K: Kind> Registry<K> {
     }
 
     /// Deletes an object: at once, or by marking it with a deletionTimestamp
-    /// while finalizers or a grace period hold it.
-    #[tracing::instrument(skip_all, fields(kind = K::KIND, name = %req.name))]
+    /// while finalizers or a grace period hold it. An Orphan or Foreground
+    /// propagation policy adds the garbage collector's finalizer, so the
+    /// object stays until the collector has dealt with its dependents.
+    #[tracing::instrument(skip_all, fields(kind = K::KIND, name = %req.name, policy = %req.propagation_policy))]
     pub async fn delete(&self, req: &DeleteRequest) -> Result<K, Error> {
         let namespace = Self::namespace_of(&req.namespace);
         if K::KIND == "Namespace" && matches!(req.name.as_str(), "default" | "moor-system") {
@@ -327,6 +334,7 @@ impl<K: Kind> Registry<K> {
                 req.name
             )));
         }
+        let policy = Policy::parse(&req.propagation_policy)?;
         let key = Self::key(&namespace, &req.name);
         let expected = parse_revision(&req.resource_version)?;
         loop {
@@ -337,6 +345,8 @@ impl<K: Kind> Registry<K> {
                 .graceful_deletion()
                 .map(|default| req.grace_period_seconds.unwrap_or(default).max(0));
             let grace = grace.unwrap_or(0);
+            let finalizers_changed =
+                Policy::apply(policy, K::KIND, &mut object.meta_mut().finalizers);
             if !object.has_finalizers() && grace == 0 {
                 match self
                     .remove(&key, object, kv.mod_revision, expected.is_some())
@@ -347,13 +357,19 @@ impl<K: Kind> Registry<K> {
                 }
             }
             let meta = object.meta_mut();
-            let current_grace = meta.deletion_grace_period_seconds;
-            let shorter = current_grace.is_none_or(|g| grace < g);
-            if meta.deletion_timestamp.is_some() && !shorter {
+            // Not yet deleting, or deleting with a longer grace period: the
+            // clock (re)starts.
+            let start = meta.deletion_timestamp.is_none()
+                || meta
+                    .deletion_grace_period_seconds
+                    .is_none_or(|current| grace < current);
+            if !start && !finalizers_changed {
                 return Ok(object);
             }
-            meta.deletion_timestamp = Some(seconds_from_now(grace));
-            meta.deletion_grace_period_seconds = Some(grace);
+            if start {
+                meta.deletion_timestamp = Some(seconds_from_now(grace));
+                meta.deletion_grace_period_seconds = Some(grace);
+            }
             object.mark_deleting();
             match self
                 .shared

@@ -2,9 +2,17 @@
 //! deleted, in the background; deleting it in turn lets its own dependents
 //! go. An owner of a kind moor does not know is assumed to exist.
 //!
+//! Deletes with another propagation policy leave the owner in place with a
+//! finalizer the collector then honours (`propagate`): `orphan` (the
+//! dependents lose their ownerReferences and stay) and `foregroundDeletion`
+//! (the dependents are deleted first, the owner once no blocking one is
+//! left). Removing the finalizer lets the apiserver remove the owner.
+//!
 //! An owner missing from the cache is looked up on the apiserver before
 //! anything is deleted, so a cache that lags (an owner created a moment
 //! ago) never costs a dependent.
+
+mod propagate;
 
 use std::fmt;
 
@@ -91,31 +99,41 @@ impl Collector {
         self.register(secrets);
     }
 
-    /// Checks objects of `K` with owners when they change, and every
-    /// dependent of a deleted `K`.
+    /// Checks objects of `K` with owners or a propagation finalizer when
+    /// they change, every dependent of a deleted `K`, and the owners being
+    /// deleted in the foreground whose dependents change or go.
     fn register<K: Resource>(&self, informer: &mut Informer<K>) {
         let queue = self.queue.clone();
         let handles = self.handles.clone();
         informer.on_change(move |change| match change {
-            Change::Applied { new, .. } => {
-                if !new.meta().owner_references.is_empty() {
-                    queue.add(Item::of(K::KIND, new.meta()));
+            Change::Applied { old, new } => {
+                let meta = new.meta();
+                if !meta.owner_references.is_empty() || propagate::pending(meta).is_some() {
+                    queue.add(Item::of(K::KIND, meta));
+                }
+                let refs = old.into_iter().flat_map(|o| &o.meta().owner_references);
+                for owner in refs.chain(&meta.owner_references) {
+                    add_if_deleting(&queue, &handles, &meta.namespace, owner);
                 }
             }
-            Change::Deleted(owner) => {
-                let uid = &owner.meta().uid;
+            Change::Deleted(object) => {
+                let meta = object.meta();
                 for handle in handles.iter().filter(|h| h.is_cached()) {
                     handle
                         .cached_all()
                         .iter()
-                        .filter(|m| m.owner_references.iter().any(|r| &r.uid == uid))
+                        .filter(|m| m.owner_references.iter().any(|r| r.uid == meta.uid))
                         .for_each(|m| queue.add(Item::of(handle.kind(), m)));
+                }
+                for owner in &meta.owner_references {
+                    add_if_deleting(&queue, &handles, &meta.namespace, owner);
                 }
             }
             Change::Restarted(all) => all
                 .iter()
-                .filter(|o| !o.meta().owner_references.is_empty())
-                .for_each(|o| queue.add(Item::of(K::KIND, o.meta()))),
+                .map(Resource::meta)
+                .filter(|m| !m.owner_references.is_empty() || propagate::pending(m).is_some())
+                .for_each(|m| queue.add(Item::of(K::KIND, m))),
         });
     }
 
@@ -127,7 +145,8 @@ impl Collector {
         }
     }
 
-    /// Deletes `item` when none of its owners exists any more.
+    /// Honours the propagation finalizer of `item` being deleted; otherwise
+    /// deletes `item` when none of its owners exists any more.
     #[tracing::instrument(skip_all, fields(object = %item))]
     async fn check(&self, item: &Item) -> Result<Action, Error> {
         let Some(handle) = self.handles.by_kind(item.kind) else {
@@ -136,6 +155,11 @@ impl Collector {
         let Some(meta) = handle.cached(&item.key.namespace, &item.key.name) else {
             return Ok(Action::AwaitChange);
         };
+        match propagate::pending(&meta) {
+            Some(propagate::Pending::Orphan) => return self.orphan(handle, &meta).await,
+            Some(propagate::Pending::Foreground) => return self.foreground(handle, &meta).await,
+            None => {}
+        }
         if meta.deletion_timestamp.is_some() || meta.owner_references.is_empty() {
             return Ok(Action::AwaitChange);
         }
@@ -169,6 +193,25 @@ impl Collector {
         }
         let live = handle.get(namespace, &owner.name).await?;
         Ok(live.is_some_and(|m| m.uid == owner.uid))
+    }
+}
+
+/// Queues the owner `owner` names when the cache has it being deleted: a
+/// change to one of its dependents may be what it waits for.
+fn add_if_deleting(
+    queue: &Queue<Item>,
+    handles: &Handles,
+    namespace: &str,
+    owner: &OwnerReference,
+) {
+    let Some(handle) = handles.by_kind(&owner.kind) else {
+        return;
+    };
+    if let Some(meta) = handle.cached(namespace, &owner.name)
+        && meta.uid == owner.uid
+        && propagate::pending(&meta).is_some()
+    {
+        queue.add(Item::of(handle.kind(), &meta));
     }
 }
 

@@ -59,7 +59,22 @@ pub trait KindHandle: Send + Sync {
         name: &str,
         params: DeleteParams,
     ) -> BoxFuture<'_, Result<(), moor_client::Error>>;
+    /// Rewrites the metadata of the object with `uid` through `edit`, which
+    /// says whether it changed anything; reads the latest version and
+    /// retries conflicts. `Ok` also when the object is gone or another
+    /// incarnation holds the name.
+    fn edit_meta<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: &'a str,
+        edit: &'a (dyn Fn(&mut ObjectMeta) -> bool + Sync),
+    ) -> BoxFuture<'a, Result<(), moor_client::Error>>;
 }
+
+/// Conflicting writes `edit_meta` retries before giving up (the caller's
+/// queue retries later).
+const EDIT_ATTEMPTS: usize = 5;
 
 /// Every namespaced kind's handle.
 #[derive(Clone)]
@@ -167,6 +182,37 @@ impl<K: Resource> KindHandle for Handle<K> {
             match self.api.delete(&namespace, &name, &params).await {
                 Ok(_) | Err(moor_client::Error::NotFound(_)) => Ok(()),
                 Err(e) => Err(e),
+            }
+        }
+        .boxed()
+    }
+
+    fn edit_meta<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: &'a str,
+        edit: &'a (dyn Fn(&mut ObjectMeta) -> bool + Sync),
+    ) -> BoxFuture<'a, Result<(), moor_client::Error>> {
+        async move {
+            let mut attempt = 1;
+            loop {
+                let mut object = match self.api.get(namespace, name).await {
+                    Ok(object) => object,
+                    Err(moor_client::Error::NotFound(_)) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                if object.meta().uid != uid || !edit(object.meta_mut()) {
+                    return Ok(());
+                }
+                // Conditional on the resourceVersion just read.
+                match self.api.update(&object).await {
+                    Ok(_) | Err(moor_client::Error::NotFound(_)) => return Ok(()),
+                    Err(moor_client::Error::Conflict(_)) if attempt < EDIT_ATTEMPTS => {
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         .boxed()

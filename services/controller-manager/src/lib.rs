@@ -12,6 +12,8 @@
 //! - endpoints (`endpoints`): each selector service's ready and not-ready
 //!   pod addresses;
 //! - garbage collection (`gc`): dependents whose owners are gone are deleted;
+//!   owners deleted with Orphan let go of their dependents first, with
+//!   Foreground they wait until their blocking dependents are gone;
 //! - namespaces (`namespace`): a terminating namespace is emptied, then let go;
 //! - node lifecycle (`nodelifecycle`): nodes whose agent stopped renewing
 //!   its lease become Ready=Unknown and tainted, and their pods are evicted.
