@@ -459,3 +459,45 @@ async fn reflection_and_health_are_served() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn mirror_pods_cannot_be_edited_through_the_api() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut pods = server.pods();
+    let mut mirror = pod("static-web-node1");
+    if let Some(meta) = mirror.metadata.as_mut() {
+        meta.annotations
+            .insert("kubernetes.io/config.mirror".into(), "abc123".into());
+    }
+    let created = pods.create(mirror).await?.into_inner();
+
+    // Labels may change; the spec (even an image) and the mirror mark may not.
+    let mut labelled = created.clone();
+    if let Some(meta) = labelled.metadata.as_mut() {
+        meta.labels.insert("team".into(), "web".into());
+    }
+    let labelled = pods.update(labelled).await?.into_inner();
+    let mut edited = labelled.clone();
+    if let Some(spec) = edited.spec.as_mut() {
+        spec.containers[0].image = "moor/echo:other".into();
+    }
+    let err = pods.update(edited).await.expect_err("spec edit refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("a mirror pod cannot be edited"),
+        "{}",
+        err.message()
+    );
+    let mut unmarked = labelled.clone();
+    if let Some(meta) = unmarked.metadata.as_mut() {
+        meta.annotations.remove("kubernetes.io/config.mirror");
+    }
+    let err = pods.update(unmarked).await.expect_err("unmarking refused");
+    assert!(
+        err.message()
+            .contains("metadata.annotations[kubernetes.io/config.mirror]"),
+        "{}",
+        err.message()
+    );
+    Ok(())
+}

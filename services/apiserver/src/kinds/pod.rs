@@ -31,7 +31,21 @@ impl Kind for Pod {
         };
         validate_spec(spec, "spec", errors);
         if let (Some(old), Some(old_spec)) = (old, old.and_then(|o| o.spec.as_ref())) {
-            let _ = old;
+            if let Some(hash) = mirror_hash(old) {
+                // A static pod runs from its node's manifest; its mirror only shows it.
+                if old_spec != spec {
+                    errors.add(
+                        "spec",
+                        "Forbidden: a mirror pod cannot be edited; change the static pod's manifest on its node",
+                    );
+                }
+                if mirror_hash(self) != Some(hash) {
+                    errors.add(
+                        format!("metadata.annotations[{MIRROR_ANNOTATION}]"),
+                        "Forbidden: may not be changed on a mirror pod",
+                    );
+                }
+            }
             if !only_mutable_fields_changed(old_spec, spec) {
                 errors.add(
                     "spec",
@@ -136,6 +150,18 @@ fn image_tag(image: &str) -> Option<&str> {
 }
 
 /// Validates a pod spec; `path` is where it sits ("spec", "spec.template.spec").
+/// The annotation that marks a static pod's mirror (its manifest's hash).
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// The manifest hash of a mirror pod; `None` for other pods.
+fn mirror_hash(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .as_ref()?
+        .annotations
+        .get(MIRROR_ANNOTATION)
+        .map(String::as_str)
+}
+
 pub fn validate_spec(spec: &PodSpec, path: &str, errors: &mut Errors) {
     let mut volumes = HashSet::new();
     for (i, volume) in spec.volumes.iter().enumerate() {
