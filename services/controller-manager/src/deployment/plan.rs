@@ -151,8 +151,12 @@ fn scale_down_old(budget: Budget, new: &ReplicaSet, old: &[ReplicaSet]) -> Vec<S
         let unhealthy = (replicas - available_replicas(rs)).max(0);
         let drop_unhealthy = unhealthy.min(cleanup);
         cleanup -= drop_unhealthy;
-        let drop_healthy = (replicas - drop_unhealthy).min(budget);
+        // Capped by what may go in all (Kubernetes' maxScaledDown): a set's
+        // availableReplicas lags its scale-down, so the budget alone would
+        // take healthy pods again before any new pod is ready.
+        let drop_healthy = (replicas - drop_unhealthy).min(budget).min(cleanup);
         budget -= drop_healthy;
+        cleanup -= drop_healthy;
         steps.extend(scale(rs, replicas - drop_unhealthy - drop_healthy));
     }
     steps
@@ -305,6 +309,17 @@ mod tests {
         assert_eq!(rolling(b, Some(&new), &old), [to("v2", 1, 2)]);
         let new = rs("v2", 2, 0);
         assert_eq!(rolling(b, Some(&new), &old), Vec::<Step>::new());
+    }
+
+    #[test]
+    fn a_lagging_available_count_does_not_scale_old_pods_down_twice() {
+        let b = rolling_budget(4, 1, 1);
+        // Old scaled 4 -> 3 a moment ago but still reports 4 available; the
+        // new set surged to 2 with none ready: nothing more may go.
+        let mut old = rs("v1", 3, 4);
+        old.status.as_mut().unwrap().replicas = 4;
+        let new = rs("v2", 2, 0);
+        assert_eq!(rolling(b, Some(&new), &[old]), Vec::<Step>::new());
     }
 
     #[test]
