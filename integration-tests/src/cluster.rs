@@ -5,6 +5,10 @@
 //! Tests run side by side on one host, so each cluster gets its own service
 //! range (10.201.N.0/24), node port range and Docker network, and removes
 //! its containers and network on drop, also when the test panicked.
+//!
+//! More Docker node agents can join a cluster ([`Cluster::start_node`]) and
+//! be stopped like a lost machine ([`Cluster::stop_node`]): their containers
+//! outlive them and are removed on drop too.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,6 +45,12 @@ impl Running {
     }
 }
 
+/// A node agent started after the cluster, and whether it still runs.
+struct ExtraNode {
+    name: String,
+    agent: Option<Running>,
+}
+
 /// A running cluster; everything stops and is cleaned up on drop.
 pub struct Cluster {
     /// The apiserver's URL.
@@ -59,7 +69,10 @@ pub struct Cluster {
     data_dir: tempfile::TempDir,
     apiserver: Option<Running>,
     components: Vec<Running>,
+    extra_nodes: Vec<ExtraNode>,
     proxy: Option<Running>,
+    /// The proxy's data path; `None`: the proxy's default.
+    proxy_mode: Option<moor_proxy::Mode>,
 }
 
 static CLUSTERS: AtomicU32 = AtomicU32::new(0);
@@ -68,6 +81,16 @@ impl Cluster {
     /// Starts every component for test `name`; `dns_upstream` is where the
     /// cluster DNS sends names outside the cluster (none: SERVFAIL).
     pub async fn start(name: &str, dns_upstream: Option<SocketAddr>) -> anyhow::Result<Self> {
+        Self::start_with(name, dns_upstream, |_| {}).await
+    }
+
+    /// [`Cluster::start`] with the controller-manager's settings changed by
+    /// `controllers` first (e.g. short node lifecycle periods).
+    pub async fn start_with(
+        name: &str,
+        dns_upstream: Option<SocketAddr>,
+        controllers: impl FnOnce(&mut moor_controller_manager::Config),
+    ) -> anyhow::Result<Self> {
         moor_testkit::init_tracing();
         let n = CLUSTERS.fetch_add(1, Ordering::Relaxed);
         let slot = (std::process::id().wrapping_mul(7).wrapping_add(n)) % 250;
@@ -102,7 +125,9 @@ impl Cluster {
             data_dir,
             apiserver: Some(apiserver),
             components: Vec::new(),
+            extra_nodes: Vec::new(),
             proxy: None,
+            proxy_mode: None,
         };
         let scheduler = moor_scheduler::Config::new(url.clone());
         cluster
@@ -110,22 +135,14 @@ impl Cluster {
             .push(Running::spawn("scheduler", |stop| async move {
                 Ok(moor_scheduler::run(scheduler, stop).await?)
             }));
-        let controllers = moor_controller_manager::Config::new(url.clone());
+        let mut config = moor_controller_manager::Config::new(url.clone());
+        controllers(&mut config);
         cluster
             .components
             .push(Running::spawn("controller-manager", |stop| async move {
-                Ok(moor_controller_manager::run(controllers, stop).await?)
+                Ok(moor_controller_manager::run(config, stop).await?)
             }));
-        let mut agent = moor_node::Config::new(
-            url.clone(),
-            node.clone(),
-            cluster.data_dir.path().join("node"),
-        );
-        agent.heartbeat = Duration::from_secs(1);
-        agent.pod_resync = Duration::from_millis(300);
-        agent.backoff_base = Duration::from_secs(1);
-        agent.backoff_max = Duration::from_secs(4);
-        agent.network = cluster.network.clone();
+        let agent = cluster.agent_config(&node, "node");
         cluster
             .components
             .push(Running::spawn("node agent", |stop| async move {
@@ -135,12 +152,81 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Settings of a Docker node agent `name` of this cluster, on the
+    /// cluster's network, with its volumes under `dir` in the data dir;
+    /// short heartbeats and back-offs so that tests move quickly.
+    fn agent_config(&self, name: &str, dir: &str) -> moor_node::Config {
+        let mut agent = moor_node::Config::new(
+            self.url.clone(),
+            name.to_string(),
+            self.data_dir.path().join(dir),
+        );
+        agent.heartbeat = Duration::from_secs(1);
+        agent.pod_resync = Duration::from_millis(300);
+        agent.backoff_base = Duration::from_secs(1);
+        agent.backoff_max = Duration::from_secs(4);
+        agent.network = self.network.clone();
+        agent
+    }
+
+    /// Starts another Docker node agent, named `<node>-<suffix>`, with its
+    /// own data dir, on the cluster's network; returns its name.
+    pub fn start_node(&mut self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.node);
+        let agent = self.agent_config(&name, &format!("node-{suffix}"));
+        self.extra_nodes.push(ExtraNode {
+            name: name.clone(),
+            agent: Some(Running::spawn("node agent", |stop| async move {
+                Ok(moor_node::run(agent, stop).await?)
+            })),
+        });
+        name
+    }
+
+    /// Stops node agent `name` (one of [`Cluster::start_node`]) as if its
+    /// machine were lost: it stops heartbeating, its containers keep
+    /// running (they are removed on drop). False if no such agent runs.
+    pub async fn stop_node(&mut self, name: &str) -> bool {
+        let agent = self
+            .extra_nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .and_then(|n| n.agent.take());
+        match agent {
+            Some(agent) => {
+                agent.stop().await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The proxy's settings for this cluster.
     pub fn proxy_config(&self) -> moor_proxy::Config {
         let mut config = moor_proxy::Config::new(self.url.clone(), self.node.clone());
         config.dns_upstreams = self.dns_upstream.into_iter().collect();
         config.drain = Duration::from_secs(1);
+        if let Some(mode) = self.proxy_mode {
+            config.mode = mode;
+        }
+        // Clusters side by side each need their own iptables chains.
+        config.chains = format!("MT{}", self.service_cidr.network().octets()[2]);
         config
+    }
+
+    /// [`Cluster::start`] with the proxy in `mode` (its first, default-mode
+    /// start is stopped and replaced).
+    pub async fn start_with_proxy(name: &str, mode: moor_proxy::Mode) -> anyhow::Result<Self> {
+        let mut cluster = Self::start(name, None).await?;
+        cluster.set_proxy_mode(mode).await;
+        Ok(cluster)
+    }
+
+    /// Restarts the proxy in `mode`.
+    pub async fn set_proxy_mode(&mut self, mode: moor_proxy::Mode) {
+        self.stop_proxy().await;
+        self.proxy_mode = Some(mode);
+        self.start_proxy();
     }
 
     /// Starts the proxy (again).
@@ -171,6 +257,11 @@ impl Cluster {
     /// Stops every component, the apiserver last.
     pub async fn stop(mut self) {
         self.stop_proxy().await;
+        for node in &mut self.extra_nodes {
+            if let Some(agent) = node.agent.take() {
+                agent.stop().await;
+            }
+        }
         for component in self.components.drain(..) {
             component.stop().await;
         }
@@ -185,10 +276,14 @@ impl Drop for Cluster {
         for running in self
             .proxy
             .iter()
+            .chain(self.extra_nodes.iter().filter_map(|n| n.agent.as_ref()))
             .chain(self.components.iter())
             .chain(self.apiserver.iter())
         {
             running.stop.cancel();
+        }
+        for node in &self.extra_nodes {
+            remove_node_containers(&node.name);
         }
         remove_docker_leftovers(&self.node, &self.network);
     }
@@ -198,6 +293,14 @@ impl Drop for Cluster {
 /// `network`. Synchronous on purpose: it runs in `Drop`, also when the test
 /// panicked.
 pub fn remove_docker_leftovers(node: &str, network: &str) {
+    remove_node_containers(node);
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", network])
+        .output();
+}
+
+/// Removes every container of node agent `node`, found by its label.
+fn remove_node_containers(node: &str) {
     let filter = format!("label=moor.node={node}");
     if let Ok(out) = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter", &filter])
@@ -212,7 +315,4 @@ pub fn remove_docker_leftovers(node: &str, network: &str) {
                 .output();
         }
     }
-    let _ = std::process::Command::new("docker")
-        .args(["network", "rm", network])
-        .output();
 }

@@ -141,6 +141,9 @@ struct ProxyArgs {
     /// Resolver for names outside the cluster, IP:PORT (repeatable; default: /etc/resolv.conf's).
     #[arg(long)]
     dns_upstream: Vec<SocketAddr>,
+    /// Data path: userspace (this process forwards) or iptables (kernel NAT rules, moor's chains).
+    #[arg(long, default_value_t = moor_proxy::Mode::default())]
+    mode: moor_proxy::Mode,
 }
 
 impl ProxyArgs {
@@ -151,6 +154,7 @@ impl ProxyArgs {
         config.udp_idle = Duration::from_secs(self.udp_idle_seconds.max(1));
         config.dns = !self.no_dns;
         config.dns_upstreams = self.dns_upstream;
+        config.mode = self.mode;
         config
     }
 }

@@ -1,16 +1,17 @@
-//! moor's node proxy: a userspace L4 proxy in the manner of the first
-//! Kubernetes proxy, and the cluster DNS.
+//! moor's node proxy and the cluster DNS.
 //!
 //! It follows the apiserver's ProxyConfig stream (a snapshot, then changes,
 //! each acknowledged or rejected with a reason), puts every cluster IP on the
-//! host, listens on each service's cluster IP and port (and on node ports on
-//! every address) and forwards TCP connections and UDP flows to ready
-//! endpoints. The cluster DNS answers on the cluster's DNS address from the
-//! same stream.
+//! host and sends each service's cluster IP and port (and node ports on every
+//! address) to ready endpoints, in one of two modes: `userspace`, an L4 proxy
+//! in this process in the manner of the first Kubernetes proxy, or
+//! `iptables`, NAT rules in the kernel as kube-proxy's iptables mode. The
+//! cluster DNS answers on the cluster's DNS address from the same stream.
 
 mod addresses;
 mod balancer;
 mod dataplane;
+pub mod iptables;
 mod table;
 mod tcp;
 mod udp;
@@ -29,6 +30,49 @@ pub use addresses::HostAddresses;
 pub use table::{Frontend, Model, Protocol, Route, Table};
 
 use crate::dataplane::Dataplane;
+
+/// Where forwarded packets go through.
+///
+/// `Userspace` is the default: `Iptables` is about twice as fast
+/// (BENCHMARKS.md, "Service proxy") but does not yet keep every promise of
+/// the userspace mode: it spreads new connections at random instead of round
+/// robin, cannot try the next endpoint when a leaving pod already refuses
+/// (the window is the apiserver's update plus one iptables-restore), a pod
+/// reaching its own service needs hairpin mode on its bridge port (which the
+/// node agent does not set), and stale UDP conntrack entries of a removed
+/// endpoint are not deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Listeners in this process copy each connection and datagram.
+    #[default]
+    Userspace,
+    /// NAT rules in the kernel (iptables-restore); this process only writes
+    /// them.
+    Iptables,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Userspace => "userspace",
+            Mode::Iptables => "iptables",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "userspace" => Ok(Mode::Userspace),
+            "iptables" => Ok(Mode::Iptables),
+            other => Err(format!(
+                "unknown proxy mode {other:?} (userspace or iptables)"
+            )),
+        }
+    }
+}
 
 /// How to run the proxy.
 #[derive(Clone, Debug)]
@@ -49,6 +93,12 @@ pub struct Config {
     /// Where names outside the cluster domain go; empty: the host's
     /// /etc/resolv.conf.
     pub dns_upstreams: Vec<SocketAddr>,
+    /// The data path.
+    pub mode: Mode,
+    /// Prefix of the iptables chains (iptables mode), 1 to 7 upper-case
+    /// letters or digits: `MOOR`. Proxies sharing a host (tests) need one
+    /// each, since a proxy replaces every chain of its prefix.
+    pub chains: String,
 }
 
 impl Config {
@@ -62,6 +112,8 @@ impl Config {
             udp_idle: Duration::from_secs(30),
             dns: true,
             dns_upstreams: Vec::new(),
+            mode: Mode::default(),
+            chains: "MOOR".to_string(),
         }
     }
 }
@@ -72,15 +124,32 @@ pub enum Error {
     /// The host's interfaces could not be prepared.
     #[error("cannot prepare the interface for cluster IPs: {0}")]
     Host(#[from] moor_hostnet::Error),
+    /// iptables mode cannot run.
+    #[error("cannot prepare the iptables rules: {0}")]
+    Iptables(#[from] iptables::Error),
+}
+
+/// The data path in use.
+enum Forwarding {
+    Userspace(Dataplane),
+    Iptables(iptables::Kernel),
 }
 
 /// Runs the proxy until `shutdown`; takes its addresses off the host when
 /// it stops.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let host = HostAddresses::open(config.interface.clone()).await?;
-    tracing::info!(node = %config.node, interface = host.interface(), "proxy starting");
+    let forwarding = match config.mode {
+        Mode::Userspace => Forwarding::Userspace(Dataplane::new(
+            config.drain,
+            config.udp_idle,
+            shutdown.clone(),
+        )),
+        Mode::Iptables => Forwarding::Iptables(iptables::Kernel::open(&config.chains).await?),
+    };
+    tracing::info!(node = %config.node, interface = host.interface(), mode = %config.mode, "proxy starting");
     let mut proxy = Proxy {
-        dataplane: Dataplane::new(config.drain, config.udp_idle, shutdown.clone()),
+        forwarding,
         model: Model::default(),
         host,
         dns: None,
@@ -112,10 +181,22 @@ struct Dns {
     domain: String,
 }
 
+// === impl Forwarding ===
+
+impl Forwarding {
+    /// Listening frontends, or moor's chains in the kernel.
+    fn size(&self) -> usize {
+        match self {
+            Forwarding::Userspace(dataplane) => dataplane.listening(),
+            Forwarding::Iptables(kernel) => kernel.chains(),
+        }
+    }
+}
+
 struct Proxy {
     config: Config,
     model: Model,
-    dataplane: Dataplane,
+    forwarding: Forwarding,
     host: HostAddresses,
     dns: Option<Dns>,
     shutdown: CancellationToken,
@@ -156,7 +237,7 @@ impl Proxy {
             self.model.apply(update);
             let problems = self.converge().await;
             if problems.is_empty() {
-                tracing::debug!(version = %applied, kind, listening = self.dataplane.listening(), "applied");
+                tracing::debug!(version = %applied, kind, frontends = self.forwarding.size(), "applied");
             } else {
                 tracing::warn!(version = %applied, problems = %problems.join("; "), "applied in part");
             }
@@ -192,7 +273,10 @@ impl Proxy {
                 network.service_cidr
             )),
         }
-        problems.extend(self.dataplane.apply(&table).await);
+        problems.extend(match &mut self.forwarding {
+            Forwarding::Userspace(dataplane) => dataplane.apply(&table).await,
+            Forwarding::Iptables(kernel) => kernel.apply(&table).await,
+        });
         if self.config.dns
             && let Some(ip) = dns_ip
         {
@@ -240,9 +324,13 @@ impl Proxy {
         None
     }
 
-    /// Closes the frontends and takes the cluster IPs off the host.
+    /// Closes the frontends (or removes the rules) and takes the cluster
+    /// IPs off the host.
     async fn stop(&mut self) {
-        self.dataplane.close();
+        match &mut self.forwarding {
+            Forwarding::Userspace(dataplane) => dataplane.close(),
+            Forwarding::Iptables(kernel) => kernel.close().await,
+        }
         if let Some(range) = self
             .model
             .network

@@ -1,0 +1,623 @@
+//! The key checks of services.rs with the proxy in iptables mode (NAT rules
+//! in the kernel, moor's chains only): cluster IP from the host, from
+//! another pod and from an endpoint of the service itself (hairpin), node
+//! port from the host and from a pod, UDP, DNS names, session affinity, a
+//! pod deleted under load, a proxy restart, refusal without endpoints; and
+//! no rule left behind once the proxy stops. Needs dockerd, the images of
+//! images/build.sh, root and the iptables programs.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use moor_api::Resource;
+use moor_api::core::v1::{
+    Container, ContainerPort, EndpointSubset, Endpoints, EnvVar, EnvVarSource, ObjectFieldSelector,
+    Pod, PodSpec, PodTemplateSpec, ReplicationController, ReplicationControllerSpec, Service,
+    ServicePort, ServiceSpec, SessionAffinityConfig,
+};
+use moor_api::meta::v1::int_or_string::Value;
+use moor_api::meta::v1::{IntOrString, ObjectMeta};
+use moor_integration_tests::Cluster;
+use moor_proxy::Mode;
+use moor_testkit::{assert_eventually, http_get};
+
+/// Bound for anything involving Docker and the whole control loop.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn meta(name: &str, labels: &[(&str, &str)]) -> Option<ObjectMeta> {
+    Some(ObjectMeta {
+        name: name.into(),
+        namespace: "default".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        ..Default::default()
+    })
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The echo server: HTTP and UDP on 8080, answering with its pod's name.
+fn echo_spec() -> PodSpec {
+    let port = |name: &str, protocol: &str| ContainerPort {
+        name: name.into(),
+        container_port: 8080,
+        protocol: protocol.into(),
+        ..Default::default()
+    };
+    PodSpec {
+        containers: vec![Container {
+            name: "echo".into(),
+            image: "moor/echo:0.1".into(),
+            image_pull_policy: "Never".into(),
+            args: vec!["serve".into(), "--port".into(), "8080".into()],
+            env: vec![
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_IP", "status.podIP"),
+            ],
+            ports: vec![port("http", ""), port("echo-udp", "UDP")],
+            ..Default::default()
+        }],
+        termination_grace_period_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+fn echo_rc(name: &str, replicas: i32) -> ReplicationController {
+    let mut rc = ReplicationController {
+        metadata: meta(name, &[]),
+        spec: Some(ReplicationControllerSpec {
+            replicas: Some(replicas),
+            selector: [("app".to_string(), name.to_string())].into(),
+            template: Some(PodTemplateSpec {
+                metadata: meta("", &[("app", name)]),
+                spec: Some(echo_spec()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    rc.set_type_meta();
+    rc
+}
+
+fn service(name: &str, app: &str, node_port: bool, affinity: bool) -> Service {
+    let port = |name: &str, protocol: &str, target: Value| ServicePort {
+        name: name.into(),
+        protocol: protocol.into(),
+        port: 80,
+        target_port: Some(IntOrString {
+            value: Some(target),
+        }),
+        ..Default::default()
+    };
+    let mut service = Service {
+        metadata: meta(name, &[]),
+        spec: Some(ServiceSpec {
+            selector: [("app".to_string(), app.to_string())].into(),
+            r#type: if node_port { "NodePort" } else { "ClusterIP" }.into(),
+            ports: vec![
+                port("http", "", Value::StrVal("http".into())),
+                port("echo-udp", "UDP", Value::IntVal(8080)),
+            ],
+            session_affinity: if affinity { "ClientIP" } else { "" }.into(),
+            session_affinity_config: affinity.then_some(SessionAffinityConfig {
+                client_ip: Some(moor_api::core::v1::ClientIpConfig {
+                    timeout_seconds: Some(600),
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    service.set_type_meta();
+    service
+}
+
+/// The pod name in an echo answer.
+fn pod_of(body: &str) -> String {
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix("pod="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The ready endpoint addresses of a service.
+async fn ready_ips(cluster: &Cluster, name: &str) -> BTreeSet<String> {
+    match cluster.client.api::<Endpoints>().get("default", name).await {
+        Ok(endpoints) => endpoints
+            .subsets
+            .iter()
+            .flat_map(|s: &EndpointSubset| s.addresses.iter().map(|a| a.ip.clone()))
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+async fn create_service(cluster: &Cluster, service: Service) -> SocketAddr {
+    let created = cluster
+        .client
+        .api::<Service>()
+        .create(&service)
+        .await
+        .expect("service created");
+    let spec = created.spec.unwrap_or_default();
+    let ip: IpAddr = spec.cluster_ip.parse().expect("a cluster IP");
+    SocketAddr::new(ip, 80)
+}
+
+async fn pods_of(cluster: &Cluster, app: &str) -> Vec<Pod> {
+    cluster
+        .client
+        .api::<Pod>()
+        .list(
+            &moor_client::ListParams::default()
+                .namespace("default")
+                .labels(format!("app={app}")),
+        )
+        .await
+        .expect("pods listed")
+        .0
+}
+
+async fn pod_running(cluster: &Cluster, name: &str) -> bool {
+    cluster
+        .client
+        .api::<Pod>()
+        .get("default", name)
+        .await
+        .ok()
+        .and_then(|p| p.status)
+        .is_some_and(|s| s.phase == "Running" && !s.pod_ip.is_empty())
+}
+
+/// The container id of pod `pod`'s `echo` container.
+fn container(cluster: &Cluster, pod: &str) -> String {
+    let filters = [
+        format!("label=moor.node={}", cluster.node),
+        format!("label=moor.pod.name={pod}"),
+        "label=moor.container.name=echo".to_string(),
+    ];
+    let mut ps = std::process::Command::new("docker");
+    ps.args(["ps", "-q"]);
+    for filter in &filters {
+        ps.args(["--filter", filter]);
+    }
+    let out = ps.output().expect("docker ps runs");
+    let id = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!id.is_empty(), "pod {pod} has a running echo container");
+    id
+}
+
+/// `docker exec` in the `echo` container of pod `pod`: (success, output).
+fn exec(cluster: &Cluster, pod: &str, args: &[&str]) -> (bool, String) {
+    let id = container(cluster, pod);
+    let out = std::process::Command::new("docker")
+        .args(["exec", &id, "/echo"])
+        .args(args)
+        .output()
+        .expect("docker exec runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The host's address on the cluster's Docker network.
+fn docker_gateway(cluster: &Cluster) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+            &cluster.network(),
+        ])
+        .output()
+        .expect("docker network inspect runs");
+    let gateway = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!gateway.is_empty(), "the network has a gateway");
+    gateway
+}
+
+/// Lets pod `pod`'s bridge port send a frame back where it came from, as
+/// kubelet's `--hairpin-mode=hairpin-veth` does: with br_netfilter, a pod's
+/// packet DNATed to that same pod is bridged back out of its own port. The
+/// node agent does not do this (yet), so the test does.
+fn enable_hairpin(cluster: &Cluster, pod: &str) {
+    let id = container(cluster, pod);
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("{program} runs: {err}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let pid = run("docker", &["inspect", "-f", "{{.State.Pid}}", &id]);
+    // "1108: eth0@if1109: ...": the host end is interface 1109.
+    let link = run(
+        "nsenter",
+        &["-t", &pid, "-n", "ip", "-o", "link", "show", "eth0"],
+    );
+    let peer = link
+        .split_once("@if")
+        .and_then(|(_, rest)| rest.split(':').next())
+        .unwrap_or_else(|| panic!("the pod's eth0 is a veth: {link}"));
+    let host = run("ip", &["-o", "link"]);
+    let name = host
+        .lines()
+        .find_map(|l| {
+            let (index, rest) = l.split_once(": ")?;
+            (index == peer).then(|| rest.split(['@', ':']).next().unwrap_or_default())
+        })
+        .unwrap_or_else(|| panic!("host interface {peer} exists"));
+    std::fs::write(format!("/sys/class/net/{name}/brport/hairpin_mode"), "1")
+        .unwrap_or_else(|err| panic!("hairpin mode on {name}: {err}"));
+}
+
+/// iptables-save of both tables moor writes to.
+fn iptables_save() -> String {
+    let mut text = String::new();
+    for table in ["nat", "filter"] {
+        let out = std::process::Command::new("iptables-save")
+            .args(["-t", table])
+            .output()
+            .expect("iptables-save runs: install the iptables package (Debian: apt-get install iptables) and run as root");
+        assert!(
+            out.status.success(),
+            "iptables-save -t {table} works (root?)"
+        );
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    text
+}
+
+/// The lines of iptables-save naming this cluster proxy's chains.
+fn our_rules(cluster: &Cluster) -> Vec<String> {
+    let prefix = format!("{}-", cluster.proxy_config().chains);
+    iptables_save()
+        .lines()
+        .filter(|l| l.contains(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Stops the cluster and checks that the proxy took every rule with it.
+async fn stop_and_check_clean(cluster: Cluster) {
+    let prefix = cluster.proxy_config().chains;
+    let leftovers_of = |text: String| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(&format!("{prefix}-")))
+            .map(str::to_string)
+            .collect()
+    };
+    cluster.stop().await;
+    let leftovers = leftovers_of(iptables_save());
+    assert!(leftovers.is_empty(), "rules left behind: {leftovers:?}");
+}
+
+async fn udp_echo_from_host(addr: SocketAddr) -> String {
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+        .await
+        .expect("udp socket");
+    socket.connect(addr).await.expect("udp connect");
+    let mut buf = [0u8; 2048];
+    for _ in 0..20 {
+        socket.send(b"ping").await.expect("udp send");
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await
+        {
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    }
+    String::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_mode_reaches_every_pod_by_cluster_ip_node_port_and_dns() {
+    let cluster = Cluster::start_with_proxy("ipt-reach", Mode::Iptables)
+        .await
+        .expect("cluster starts");
+    let api = cluster.client.api::<ReplicationController>();
+    api.create(&echo_rc("web", 3)).await.expect("rc created");
+    let created = cluster
+        .client
+        .api::<Service>()
+        .create(&service("web", "web", true, false))
+        .await
+        .expect("service created");
+    let spec = created.spec.clone().unwrap_or_default();
+    let http = SocketAddr::new(spec.cluster_ip.parse().expect("a cluster IP"), 80);
+    let node_port = u16::try_from(spec.ports[0].node_port).expect("a node port");
+    let mut client = Pod {
+        metadata: meta("client", &[("role", "client")]),
+        spec: Some(echo_spec()),
+        ..Default::default()
+    };
+    client.set_type_meta();
+    cluster
+        .client
+        .api::<Pod>()
+        .create(&client)
+        .await
+        .expect("client pod created");
+    assert_eventually!(
+        ready_ips(&cluster, "web").await.len() == 3 && pod_running(&cluster, "client").await,
+        PATIENCE,
+        "3 ready endpoints and a running client pod"
+    );
+
+    // From the host: the kernel spreads new connections over all three.
+    assert_eventually!(http_get(http).await.is_ok(), PATIENCE, "{http} answers");
+    let rules = our_rules(&cluster).join("\n");
+    assert!(
+        rules.contains(&format!("-d {}/32", http.ip())) && rules.contains("-j DNAT"),
+        "the cluster IP is served by NAT rules: {rules}"
+    );
+    let mut pods = BTreeSet::new();
+    for _ in 0..30 {
+        pods.insert(pod_of(
+            &http_get(http).await.expect("through the cluster IP"),
+        ));
+        if pods.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(pods.len(), 3, "every pod answered: {pods:?}");
+
+    // The node port on 127.0.0.1 (route_localnet and masquerade).
+    let via_node_port = SocketAddr::from(([127, 0, 0, 1], node_port));
+    assert_eventually!(
+        http_get(via_node_port)
+            .await
+            .is_ok_and(|b| b.contains("pod=web-")),
+        PATIENCE,
+        "the node port {via_node_port} answers"
+    );
+
+    // UDP through the cluster IP from the host.
+    let reply = udp_echo_from_host(http).await;
+    assert!(
+        reply.contains("pod=web-") && reply.ends_with("ping"),
+        "udp echo through the service: {reply:?}"
+    );
+
+    // From another pod: by cluster IP, by DNS name, the node port on the
+    // host's address on the pods' network, and UDP.
+    let ip = http.ip().to_string();
+    let url = format!("http://{ip}/");
+    let mut from_pod = BTreeSet::new();
+    for _ in 0..30 {
+        let (ok, out) = exec(&cluster, "client", &["get", &url, "--retry-seconds", "10"]);
+        assert!(ok, "get {url} from a pod: {out}");
+        from_pod.insert(pod_of(&out));
+        if from_pod.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(from_pod.len(), 3, "every pod answered a pod: {from_pod:?}");
+    let (ok, out) = exec(
+        &cluster,
+        "client",
+        &["get", "http://web/", "--retry-seconds", "20"],
+    );
+    assert!(ok && out.contains("pod=web-"), "the short name: {out}");
+    let gateway = docker_gateway(&cluster);
+    let (ok, out) = exec(
+        &cluster,
+        "client",
+        &[
+            "get",
+            &format!("http://{gateway}:{node_port}/"),
+            "--retry-seconds",
+            "10",
+        ],
+    );
+    assert!(
+        ok && out.contains("pod=web-"),
+        "node port from a pod: {out}"
+    );
+    let (ok, out) = exec(
+        &cluster,
+        "client",
+        &[
+            "udp",
+            &format!("{ip}:80"),
+            "hello",
+            "--expect",
+            "hello",
+            "--retry-seconds",
+            "10",
+        ],
+    );
+    assert!(ok && out.contains("pod=web-"), "udp from a pod: {out}");
+
+    // Hairpin: an endpoint reaching its own service, itself included
+    // (masqueraded, or its own reply would not match).
+    let web_pod = pods_of(&cluster, "web").await[0].meta().name.clone();
+    enable_hairpin(&cluster, &web_pod);
+    let mut seen = BTreeSet::new();
+    for _ in 0..30 {
+        let (ok, out) = exec(&cluster, &web_pod, &["get", &url, "--retry-seconds", "10"]);
+        assert!(ok, "get {url} from endpoint {web_pod}: {out}");
+        seen.insert(pod_of(&out));
+        if seen.contains(&web_pod) {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&web_pod),
+        "{web_pod} reached itself: {seen:?}"
+    );
+
+    stop_and_check_clean(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_mode_affinity_deletion_under_load_restart_and_no_endpoints() {
+    let mut cluster = Cluster::start_with_proxy("ipt-life", Mode::Iptables)
+        .await
+        .expect("cluster starts");
+    let rcs = cluster.client.api::<ReplicationController>();
+    rcs.create(&echo_rc("life", 3)).await.expect("rc created");
+    let plain = create_service(&cluster, service("life", "life", false, false)).await;
+    let sticky = create_service(&cluster, service("sticky", "life", false, true)).await;
+    assert_eventually!(
+        ready_ips(&cluster, "life").await.len() == 3
+            && ready_ips(&cluster, "sticky").await.len() == 3,
+        PATIENCE,
+        "3 ready endpoints"
+    );
+    assert_eventually!(
+        http_get(plain).await.is_ok() && http_get(sticky).await.is_ok(),
+        PATIENCE,
+        "both services answer"
+    );
+
+    // Session affinity (`recent` lists): one client, one pod.
+    let mut seen = BTreeSet::new();
+    for _ in 0..10 {
+        seen.insert(pod_of(&http_get(sticky).await.expect("sticky request")));
+    }
+    assert_eq!(seen.len(), 1, "ClientIP affinity keeps one pod: {seen:?}");
+
+    // A pod deleted under load: once the rules no longer list it, not one
+    // request fails.
+    let victim = pods_of(&cluster, "life").await.remove(0);
+    let victim_name = victim.meta().name.clone();
+    let victim_ip = victim.status.clone().unwrap_or_default().pod_ip;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            for _ in 0..50_000 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let started = tokio::time::Instant::now();
+                let result = http_get(plain).await.map(|b| pod_of(&b));
+                if tx.send((started, result)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let (_, first) = rx.recv().await.expect("the load task runs");
+    assert!(
+        first.is_ok(),
+        "requests work before the deletion: {first:?}"
+    );
+    cluster
+        .client
+        .api::<Pod>()
+        .delete("default", &victim_name, &Default::default())
+        .await
+        .expect("pod deleted");
+    assert_eventually!(
+        !ready_ips(&cluster, "life").await.contains(&victim_ip),
+        PATIENCE,
+        "the endpoints drop {victim_ip}"
+    );
+    // Unlike the userspace proxy, the kernel cannot try the next endpoint
+    // when the leaving pod already refuses: until its rules are rewritten
+    // (the apiserver's update, then one iptables-restore) new connections
+    // may still reach it. So the promise is counted from the rules.
+    let observed = tokio::time::Instant::now();
+    let victim_dnat = format!("--to-destination {victim_ip}:");
+    assert_eventually!(
+        !our_rules(&cluster).iter().any(|l| l.contains(&victim_dnat)),
+        PATIENCE,
+        "the rules drop {victim_ip}"
+    );
+    eprintln!(
+        "rules rewritten {:?} after the endpoints were seen to change",
+        observed.elapsed()
+    );
+    let updated = tokio::time::Instant::now();
+    let mut after = Vec::new();
+    while after.len() < 300 {
+        let (started, result) = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("the load goes on")
+            .expect("the load task runs");
+        if started >= updated {
+            after.push(result);
+        }
+    }
+    stop.cancel();
+    load.await.expect("load task");
+    let failed: Vec<String> = after
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests after the endpoint update failed: {failed:?}",
+        failed.len(),
+        after.len()
+    );
+    assert!(
+        after.iter().flatten().all(|pod| *pod != victim_name),
+        "no request reached the deleted pod after the update"
+    );
+
+    // The proxy stopped: its rules are gone; restarted: traffic flows again.
+    cluster.stop_proxy().await;
+    assert!(our_rules(&cluster).is_empty(), "no rules without the proxy");
+    assert!(
+        http_get(plain).await.is_err(),
+        "nothing answers without the proxy"
+    );
+    cluster.start_proxy();
+    assert_eventually!(
+        http_get(plain).await.is_ok(),
+        PATIENCE,
+        "the service answers again after the proxy restart"
+    );
+
+    // No endpoints: a REJECT rule refuses connections at once.
+    let mut rc = rcs.get("default", "life").await.expect("rc");
+    if let Some(spec) = rc.spec.as_mut() {
+        spec.replicas = Some(0);
+    }
+    rcs.update(&rc).await.expect("scaled to 0");
+    assert_eventually!(
+        ready_ips(&cluster, "life").await.is_empty(),
+        PATIENCE,
+        "no endpoints left"
+    );
+    assert_eventually!(
+        matches!(
+            tokio::net::TcpStream::connect(plain).await,
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused
+        ),
+        PATIENCE,
+        "{plain} refuses connections"
+    );
+    let rules = our_rules(&cluster).join("\n");
+    assert!(
+        rules.contains(&format!("-d {}/32", plain.ip())) && rules.contains("-j REJECT"),
+        "refused by a REJECT rule: {rules}"
+    );
+    stop_and_check_clean(cluster).await;
+}
