@@ -455,10 +455,14 @@ spec:
     let small = m.write("small.yaml", &pod("100m"));
     let big = m.write("big.yaml", &pod("1000"));
     let node = cluster.node.clone();
+    // The scheduler may serve plans before the node has registered.
     assert_eventually!(
-        m.run(&["schedule", "--dry-run", "-f", &small]).await.code == 0,
+        {
+            let out = m.run(&["schedule", "--dry-run", "-f", &small]).await;
+            out.code == 0 && out.stdout.contains(&format!("\n{node} "))
+        },
         PATIENCE,
-        "the scheduler never served plans"
+        "the scheduler never served a plan with node {node}"
     );
     let out = m.ok(&["schedule", "--dry-run", "-f", &small]).await;
     assert!(out.starts_with("NODE"), "{out}");

@@ -614,10 +614,16 @@ async fn iptables_mode_affinity_deletion_under_load_restart_and_no_endpoints() {
         PATIENCE,
         "{plain} refuses connections"
     );
-    let rules = our_rules(&cluster).join("\n");
-    assert!(
-        rules.contains(&format!("-d {}/32", plain.ip())) && rules.contains("-j REJECT"),
-        "refused by a REJECT rule: {rules}"
+    // Refused by a REJECT rule (the kernel also refuses before the rules
+    // are written, since nothing listens on the cluster IP: wait for them).
+    let target = format!("-d {}/32", plain.ip());
+    assert_eventually!(
+        our_rules(&cluster)
+            .iter()
+            .any(|r| r.contains(&target) && r.contains("-j REJECT")),
+        PATIENCE,
+        "a REJECT rule for {plain}: {:?}",
+        our_rules(&cluster)
     );
     stop_and_check_clean(cluster).await;
 }
