@@ -5,7 +5,9 @@
 //! binary), so its memory is its own; etcd is Debian's, started on free ports.
 
 mod api;
+mod converge;
 mod footprint;
+mod pod_startup;
 mod proxy;
 mod scheduler;
 mod server;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Object creates through the API (sqlite and etcd) against raw etcd puts of the same bytes.
     Api(api::Args),
+    /// Scale 0 -> 100 and a rolling update of 20 on one Docker node against Docker Swarm.
+    Converge(converge::Args),
     /// Watch fan-out: events delivered to many watchers, delivery latency and apiserver memory.
     Watch(watch::Args),
     /// Scheduling throughput: pods from create to bound over many simulated nodes.
@@ -35,6 +39,8 @@ enum Command {
     Footprint(footprint::Args),
     /// Exchanges per second and p99 through the service proxy against the pod IP directly.
     Proxy(proxy::Args),
+    /// Pod create to Running through a watch against the same containers started on Docker directly.
+    PodStartup(pod_startup::Args),
 }
 
 #[tokio::main]
@@ -42,10 +48,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let summary = match cli.command {
         Command::Api(args) => api::run(args).await?,
+        Command::Converge(args) => converge::run(args).await?,
         Command::Watch(args) => watch::run(args).await?,
         Command::Scheduler(args) => scheduler::run(args).await?,
         Command::Footprint(args) => footprint::run(args).await?,
         Command::Proxy(args) => proxy::run(args).await?,
+        Command::PodStartup(args) => pod_startup::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
