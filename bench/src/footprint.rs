@@ -124,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     drop(up);
 
     println!(
-        "moor-bench footprint: `moor up` (apiserver, scheduler, controller-manager, node agent in one process)"
+        "moor-bench footprint: `moor up` (apiserver, scheduler, controller-manager, node agent, proxy and DNS in one process)"
     );
     println!("start to Ready node   {:.2} s", ready_after.as_secs_f64());
     println!("RSS idle, no pods     {idle:.1} MiB");
