@@ -34,6 +34,8 @@ pub struct Agent {
     pub data_dir: PathBuf,
     /// Port of the NodeAgent service (logs, exec); 0 when it does not run.
     pub agent_port: u16,
+    /// The cluster network is known to exist (checked again after a failed create).
+    pub network_ready: std::sync::atomic::AtomicBool,
     /// Failed pulls by (pod uid, container name), for ImagePullBackOff.
     // A std Mutex: only short synchronous sections use it.
     pull_failures: Mutex<HashMap<(String, String), PullFailure>>,
@@ -111,6 +113,7 @@ impl Agent {
             hostname: hostname(),
             data_dir,
             agent_port,
+            network_ready: std::sync::atomic::AtomicBool::new(false),
             config,
             pull_failures: Mutex::default(),
             pulls: Mutex::default(),

@@ -16,6 +16,7 @@ mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use moor_api::core::v1::{Container, Pod, PodStatus};
@@ -458,12 +459,24 @@ async fn ensure_sandbox(
     for container in existing {
         agent.runtime.remove_container(&container.id).await?;
     }
-    agent.runtime.ensure_network(&agent.config.network).await?;
+    // The network is checked once, not per sandbox (a burst of pods would
+    // queue on it); any failed create checks it again next time.
+    if !agent.network_ready.load(Ordering::Relaxed) {
+        agent.runtime.ensure_network(&agent.config.network).await?;
+        agent.network_ready.store(true, Ordering::Relaxed);
+    }
     let attempt = latest.map_or(0, |c| c.attempt() + 1);
-    let id = agent
+    let id = match agent
         .runtime
         .create_container(&spec::sandbox(agent, pod, attempt))
-        .await?;
+        .await
+    {
+        Ok(id) => id,
+        Err(err) => {
+            agent.network_ready.store(false, Ordering::Relaxed);
+            return Err(err.into());
+        }
+    };
     agent.runtime.start_container(&id).await?;
     tracing::info!(attempt, "started pod sandbox");
     let sandbox = agent.runtime.inspect_container(&id).await?;
