@@ -1,6 +1,7 @@
 //! The key checks of services.rs with the proxy in iptables mode (NAT rules
 //! in the kernel, moor's chains only): cluster IP from the host, from
-//! another pod and from an endpoint of the service itself (hairpin), node
+//! another pod and from an endpoint of the service itself (hairpin, set by
+//! the node agent), node
 //! port from the host and from a pod, UDP, DNS names, session affinity, a
 //! pod deleted under load, a proxy restart, refusal without endpoints; and
 //! no rule left behind once the proxy stops. Needs dockerd, the images of
@@ -240,11 +241,11 @@ fn docker_gateway(cluster: &Cluster) -> String {
     gateway
 }
 
-/// Lets pod `pod`'s bridge port send a frame back where it came from, as
-/// kubelet's `--hairpin-mode=hairpin-veth` does: with br_netfilter, a pod's
-/// packet DNATed to that same pod is bridged back out of its own port. The
-/// node agent does not do this (yet), so the test does.
-fn enable_hairpin(cluster: &Cluster, pod: &str) {
+/// Whether pod `pod`'s bridge port sends a frame back where it came from, as
+/// kubelet's `--hairpin-mode=hairpin-veth` sets it (the node agent does, for
+/// every sandbox): with br_netfilter, a pod's packet DNATed to that same pod
+/// is bridged back out of its own port.
+fn hairpin_mode(cluster: &Cluster, pod: &str) -> String {
     let id = container(cluster, pod);
     let run = |program: &str, args: &[&str]| {
         let out = std::process::Command::new(program)
@@ -271,8 +272,10 @@ fn enable_hairpin(cluster: &Cluster, pod: &str) {
             (index == peer).then(|| rest.split(['@', ':']).next().unwrap_or_default())
         })
         .unwrap_or_else(|| panic!("host interface {peer} exists"));
-    std::fs::write(format!("/sys/class/net/{name}/brport/hairpin_mode"), "1")
-        .unwrap_or_else(|err| panic!("hairpin mode on {name}: {err}"));
+    std::fs::read_to_string(format!("/sys/class/net/{name}/brport/hairpin_mode"))
+        .unwrap_or_else(|err| panic!("hairpin mode of {name}: {err}"))
+        .trim()
+        .to_string()
 }
 
 /// iptables-save of both tables moor writes to.
@@ -454,7 +457,11 @@ async fn iptables_mode_reaches_every_pod_by_cluster_ip_node_port_and_dns() {
     // Hairpin: an endpoint reaching its own service, itself included
     // (masqueraded, or its own reply would not match).
     let web_pod = pods_of(&cluster, "web").await[0].meta().name.clone();
-    enable_hairpin(&cluster, &web_pod);
+    assert_eq!(
+        hairpin_mode(&cluster, &web_pod),
+        "1",
+        "the node agent set hairpin mode on {web_pod}'s bridge port"
+    );
     let mut seen = BTreeSet::new();
     for _ in 0..30 {
         let (ok, out) = exec(&cluster, &web_pod, &["get", &url, "--retry-seconds", "10"]);

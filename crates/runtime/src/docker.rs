@@ -477,6 +477,43 @@ impl ContainerRuntime for Docker {
             .map_err(engine)
     }
 
+    async fn enable_hairpin(&self, id: &str) -> Result<(), Error> {
+        let inspect = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(engine)?;
+        let pid = inspect
+            .state
+            .and_then(|s| s.pid)
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| Error::Engine(format!("container {id} is not running")))?;
+        // The container's eth0 is one end of a veth pair; its iflink is the
+        // index of the host end, which is the bridge port.
+        let iflink = format!("/proc/{pid}/root/sys/class/net/eth0/iflink");
+        let peer = tokio::fs::read_to_string(&iflink)
+            .await
+            .map_err(|e| Error::Engine(format!("{iflink}: {e}")))?;
+        let peer = peer.trim().to_string();
+        let mut entries = tokio::fs::read_dir("/sys/class/net")
+            .await
+            .map_err(|e| Error::Engine(format!("/sys/class/net: {e}")))?;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let index = tokio::fs::read_to_string(entry.path().join("ifindex"))
+                .await
+                .unwrap_or_default();
+            if index.trim() == peer {
+                let mode = entry.path().join("brport/hairpin_mode");
+                return tokio::fs::write(&mode, "1")
+                    .await
+                    .map_err(|e| Error::Engine(format!("{}: {e}", mode.display())));
+            }
+        }
+        Err(Error::Engine(format!(
+            "no host interface with index {peer} (the bridge port of container {id})"
+        )))
+    }
+
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error> {
         let inspect = self.docker.inspect_exec(exec_id).await.map_err(engine)?;
         Ok(match inspect.running {

@@ -83,4 +83,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// The exit code of an interactive command, once it has exited.
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error>;
+
+    /// Lets the bridge send a sandbox's own packets back to it (hairpin
+    /// mode on its bridge port), so a pod reaches itself through a service
+    /// whose address the kernel translates to the pod (the proxy's iptables
+    /// mode). Runtimes without bridge ports have nothing to do.
+    async fn enable_hairpin(&self, _id: &str) -> Result<(), Error> {
+        Ok(())
+    }
 }

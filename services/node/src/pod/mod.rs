@@ -479,6 +479,11 @@ async fn ensure_sandbox(
     };
     agent.runtime.start_container(&id).await?;
     tracing::info!(attempt, "started pod sandbox");
+    // Best effort: only a pod reaching itself through a kernel-translated
+    // service address needs it.
+    if let Err(err) = agent.runtime.enable_hairpin(&id).await {
+        tracing::warn!(%err, "cannot set hairpin mode on the pod's bridge port");
+    }
     let sandbox = agent.runtime.inspect_container(&id).await?;
     Ok((sandbox, None))
 }
