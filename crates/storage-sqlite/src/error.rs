@@ -36,7 +36,10 @@ pub enum Error {
         mode: String,
     },
     /// The file was written by a build with another schema.
-    #[error("database {path} has schema version {found}, this build supports {supported}")]
+    #[error(
+        "database {path} has schema version {found} but this build of moor reads version {supported}: \
+         run the moor that wrote it, or start a new cluster in another --data-dir (or move that one away)"
+    )]
     SchemaVersion {
         /// The database file.
         path: PathBuf,

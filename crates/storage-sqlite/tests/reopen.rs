@@ -90,3 +90,26 @@ async fn opening_makes_the_directory_and_file() {
     assert_eq!(store.path(), nested.join(moor_storage_sqlite::FILE_NAME));
     assert!(store.path().is_file());
 }
+
+#[tokio::test]
+async fn a_store_of_another_schema_version_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    drop(store);
+    // As a newer moor would leave it.
+    let conn = rusqlite::Connection::open(dir.path().join("moor.db")).expect("sqlite opens");
+    conn.execute(
+        "UPDATE meta SET value = 99 WHERE name = 'schema_version'",
+        [],
+    )
+    .expect("version rewritten");
+    drop(conn);
+    let Err(err) = SqliteStore::open(dir.path()) else {
+        panic!("a store of another schema version was opened");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("schema version 99") && text.contains("another --data-dir"),
+        "{text}"
+    );
+}
