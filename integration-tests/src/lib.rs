@@ -31,7 +31,7 @@ impl Apiserver {
         let token = shutdown.clone();
         tokio::spawn(async move {
             if let Err(err) = server.run(token).await {
-                eprintln!("apiserver failed: {err}");
+                eprintln!("apiserver failed: {:#}", anyhow::Error::from(err));
             }
         });
         Ok(Self {

@@ -110,13 +110,13 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The embedded store could not be opened.
-    #[error("cannot open the data directory: {0}")]
+    #[error("cannot open the data directory")]
     Sqlite(#[from] moor_storage_sqlite::Error),
     /// etcd could not be reached.
-    #[error("cannot connect to etcd: {0}")]
+    #[error("cannot connect to etcd")]
     Etcd(#[from] moor_storage_etcd::Error),
     /// The built-in namespaces could not be created.
-    #[error("cannot create the built-in namespaces: {0}")]
+    #[error("cannot create the built-in namespaces")]
     Bootstrap(#[source] Error),
     /// Serving failed.
     #[error(transparent)]

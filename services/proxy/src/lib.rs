@@ -122,10 +122,10 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The host's interfaces could not be prepared.
-    #[error("cannot prepare the interface for cluster IPs: {0}")]
+    #[error("cannot prepare the interface for cluster IPs")]
     Host(#[from] moor_hostnet::Error),
     /// iptables mode cannot run.
-    #[error("cannot prepare the iptables rules: {0}")]
+    #[error("cannot prepare the iptables rules")]
     Iptables(#[from] iptables::Error),
 }
 
