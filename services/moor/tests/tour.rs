@@ -1,7 +1,7 @@
 //! The README's tour, as a new user runs it: `moor up`, then moorctl with
 //! examples/web.yaml (a deployment of 2 and a NodePort service): list it,
 //! scale it, reach it from the host by cluster IP and node port, roll a new
-//! version, read its logs, exec into a pod (and reach the service by DNS
+//! version (a restart, then a new image and back), read its logs, exec into a pod (and reach the service by DNS
 //! name from there), delete it. Every step's outcome is asserted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
@@ -93,6 +93,17 @@ async fn running_web_pods(client: &Client) -> Vec<Pod> {
         .collect()
 }
 
+/// The images of the running web pods, sorted.
+async fn images(client: &Client) -> Vec<String> {
+    let mut images: Vec<String> = running_web_pods(client)
+        .await
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.containers.first().map(|c| c.image.clone()))
+        .collect();
+    images.sort();
+    images
+}
+
 async fn ready_endpoints(client: &Client) -> usize {
     client
         .api::<Endpoints>()
@@ -108,6 +119,9 @@ struct Leftovers(String);
 impl Drop for Leftovers {
     fn drop(&mut self) {
         moor_integration_tests::remove_docker_leftovers(&self.0, "moor-tour-unused-network");
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", &format!("moor/echo:tour-{}", std::process::id())])
+            .output();
     }
 }
 
@@ -217,6 +231,47 @@ async fn the_readme_tour_works_end_to_end() {
     );
     let history = ok(home.path(), &["rollout", "history", "deployment/web"]).await;
     assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // A new image (no registry here: a second tag of the same image), then
+    // back: apply the edited manifest, wait, undo.
+    let tag = format!("moor/echo:tour-{}", std::process::id());
+    let tagged = std::process::Command::new("docker")
+        .args(["tag", "moor/echo:0.1", &tag])
+        .status()
+        .unwrap();
+    assert!(tagged.success(), "docker tag {tag}");
+    let manifest = std::fs::read_to_string(&web)
+        .unwrap()
+        .replace("moor/echo:0.1", &tag);
+    let v2 = home.path().join("web-v2.yaml");
+    std::fs::write(&v2, manifest).unwrap();
+    let configured = ok(home.path(), &["apply", "-f", v2.to_str().unwrap()]).await;
+    assert!(
+        configured.contains("deployment/web configured"),
+        "{configured}"
+    );
+    ok(
+        home.path(),
+        &["rollout", "status", "deployment/web", "--timeout", "2m"],
+    )
+    .await;
+    assert_eventually!(
+        images(&client).await == vec![tag.clone(); 2],
+        PATIENCE,
+        "both pods run {tag}"
+    );
+    let undone = ok(home.path(), &["rollout", "undo", "deployment/web"]).await;
+    assert!(undone.contains("rolled back"), "{undone}");
+    ok(
+        home.path(),
+        &["rollout", "status", "deployment/web", "--timeout", "2m"],
+    )
+    .await;
+    assert_eventually!(
+        images(&client).await == vec!["moor/echo:0.1".to_string(); 2],
+        PATIENCE,
+        "both pods run moor/echo:0.1 again"
+    );
 
     // Logs and exec; the service by DNS name from inside a pod.
     let logs = ok(home.path(), &["logs", "deploy/web"]).await;
