@@ -4,158 +4,23 @@
 //! load; the proxy restarted; a service without endpoints refusing at once.
 //! Needs dockerd and the images of images/build.sh.
 
+mod common;
+
+use common::{
+    docker_gateway, echo_rc, echo_spec, exec, meta, pod_of, pod_running, ready_ips, service,
+};
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use moor_api::Resource;
-use moor_api::core::v1::{
-    Container, ContainerPort, EndpointSubset, Endpoints, EnvVar, EnvVarSource, ObjectFieldSelector,
-    Pod, PodSpec, PodTemplateSpec, ReplicationController, ReplicationControllerSpec, Service,
-    ServicePort, ServiceSpec, SessionAffinityConfig,
-};
-use moor_api::meta::v1::int_or_string::Value;
-use moor_api::meta::v1::{IntOrString, ObjectMeta};
+use moor_api::core::v1::{Pod, ReplicationController, Service};
 use moor_integration_tests::Cluster;
 use moor_testkit::{assert_eventually, http_get};
 
 /// Bound for anything involving Docker and the whole control loop.
 const PATIENCE: Duration = Duration::from_secs(90);
-
-fn meta(name: &str, labels: &[(&str, &str)]) -> Option<ObjectMeta> {
-    Some(ObjectMeta {
-        name: name.into(),
-        namespace: "default".into(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-        ..Default::default()
-    })
-}
-
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The echo server: HTTP and UDP on 8080, answering with its pod's name.
-fn echo_spec() -> PodSpec {
-    PodSpec {
-        containers: vec![Container {
-            name: "echo".into(),
-            image: "moor/echo:0.1".into(),
-            image_pull_policy: "Never".into(),
-            args: vec!["serve".into(), "--port".into(), "8080".into()],
-            env: vec![
-                field_env("POD_NAME", "metadata.name"),
-                field_env("POD_IP", "status.podIP"),
-            ],
-            ports: vec![
-                ContainerPort {
-                    name: "http".into(),
-                    container_port: 8080,
-                    ..Default::default()
-                },
-                ContainerPort {
-                    name: "echo-udp".into(),
-                    container_port: 8080,
-                    protocol: "UDP".into(),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        }],
-        termination_grace_period_seconds: Some(2),
-        ..Default::default()
-    }
-}
-
-fn echo_rc(name: &str, replicas: i32) -> ReplicationController {
-    let mut rc = ReplicationController {
-        metadata: meta(name, &[]),
-        spec: Some(ReplicationControllerSpec {
-            replicas: Some(replicas),
-            selector: [("app".to_string(), name.to_string())].into(),
-            template: Some(PodTemplateSpec {
-                metadata: meta("", &[("app", name)]),
-                spec: Some(echo_spec()),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    rc.set_type_meta();
-    rc
-}
-
-fn service(name: &str, app: &str, node_port: bool, affinity: bool) -> Service {
-    let mut service = Service {
-        metadata: meta(name, &[]),
-        spec: Some(ServiceSpec {
-            selector: [("app".to_string(), app.to_string())].into(),
-            r#type: if node_port { "NodePort" } else { "ClusterIP" }.into(),
-            ports: vec![
-                ServicePort {
-                    name: "http".into(),
-                    port: 80,
-                    target_port: Some(IntOrString {
-                        value: Some(Value::StrVal("http".into())),
-                    }),
-                    ..Default::default()
-                },
-                ServicePort {
-                    name: "echo-udp".into(),
-                    protocol: "UDP".into(),
-                    port: 80,
-                    target_port: Some(IntOrString {
-                        value: Some(Value::IntVal(8080)),
-                    }),
-                    ..Default::default()
-                },
-            ],
-            session_affinity: if affinity { "ClientIP" } else { "" }.into(),
-            session_affinity_config: affinity.then_some(SessionAffinityConfig {
-                client_ip: Some(moor_api::core::v1::ClientIpConfig {
-                    timeout_seconds: Some(600),
-                }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    service.set_type_meta();
-    service
-}
-
-/// The pod name in an echo answer.
-fn pod_of(body: &str) -> String {
-    body.split_whitespace()
-        .find_map(|w| w.strip_prefix("pod="))
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The ready endpoint addresses of a service.
-async fn ready_ips(cluster: &Cluster, name: &str) -> BTreeSet<String> {
-    match cluster.client.api::<Endpoints>().get("default", name).await {
-        Ok(endpoints) => endpoints
-            .subsets
-            .iter()
-            .flat_map(|s: &EndpointSubset| s.addresses.iter().map(|a| a.ip.clone()))
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    }
-}
 
 async fn create_service(cluster: &Cluster, service: Service) -> Service {
     cluster
@@ -177,69 +42,9 @@ fn cluster_addr(service: &Service, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// `docker exec` in the `echo` container of pod `pod`: (success, output).
-fn exec(cluster: &Cluster, pod: &str, args: &[&str]) -> (bool, String) {
-    let filters = [
-        format!("label=moor.node={}", cluster.node),
-        format!("label=moor.pod.name={pod}"),
-        "label=moor.container.name=echo".to_string(),
-    ];
-    let mut ps = std::process::Command::new("docker");
-    ps.args(["ps", "-q"]);
-    for filter in &filters {
-        ps.args(["--filter", filter]);
-    }
-    let out = ps.output().expect("docker ps runs");
-    let id = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(!id.is_empty(), "pod {pod} has a running echo container");
-    let out = std::process::Command::new("docker")
-        .args(["exec", &id, "/echo"])
-        .args(args)
-        .output()
-        .expect("docker exec runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// Says how much load ran around the endpoint update (visible with --nocapture).
 fn tracing_note(before: usize, after: usize) {
     eprintln!("{before} requests before the endpoint update, {after} checked after it");
-}
-
-/// The host's address on the cluster's Docker network.
-fn docker_gateway(cluster: &Cluster) -> String {
-    let out = std::process::Command::new("docker")
-        .args([
-            "network",
-            "inspect",
-            "--format",
-            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-            &cluster.network(),
-        ])
-        .output()
-        .expect("docker network inspect runs");
-    let gateway = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!gateway.is_empty(), "the network has a gateway");
-    gateway
-}
-
-async fn pod_running(cluster: &Cluster, name: &str) -> bool {
-    cluster
-        .client
-        .api::<Pod>()
-        .get("default", name)
-        .await
-        .ok()
-        .and_then(|p| p.status)
-        .is_some_and(|s| s.phase == "Running" && !s.pod_ip.is_empty())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,7 +240,7 @@ async fn the_readme_tour_works_end_to_end() {
         .status()
         .unwrap();
     assert!(tagged.success(), "docker tag {tag}");
-    let manifest = std::fs::read_to_string(&web)
+    let manifest = std::fs::read_to_string(web)
         .unwrap()
         .replace("moor/echo:0.1", &tag);
     let v2 = home.path().join("web-v2.yaml");
