@@ -178,8 +178,13 @@ pub async fn create_and_bind(client: &Client, mut pod: Pod, node: &str) -> Pod {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some((token, _)) = &self.agent {
+        if let Some((token, task)) = self.agent.take() {
             token.cancel();
+            // Wait for the agent to stop, or a sync in flight (a probe's
+            // restart, say) creates a container after the cleanup below.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let _ = tokio::task::block_in_place(|| runtime.block_on(task));
+            }
         }
         moor_integration_tests::remove_docker_leftovers(&self.config.name, &self.config.network);
     }
