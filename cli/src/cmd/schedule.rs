@@ -16,8 +16,7 @@ use crate::manifest;
 use crate::rpc::Client;
 use crate::table::Table;
 
-/// Where the active scheduler publishes its address.
-const PUBLISHED_AS: (&str, &str) = ("moor-system", "moor-scheduler");
+use moor_api::well_known::SCHEDULER_ENDPOINTS as PUBLISHED_AS;
 
 /// Runs `schedule`.
 pub async fn run(ctx: &Ctx, args: ScheduleArgs) -> Result<()> {

@@ -4,6 +4,7 @@
 
 mod resource;
 pub mod watch;
+pub mod well_known;
 
 pub use resource::{Resource, StatusKind};
 pub use watch::WatchEvent;

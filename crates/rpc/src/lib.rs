@@ -108,6 +108,18 @@ impl Server {
     }
 }
 
+/// This machine's address on its default route: what a server bound to every
+/// interface tells others to reach it at. A UDP "connect" sends nothing but
+/// makes the kernel pick the source address; 127.0.0.1 without a route.
+pub fn host_ip() -> std::net::IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("10.255.255.255:9")?;
+            s.local_addr()
+        })
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip())
+}
+
 /// A lazily connecting channel to `url` (`http://HOST:PORT`): the first call
 /// connects, and a broken connection is re-established on the next call.
 pub fn channel(url: &str) -> Result<Channel, Error> {

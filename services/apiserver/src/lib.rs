@@ -353,7 +353,7 @@ async fn bootstrap(namespaces: &Registry<core::v1::Namespace>) -> Result<(), Err
 /// Creates the Secret with the token node agents accept from the apiserver,
 /// once per cluster.
 async fn bootstrap_agent_token(secrets: &Registry<core::v1::Secret>) -> Result<(), Error> {
-    let (namespace, name) = pod_io::TOKEN_SECRET;
+    let (namespace, name, key) = moor_api::well_known::NODE_AGENT_TOKEN;
     let mut secret = core::v1::Secret::default();
     let meta = moor_api::Resource::meta_mut(&mut secret);
     meta.namespace = namespace.to_string();
@@ -363,9 +363,7 @@ async fn bootstrap_agent_token(secrets: &Registry<core::v1::Secret>) -> Result<(
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    secret
-        .data
-        .insert(pod_io::TOKEN_KEY.to_string(), token.into_bytes());
+    secret.data.insert(key.to_string(), token.into_bytes());
     match secrets.create(secret).await {
         Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
         Err(err) => Err(err),

@@ -10,6 +10,7 @@ use moor_api::core::v1::{
 };
 use moor_api::meta::v1::GetRequest;
 use moor_api::node::v1::node_agent_client::NodeAgentClient;
+use moor_api::well_known::NODE_AGENT_TOKEN;
 use tokio::sync::mpsc;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -19,11 +20,6 @@ use tonic::{Status, Streaming};
 
 use crate::cache::Cache;
 use crate::registry::Registry;
-
-/// Namespace and name of the Secret holding the token node agents accept.
-pub const TOKEN_SECRET: (&str, &str) = ("moor-system", "node-agent-token");
-/// The key of the token in that Secret.
-pub const TOKEN_KEY: &str = "token";
 
 /// Puts the agent token on every call.
 #[derive(Clone)]
@@ -159,15 +155,15 @@ impl PodIo {
 
     /// The token node agents accept.
     fn token(&self) -> Result<String, Status> {
-        let (namespace, name) = TOKEN_SECRET;
+        let (namespace, name, key) = NODE_AGENT_TOKEN;
         self.secrets
             .get(&format!("/registry/secrets/{namespace}/{name}"))
-            .and_then(|s| s.data.get(TOKEN_KEY).cloned())
+            .and_then(|s| s.data.get(key).cloned())
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 Status::internal(format!(
-                    "the Secret {namespace}/{name} with key {TOKEN_KEY:?} is missing"
+                    "the Secret {namespace}/{name} with key {key:?} is missing"
                 ))
             })
     }

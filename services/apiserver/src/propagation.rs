@@ -9,12 +9,7 @@
 
 use crate::error::Error;
 
-/// Asks the garbage collector to remove the object's ownerReferences from
-/// its dependents before the object goes.
-pub const ORPHAN: &str = "orphan";
-
-/// Holds the object until its blocking dependents are deleted.
-pub const FOREGROUND: &str = "foregroundDeletion";
+pub use moor_api::well_known::{FINALIZER_FOREGROUND as FOREGROUND, FINALIZER_ORPHAN as ORPHAN};
 
 /// The kinds whose changes the garbage collector follows, and so the only
 /// ones whose finalizers it removes (controller-manager's `gc` registers an

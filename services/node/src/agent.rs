@@ -109,7 +109,7 @@ impl Agent {
             name: config.name.clone(),
             client,
             runtime,
-            host_ip: host_ip(),
+            host_ip: moor_rpc::host_ip().to_string(),
             hostname: hostname(),
             data_dir,
             agent_port,
@@ -263,18 +263,6 @@ pub async fn connect_docker(
             () = tokio::time::sleep(config.heartbeat) => {}
         }
     }
-}
-
-/// The address of the interface holding the default route: a UDP "connect"
-/// sends nothing but makes the kernel pick the source address.
-fn host_ip() -> String {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("10.255.255.255:9")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
 fn hostname() -> String {

@@ -20,9 +20,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::Agent;
 
-/// Namespace and name of the Secret with the token (the apiserver creates it).
-const TOKEN_SECRET: (&str, &str) = ("moor-system", "node-agent-token");
-
 /// Serves NodeAgent on `listener` until `shutdown`.
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener, shutdown: CancellationToken) {
     let mut server = match moor_rpc::Server::new() {
@@ -55,7 +52,7 @@ impl NodeAgentService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("the node agent serves the apiserver only"))?;
-        let (namespace, name) = TOKEN_SECRET;
+        let (namespace, name, key) = moor_api::well_known::NODE_AGENT_TOKEN;
         let secret = self
             .agent
             .client
@@ -63,11 +60,7 @@ impl NodeAgentService {
             .get(namespace, name)
             .await
             .map_err(|err| Status::unavailable(format!("cannot read the agent token: {err}")))?;
-        let expected = secret
-            .data
-            .get("token")
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let expected = secret.data.get(key).map(Vec::as_slice).unwrap_or_default();
         if expected.is_empty() || given.as_bytes() != expected {
             return Err(Status::unauthenticated(
                 "the node agent serves the apiserver only",

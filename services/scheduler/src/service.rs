@@ -20,8 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{Decision, plan, schedule, snapshot};
 
-/// Namespace and name of the Service and Endpoints naming the scheduler.
-pub const PUBLISHED_AS: (&str, &str) = ("moor-system", "moor-scheduler");
+pub use moor_api::well_known::SCHEDULER_ENDPOINTS as PUBLISHED_AS;
 
 /// Serves the Scheduler service on `listener` until `shutdown`.
 pub async fn serve(client: Client, listener: TcpListener, shutdown: CancellationToken) {
@@ -170,12 +169,5 @@ pub fn reachable(bound: SocketAddr) -> SocketAddr {
     if !bound.ip().is_unspecified() {
         return bound;
     }
-    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            // Sends nothing: makes the kernel pick the default route's source.
-            s.connect("10.255.255.255:9")?;
-            s.local_addr()
-        })
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
-    SocketAddr::new(ip, bound.port())
+    SocketAddr::new(moor_rpc::host_ip(), bound.port())
 }

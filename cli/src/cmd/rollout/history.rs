@@ -21,8 +21,7 @@ use crate::table::Table;
 /// The annotation a revision's cause is recorded in.
 const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 
-/// The label the controller-manager adds to each revision's template.
-const HASH_LABEL: &str = "pod-template-hash";
+use moor_api::well_known::POD_TEMPLATE_HASH as HASH_LABEL;
 
 /// Replica set annotations that describe the set, not the revision: undo
 /// does not copy them to the deployment (kubectl's list).

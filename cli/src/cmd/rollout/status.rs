@@ -12,8 +12,7 @@ use crate::cmd::out;
 use crate::error::{Error, Result};
 use crate::rpc::Client;
 
-/// The annotation holding a deployment's (and its replica sets') revision.
-pub const REVISION: &str = "deployment.kubernetes.io/revision";
+pub use moor_api::well_known::DEPLOYMENT_REVISION as REVISION;
 
 /// The Progressing condition's reason once the deadline has passed.
 const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";

@@ -150,8 +150,7 @@ fn image_tag(image: &str) -> Option<&str> {
 }
 
 /// Validates a pod spec; `path` is where it sits ("spec", "spec.template.spec").
-/// The annotation that marks a static pod's mirror (its manifest's hash).
-const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+use moor_api::well_known::MIRROR_ANNOTATION;
 
 /// The manifest hash of a mirror pod; `None` for other pods.
 fn mirror_hash(pod: &Pod) -> Option<&str> {

@@ -9,10 +9,7 @@ use moor_api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use moor_api::core::v1::PodTemplateSpec;
 use moor_api::meta::v1::{ObjectMeta, OwnerReference};
 
-/// The label that tells one template's pods from another's.
-pub const HASH_LABEL: &str = "pod-template-hash";
-/// The annotation holding a replica set's (and its deployment's) revision.
-pub const REVISION: &str = "deployment.kubernetes.io/revision";
+pub use moor_api::well_known::{DEPLOYMENT_REVISION as REVISION, POD_TEMPLATE_HASH as HASH_LABEL};
 /// Earlier revisions of a replica set brought back by a rollback.
 pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
 

@@ -21,12 +21,7 @@ use super::{Collector, cached_owner};
 use crate::Error;
 use crate::kinds::KindHandle;
 
-/// The apiserver's finalizer asking for the dependents to be orphaned.
-pub const ORPHAN: &str = "orphan";
-
-/// The apiserver's finalizer holding the owner until its blocking
-/// dependents are gone.
-pub const FOREGROUND: &str = "foregroundDeletion";
+pub use moor_api::well_known::{FINALIZER_FOREGROUND as FOREGROUND, FINALIZER_ORPHAN as ORPHAN};
 
 /// Work a propagation finalizer asks of the collector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,8 +25,7 @@ use super::{DEFAULT_GRACE_SECONDS, Synced, key, run_pod, stop_pod, uid_of};
 use crate::Error;
 use crate::agent::{Agent, StaticPod};
 
-/// Annotation of a mirror pod: the hash of its static pod's manifest.
-pub const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
+pub use moor_api::well_known::MIRROR_ANNOTATION as CONFIG_MIRROR;
 /// Annotation of a static pod (and its mirror): the hash of its manifest.
 pub const CONFIG_HASH: &str = "kubernetes.io/config.hash";
 /// Annotation of a static pod (and its mirror): where it came from.

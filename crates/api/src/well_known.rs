@@ -1,0 +1,27 @@
+//! Names several components must agree on: annotations, labels, finalizers
+//! and the objects through which components find each other.
+
+/// Finalizer of an owner deleted with propagationPolicy Orphan: the garbage
+/// collector removes it once the dependents no longer point at the owner.
+pub const FINALIZER_ORPHAN: &str = "orphan";
+
+/// Finalizer of an owner deleted with propagationPolicy Foreground: the
+/// garbage collector removes it once no blocking dependent is left.
+pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+/// Annotation of a static pod's mirror: the hash of its manifest.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// Label tying a replica set and its pods to one deployment template.
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// Annotation with a deployment's (and its replica sets') revision.
+pub const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// Namespace and name of the Secret holding the token node agents accept
+/// (from the apiserver only), and its key.
+pub const NODE_AGENT_TOKEN: (&str, &str, &str) = ("moor-system", "node-agent-token", "token");
+
+/// Namespace and name of the headless Service and Endpoints naming the
+/// active scheduler's plan service.
+pub const SCHEDULER_ENDPOINTS: (&str, &str) = ("moor-system", "moor-scheduler");
