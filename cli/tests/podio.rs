@@ -3,12 +3,15 @@
 //! a Docker node agent), with the real moorctl binary run against it.
 //! Needs dockerd and the images of images/build.sh.
 
+mod on_cluster;
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use moor_integration_tests::Cluster;
 use moor_testkit::assert_eventually;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use on_cluster::{Moorctl, Out};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Bound for anything involving Docker and the whole control loop.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -64,78 +67,7 @@ spec:
         args: [serve, --port, \"9090\"]
 ";
 
-/// What a moorctl run printed.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// moorctl against the cluster, with a config dir of its own.
-struct Moorctl {
-    server: String,
-    dir: tempfile::TempDir,
-}
-
 impl Moorctl {
-    fn new(cluster: &Cluster) -> Self {
-        Self {
-            server: cluster.url.clone(),
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_moorctl"));
-        cmd.args(args)
-            .env("MOOR_SERVER", &self.server)
-            .env("MOOR_CONFIG", self.dir.path().join("config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs with `input` on stdin (None: /dev/null), within PATIENCE.
-    async fn run_with(&self, args: &[&str], input: Option<&str>) -> Out {
-        let mut cmd = self.command(args);
-        if input.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().expect("moorctl starts");
-        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(input.as_bytes()).await.expect("stdin");
-        }
-        let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("moorctl {args:?} did not end within {PATIENCE:?}"))
-            .expect("moorctl runs");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Out {
-        self.run_with(args, None).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert_eq!(out.code, 0, "moorctl {args:?} failed: {out:?}");
-        out.stdout
-    }
-
-    async fn apply(&self, name: &str, text: &str) {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write manifest");
-        self.ok(&["apply", "-f", path.to_str().expect("utf-8 path")])
-            .await;
-    }
-
     /// Runs `moorctl ARGS` on a pseudo-terminal, through script(1), then
     /// `stty -a` to show the terminal's modes after it.
     async fn in_terminal(&self, args: &str) -> Out {
@@ -153,11 +85,7 @@ impl Moorctl {
             .await
             .unwrap_or_else(|_| panic!("moorctl {args} did not end within {PATIENCE:?}"))
             .expect("script(1) runs: install util-linux");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Out::of(out)
     }
 
     async fn running(&self, pod: &str) -> bool {

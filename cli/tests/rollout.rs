@@ -4,88 +4,23 @@
 //! images of images/build.sh; a second tag of moor/echo:0.1 stands in for a
 //! new image (pulls are impossible here).
 
+mod on_cluster;
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use moor_integration_tests::Cluster;
 use moor_testkit::assert_eventually;
+use on_cluster::Moorctl;
 use serde_json::Value;
 
 /// Bound for anything involving Docker and the whole control loop.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// What a moorctl run printed.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// moorctl against the cluster, with a config dir of its own.
-struct Moorctl {
-    server: String,
-    dir: tempfile::TempDir,
-}
-
 /// A second tag of moor/echo:0.1, removed on drop (also after a panic).
 struct Tag(String);
 
 impl Moorctl {
-    fn new(cluster: &Cluster) -> Self {
-        Self {
-            server: cluster.url.clone(),
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_moorctl"));
-        cmd.args(args)
-            .env("MOOR_SERVER", &self.server)
-            .env("MOOR_CONFIG", self.dir.path().join("config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    async fn run(&self, args: &[&str]) -> Out {
-        let out = tokio::time::timeout(PATIENCE, self.command(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("moorctl {args:?} did not end within {PATIENCE:?}"))
-            .expect("moorctl runs");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert_eq!(out.code, 0, "moorctl {args:?} failed: {out:?}");
-        out.stdout
-    }
-
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert_eq!(out.code, 1, "moorctl {args:?} should fail: {out:?}");
-        out.stderr.trim_end().to_string()
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write manifest");
-        path.to_str().expect("utf-8 path").to_string()
-    }
-
-    async fn apply(&self, name: &str, text: &str) {
-        let path = self.write(name, text);
-        self.ok(&["apply", "-f", &path]).await;
-    }
-
     async fn jsonpath(&self, args: &[&str], expr: &str) -> String {
         let output = format!("jsonpath={expr}");
         let mut all = args.to_vec();
