@@ -13,6 +13,7 @@ mod lines;
 mod manifest;
 mod objects;
 mod output;
+mod progress;
 mod rpc;
 mod table;
 mod term;

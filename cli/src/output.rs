@@ -53,9 +53,34 @@ impl Format {
     }
 }
 
-/// `kind/name`, as kubectl prints it.
+/// The kind as kubectl names it in the lines it prints: `pod`,
+/// `deployment.apps` (qualified by its API group unless core).
+pub fn kind_ref(info: &KindInfo) -> String {
+    qualified(&info.kind.to_lowercase(), info.group())
+}
+
+/// The resource as kubectl names it in its errors and deletions: `pods`,
+/// `deployments.apps`.
+pub fn resource_ref(info: &KindInfo) -> String {
+    qualified(&info.plural, info.group())
+}
+
+fn qualified(name: &str, group: &str) -> String {
+    if group.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}.{group}")
+    }
+}
+
+/// `kind/name` as kubectl prints it: `pod/web`, `deployment.apps/web`.
 pub fn name_of(info: &KindInfo, object: &DynamicMessage) -> String {
-    format!("{}/{}", info.kind.to_lowercase(), meta_str(object, "name"))
+    ref_of(info, &meta_str(object, "name"))
+}
+
+/// `kind/name` for a name.
+pub fn ref_of(info: &KindInfo, name: &str) -> String {
+    format!("{}/{name}", kind_ref(info))
 }
 
 /// Objects in a non-table format: one object alone when `single`, else a List.

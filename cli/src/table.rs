@@ -55,7 +55,7 @@ impl Table {
                 .map(|c| {
                     let value = columns::cell(&c.json_path, &json, &info.message, now);
                     if layout.kind_prefix && c.json_path == ".metadata.name" {
-                        format!("{}/{value}", info.kind.to_lowercase())
+                        crate::output::ref_of(info, &value)
                     } else {
                         value
                     }

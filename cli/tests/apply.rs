@@ -58,7 +58,7 @@ async fn kubernetes_docs_manifests_keep_their_spec() {
     let out = c.ok(&["apply", "-f", path_str(&file)]).await;
     assert_eq!(
         out,
-        "deployment/nginx-deployment created\nservice/my-service created\n"
+        "deployment.apps/nginx-deployment created\nservice/my-service created\n"
     );
 
     let yaml = c
@@ -92,13 +92,13 @@ async fn kubernetes_docs_manifests_keep_their_spec() {
     let out = c.ok(&["apply", "-f", path_str(&file)]).await;
     assert_eq!(
         out,
-        "deployment/nginx-deployment unchanged\nservice/my-service unchanged\n"
+        "deployment.apps/nginx-deployment unchanged\nservice/my-service unchanged\n"
     );
 
     // A change: configured, and the stored object follows.
     let changed = NGINX_DEPLOYMENT.replace("replicas: 3", "replicas: 5");
     let out = c.apply("nginx-5.yaml", &changed).await;
-    assert_eq!(out, "deployment/nginx-deployment configured\n");
+    assert_eq!(out, "deployment.apps/nginx-deployment configured\n");
     let replicas = c
         .ok(&[
             "get",
@@ -190,4 +190,82 @@ async fn manifest_errors_name_file_document_and_path() {
     let err = c.fails(&["apply", "-f", path_str(&invalid)]).await;
     assert!(err.starts_with("Error from server (Invalid)"), "{err}");
     assert!(err.contains("metadata.name"), "{err}");
+}
+
+/// A deployment as its author keeps it: no replica count (an autoscaler or
+/// `moorctl scale` owns that), a label and minReadySeconds to drop later.
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels:
+    app: web
+    tier: front
+spec:
+  minReadySeconds: 5
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: moor/echo:0.1
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_merges_three_ways() {
+    let c = Cluster::start().await;
+    assert_eq!(
+        c.apply("web.yaml", WEB).await,
+        "deployment.apps/web created\n"
+    );
+    c.ok(&["scale", "deployment", "web", "--replicas", "4"])
+        .await;
+    c.ok(&["label", "deployment", "web", "owner=ops"]).await;
+
+    // The next version drops a label and a field and changes the image.
+    let next = WEB
+        .replace("    tier: front\n", "")
+        .replace("  minReadySeconds: 5\n", "")
+        .replace("moor/echo:0.1", "moor/echo:0.2");
+    assert_eq!(
+        c.apply("web-2.yaml", &next).await,
+        "deployment.apps/web configured\n"
+    );
+    let d = json(&c.ok(&["get", "deploy", "web", "-o", "json"]).await);
+    // What others wrote and the manifest never set stays.
+    assert_eq!(d["spec"]["replicas"], 4, "{d}");
+    assert_eq!(d["metadata"]["labels"]["owner"], "ops", "{d}");
+    // What the manifest set stays set, what it dropped is gone.
+    assert_eq!(d["metadata"]["labels"]["app"], "web", "{d}");
+    assert!(d["metadata"]["labels"].get("tier").is_none(), "{d}");
+    assert_eq!(d["spec"]["minReadySeconds"].as_i64().unwrap_or(0), 0, "{d}");
+    let image = &d["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(image, "moor/echo:0.2", "{d}");
+    // The remembered manifest is the one just applied, as written.
+    let last = d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+        .as_str()
+        .expect("last applied annotation");
+    let last: Value = serde_json::from_str(last).expect("last applied is JSON");
+    assert!(last["spec"].get("minReadySeconds").is_none(), "{last}");
+    assert!(last["spec"].get("replicas").is_none(), "{last}");
+
+    assert_eq!(
+        c.apply("web-2.yaml", &next).await,
+        "deployment.apps/web unchanged\n"
+    );
+    // A manifest that does set replicas takes them back, as kubectl's does.
+    let pinned = next.replace("spec:\n  selector", "spec:\n  replicas: 2\n  selector");
+    assert_eq!(
+        c.apply("web-3.yaml", &pinned).await,
+        "deployment.apps/web configured\n"
+    );
+    let replicas = c
+        .ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(replicas, "2");
 }

@@ -73,7 +73,7 @@ async fn scale_label_annotate() {
     assert_eq!(
         c.ok(&["scale", "deployment", "web", "--replicas", "4"])
             .await,
-        "deployment/web scaled\n"
+        "deployment.apps/web scaled\n"
     );
     assert_eq!(
         c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
@@ -82,7 +82,7 @@ async fn scale_label_annotate() {
     );
     assert_eq!(
         c.ok(&["scale", "deploy/web", "--replicas=2"]).await,
-        "deployment/web scaled\n"
+        "deployment.apps/web scaled\n"
     );
     assert_eq!(
         c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
@@ -289,6 +289,26 @@ async fn cordon_and_wait() {
         ])
         .await;
     assert_eq!(err, "error: timed out waiting for pod/web");
+    // On a terminal, the wait says what it is waiting for while it waits.
+    let seen = c
+        .on_terminal(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/web",
+            "--timeout",
+            "2s",
+        ])
+        .await;
+    assert_eq!(seen.code, 1, "{seen:?}");
+    assert!(
+        seen.stdout
+            .contains("waiting for pod/web: condition Ready is not reported, waiting for True"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.stdout.contains("error: timed out waiting for pod/web"),
+        "{seen:?}"
+    );
     let waiter = c
         .command(&["wait", "--for=delete", "pod/web", "--timeout", "60s"])
         .output();
@@ -472,7 +492,7 @@ async fn edit_applies_the_saved_object() {
     );
     let out = common::output(cmd).await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "deployment/web edited\n");
+    assert_eq!(out.stdout, "deployment.apps/web edited\n");
     let replicas = c
         .ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
         .await;
@@ -498,7 +518,7 @@ async fn a_bad_edit_reopens_the_editor_with_the_error() {
     );
     let out = common::output(with_editor(&c, &["edit", "deployment/web"], &script)).await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "deployment/web edited\n");
+    assert_eq!(out.stdout, "deployment.apps/web edited\n");
     let recorded = std::fs::read_to_string(&seen).unwrap();
     assert!(
         recorded.contains("spec.replicaz: unknown field"),
@@ -555,4 +575,16 @@ async fn drain_cordons_and_removes_the_nodes_pods() {
     assert_eq!(unschedulable.trim(), "true");
     let left = c.run(&["get", "pods", "-o", "name"]).await;
     assert!(left.stdout.is_empty(), "{left:?}");
+
+    // A pod that does not leave (no node agent confirms its graceful
+    // deletion): on a terminal, drain shows what it waits for, then fails.
+    c.apply("c.yaml", &bound("stuck", true)).await;
+    let seen = c.on_terminal(&["drain", "n1", "--timeout", "2s"]).await;
+    assert_eq!(seen.code, 1, "{seen:?}");
+    assert!(
+        seen.stdout
+            .contains("waiting for 1 pod to leave node/n1: default/stuck"),
+        "{seen:?}"
+    );
+    assert!(seen.stdout.contains("drain timed out after 2s"), "{seen:?}");
 }

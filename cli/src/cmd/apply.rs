@@ -2,18 +2,17 @@
 //!
 //! `apply` creates what is absent and updates what exists, conditional on
 //! the resourceVersion just read (read again and retried when a controller
-//! wrote in between). Labels and annotations merge three ways through the
-//! last applied manifest, kept in an annotation as kubectl keeps it, so
-//! what controllers and other verbs wrote there stays. The apiserver answers a no-op update with
-//! the stored object and its unchanged resourceVersion, after its own
-//! defaulting, which is how `unchanged` is told from `configured`; an
-//! update whose result equals the object read before also counts as
-//! unchanged.
-
-use std::collections::BTreeMap;
+//! wrote in between). The manifest merges into the live object three ways
+//! through the last applied manifest, kept in an annotation as kubectl
+//! keeps it, so what the manifest leaves out (a scaled replica count, an
+//! allocated clusterIP, labels other verbs added) stays and what it dropped
+//! goes. The apiserver answers a no-op update with the stored object and
+//! its unchanged resourceVersion, after its own defaulting, which is how
+//! `unchanged` is told from `configured`; an update whose result equals
+//! the object read before also counts as unchanged.
 
 use moor_codec::KindInfo;
-use prost_reflect::{DynamicMessage, MapKey, Value};
+use prost_reflect::DynamicMessage;
 use tonic::Code;
 
 use crate::args::FileArgs;
@@ -44,8 +43,10 @@ pub async fn run(ctx: &Ctx, args: FileArgs, mode: Mode) -> Result<()> {
     for Item { document, file } in items {
         let info = document.info.clone();
         let mut object = document.message;
+        let mut source = document.source;
         if info.namespaced && meta_str(&object, "namespace").is_empty() {
             set_meta_str(&mut object, "namespace", &namespace);
+            source["metadata"]["namespace"] = namespace.clone().into();
         }
         let written = match mode {
             Mode::Create => objects::create(&client, &info, object)
@@ -54,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: FileArgs, mode: Mode) -> Result<()> {
             Mode::Replace => objects::update(&client, &info, object)
                 .await
                 .map(|o| (o, "replaced")),
-            Mode::Apply => apply_one(&client, &info, object).await,
+            Mode::Apply => apply_one(&client, &info, source).await,
         };
         let (stored, verb) = written.map_err(|err| in_file(err, mode, &file))?;
         match format {
@@ -85,11 +86,27 @@ fn in_file(err: Error, mode: Mode, file: &str) -> Error {
 async fn apply_one(
     client: &Client,
     info: &KindInfo,
-    object: DynamicMessage,
+    source: serde_json::Value,
 ) -> Result<(DynamicMessage, &'static str)> {
-    let name = meta_str(&object, "name");
-    let namespace = meta_str(&object, "namespace");
-    let applied = moor_codec::encode_json(&object)?.to_string();
+    let mut desired = source;
+    // The manifest as written is what the next apply compares with, as
+    // kubectl keeps it; never itself inside itself.
+    if let Some(annotations) = desired
+        .pointer_mut("/metadata/annotations")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        annotations.remove(LAST_APPLIED);
+    }
+    let applied = desired.to_string();
+    desired["metadata"]["annotations"][LAST_APPLIED] = applied.into();
+    let name = desired["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let namespace = desired["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     // Controllers write the objects they own (status, annotations) between
     // our read and our write: read again and retry a few times.
     let mut attempt = 0;
@@ -98,19 +115,23 @@ async fn apply_one(
         let existing = match objects::get(client, info, &namespace, &name).await {
             Ok(existing) => existing,
             Err(err) if err.code() == Some(Code::NotFound) => {
-                let mut fresh = object.clone();
-                let mut annotations = meta_map(&fresh, "annotations");
-                annotations.insert(LAST_APPLIED.to_string(), applied.clone());
-                set_meta_map(&mut fresh, "annotations", &annotations);
+                let fresh = decode(&desired)?;
                 return Ok((objects::create(client, info, fresh).await?, "created"));
             }
             Err(err) => return Err(err),
         };
-        let mut merged = object.clone();
-        merge_maps(&existing, &mut merged, &applied);
+        let mut live = moor_codec::encode_json(&existing)?;
+        let last: Option<serde_json::Value> = live
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                LAST_APPLIED.replace('/', "~1")
+            ))
+            .and_then(serde_json::Value::as_str)
+            .and_then(|text| serde_json::from_str(text).ok());
+        merge(&mut live, last.as_ref(), &desired);
         let version = meta_str(&existing, "resource_version");
-        set_meta_str(&mut merged, "resource_version", &version);
-        match objects::update(client, info, merged).await {
+        live["metadata"]["resourceVersion"] = version.clone().into();
+        match objects::update(client, info, decode(&live)?).await {
             Ok(stored) => {
                 let verb = if meta_str(&stored, "resource_version") == version
                     || same(&existing, &stored)?
@@ -130,61 +151,50 @@ async fn apply_one(
 /// The annotation holding the manifest last applied, as kubectl keeps it.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Labels and annotations merged three ways, as kubectl apply does: what
-/// the manifest sets wins, what the last applied manifest set and this one
-/// dropped is removed, and what others wrote (controllers, `moorctl label`)
+/// Merges what the manifest says into the live object three ways, as
+/// kubectl apply does (with JSON merge-patch semantics: lists are replaced
+/// whole): what the manifest sets wins; what the last applied manifest set
+/// and this one no longer does is removed; what others wrote (controllers,
+/// the server's defaults and allocations, `moorctl scale` or `label`)
 /// stays.
-fn merge_maps(existing: &DynamicMessage, object: &mut DynamicMessage, applied: &str) {
-    let last: serde_json::Value = meta_map(existing, "annotations")
-        .get(LAST_APPLIED)
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default();
-    for field in ["labels", "annotations"] {
-        let mine = meta_map(object, field);
-        let before = last["metadata"][field]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let mut merged = meta_map(existing, field);
-        merged.retain(|key, _| mine.contains_key(key) || !before.contains_key(key));
-        merged.extend(mine);
-        if field == "annotations" {
-            merged.insert(LAST_APPLIED.to_string(), applied.to_string());
+fn merge(
+    live: &mut serde_json::Value,
+    last: Option<&serde_json::Value>,
+    desired: &serde_json::Value,
+) {
+    let (Some(live), Some(desired)) = (live.as_object_mut(), desired.as_object()) else {
+        *live = desired.clone();
+        return;
+    };
+    for (key, wanted) in desired {
+        let before = last.and_then(|last| last.get(key));
+        match (live.get_mut(key), wanted) {
+            (_, serde_json::Value::Null) => {
+                live.remove(key);
+            }
+            (Some(current), serde_json::Value::Object(_)) if current.is_object() => {
+                merge(current, before, wanted);
+            }
+            _ => {
+                live.insert(key.clone(), wanted.clone());
+            }
         }
-        set_meta_map(object, field, &merged);
+    }
+    if let Some(last) = last.and_then(serde_json::Value::as_object) {
+        for key in last.keys().filter(|key| !desired.contains_key(*key)) {
+            live.remove(key);
+        }
     }
 }
 
-/// A string map of `metadata` (labels, annotations).
-fn meta_map(object: &DynamicMessage, field: &str) -> BTreeMap<String, String> {
-    let Some(meta) = object.get_field_by_name("metadata") else {
-        return BTreeMap::new();
-    };
-    let Some(value) = meta.as_message().and_then(|m| m.get_field_by_name(field)) else {
-        return BTreeMap::new();
-    };
-    value
-        .as_map()
-        .map(|map| {
-            map.iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Replaces a string map of `metadata`.
-fn set_meta_map(object: &mut DynamicMessage, field: &str, map: &BTreeMap<String, String>) {
-    if let Some(meta) = object
-        .get_field_by_name_mut("metadata")
-        .and_then(Value::as_message_mut)
-    {
-        let value = map
-            .iter()
-            .map(|(k, v)| (MapKey::String(k.clone()), Value::String(v.clone())))
-            .collect();
-        meta.set_field_by_name(field, Value::Map(value));
-    }
+/// An object of this kind from its JSON form, through the manifest decoder.
+fn decode(object: &serde_json::Value) -> Result<DynamicMessage> {
+    let mut documents =
+        moor_codec::decode_documents(&object.to_string()).map_err(|source| Error::Manifest {
+            file: "the merged object".to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(documents.remove(0).message)
 }
 
 /// Whether two versions of an object differ only in resourceVersion and

@@ -42,7 +42,10 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
         )
         .await
         {
-            Ok(_) => out(&format!("{} {name:?} deleted\n", info.kind.to_lowercase()))?,
+            Ok(_) => out(&format!(
+                "{} {name:?} deleted\n",
+                crate::output::kind_ref(info)
+            ))?,
             Err(err) if err.code() == Some(Code::NotFound) && args.ignore_not_found => continue,
             Err(err) => {
                 super::report(failure.replace(err));
@@ -114,7 +117,7 @@ pub async fn wait_gone(
             Ok(_) if tokio::time::Instant::now() >= deadline => {
                 return Err(Error::Timeout(format!(
                     "{} {name:?} to be deleted",
-                    info.plural
+                    crate::output::resource_ref(info)
                 )));
             }
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -11,6 +11,7 @@ use crate::cmd::wait::parse_duration;
 use crate::cmd::{Ctx, kind, meta, out};
 use crate::error::{Error, Result};
 use crate::objects::{self, Filter, meta_str};
+use crate::progress::Progress;
 
 /// Runs `drain`.
 pub async fn run(ctx: &Ctx, args: DrainArgs) -> Result<()> {
@@ -49,6 +50,7 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> Result<()> {
         out(&format!("evicting pod {namespace}/{name}\n"))?;
     }
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut progress = Progress::on_terminal();
     loop {
         let left = objects::list(&client, pods, &filter).await?;
         let left: Vec<_> = left.into_iter().filter(|p| !is_daemon_set_pod(p)).collect();
@@ -63,6 +65,13 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> Result<()> {
                 names(&left)
             )));
         }
+        let pods = if left.len() == 1 { "pod" } else { "pods" };
+        progress.set(format!(
+            "waiting for {} {pods} to leave node/{}: {}",
+            left.len(),
+            args.node,
+            names(&left)
+        ));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for pod in &to_delete {

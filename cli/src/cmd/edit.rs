@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, args: EditArgs) -> Result<()> {
             };
         }
         match apply(&client, info, &name, &edited).await {
-            Ok(_) => break out(&format!("{}/{name} edited\n", info.kind.to_lowercase())),
+            Ok(_) => break out(&format!("{} edited\n", crate::output::ref_of(info, &name))),
             Err(err) => {
                 header = format!(
                     "{HELP}# The edit could not be applied; fix it and save again:\n#   {err}\n#\n"

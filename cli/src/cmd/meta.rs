@@ -137,7 +137,7 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
     }
     let update = Client::method(&info.service, "UpdateScale")?;
     client.unary(&update, scale).await?;
-    out(&format!("{}/{name} scaled\n", info.kind.to_lowercase()))
+    out(&format!("{} scaled\n", crate::output::ref_of(info, &name)))
 }
 
 /// Runs `cordon` (`unschedulable` true) or `uncordon`.

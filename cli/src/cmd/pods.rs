@@ -23,7 +23,7 @@ pub async fn pod_of(client: &Client, namespace: &str, target: &str) -> Result<St
         "Deployment" | "ReplicaSet" | "ReplicationController" => {
             let object = objects::get(client, info, namespace, name).await?;
             let json = moor_codec::encode_json(&object)?;
-            let what = format!("{}/{name}", info.plural);
+            let what = crate::output::ref_of(info, name);
             let selector = selector_text(json.pointer("/spec/selector"))
                 .ok_or_else(|| Error::Usage(format!("{what} has no selector")))?;
             let mut pods = list(client, namespace, &selector).await?;

@@ -12,6 +12,7 @@ use crate::args::WaitArgs;
 use crate::cmd::{Ctx, kind_and_name, out};
 use crate::error::{Error, Result};
 use crate::objects::{self, Filter};
+use crate::progress::Progress;
 
 /// What is waited for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +38,8 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
         fields: format!("metadata.name={name}"),
         ..Filter::default()
     };
-    let what = format!("{}/{name}", info.kind.to_lowercase());
+    let what = crate::output::ref_of(info, &name);
+    let mut progress = Progress::on_terminal();
     let follow = async {
         let current = match objects::get(&client, info, &filter.namespace, &name).await {
             Ok(object) => Some(object),
@@ -49,11 +51,11 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
             (Goal::Condition(..), None) => {
                 return Err(Error::Server {
                     code: Code::NotFound,
-                    message: format!("{} {name:?} not found", info.plural),
+                    message: format!("{} {name:?} not found", crate::output::resource_ref(info)),
                 });
             }
             (Goal::Condition(t, s), Some(object)) if has_condition(object, t, s)? => return Ok(()),
-            _ => {}
+            (_, Some(object)) => progress.set(awaiting(&what, &goal, object)?),
         }
         // From the version just read: a change (the delete) between the read
         // and the watch is not missed.
@@ -62,7 +64,16 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
             .map(|o| objects::meta_str(o, "resource_version"))
             .unwrap_or_default();
         let mut changes = Box::pin(objects::watch(&client, info, &filter, &version).await?);
-        while let Some(change) = changes.next().await {
+        let mut clock = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let change = tokio::select! {
+                change = changes.next() => change,
+                _ = clock.tick() => {
+                    progress.redraw();
+                    continue;
+                }
+            };
+            let Some(change) = change else { break };
             let change = change?;
             match &goal {
                 Goal::Delete if change.kind == "DELETED" => return Ok(()),
@@ -70,6 +81,9 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
                     if change.kind != "DELETED" && has_condition(&change.object, t, s)? =>
                 {
                     return Ok(());
+                }
+                _ if change.kind != "DELETED" => {
+                    progress.set(awaiting(&what, &goal, &change.object)?);
                 }
                 _ => {}
             }
@@ -86,21 +100,43 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> Result<()> {
     }
 }
 
-fn has_condition(object: &DynamicMessage, kind: &str, status: &str) -> Result<bool> {
+/// The status line while waiting: the goal and where the object stands.
+fn awaiting(what: &str, goal: &Goal, object: &DynamicMessage) -> Result<String> {
+    Ok(match goal {
+        Goal::Delete => format!("waiting for {what} to be deleted"),
+        Goal::Condition(kind, wanted) => {
+            let now = condition_status(object, kind)?;
+            let now = now.as_deref().unwrap_or("not reported");
+            format!("waiting for {what}: condition {kind} is {now}, waiting for {wanted}")
+        }
+    })
+}
+
+/// The status of condition `kind` in `status.conditions`, if reported.
+fn condition_status(object: &DynamicMessage, kind: &str) -> Result<Option<String>> {
     let json = moor_codec::encode_json(object)?;
     let conditions = json
         .pointer("/status/conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    Ok(conditions.iter().any(|c| {
-        c.get("type")
+    Ok(conditions.iter().find_map(|c| {
+        let matches = c
+            .get("type")
             .and_then(Value::as_str)
-            .is_some_and(|t| t.eq_ignore_ascii_case(kind))
-            && c.get("status")
+            .is_some_and(|t| t.eq_ignore_ascii_case(kind));
+        matches.then(|| {
+            c.get("status")
                 .and_then(Value::as_str)
-                .is_some_and(|s| s.eq_ignore_ascii_case(status))
+                .unwrap_or("")
+                .to_string()
+        })
     }))
+}
+
+fn has_condition(object: &DynamicMessage, kind: &str, status: &str) -> Result<bool> {
+    let now = condition_status(object, kind)?;
+    Ok(now.is_some_and(|now| now.eq_ignore_ascii_case(status)))
 }
 
 fn parse_goal(arg: &str) -> Result<Goal> {

@@ -112,6 +112,31 @@ pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
+impl Cluster {
+    /// Runs moorctl with a terminal for stdin, stdout and stderr (through
+    /// util-linux's `script`), as a user at a shell would; what the
+    /// terminal showed, stdout and stderr together, is in `stdout`.
+    pub async fn on_terminal(&self, args: &[&str]) -> Out {
+        let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_moorctl"))
+            .chain(args.iter().copied())
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect();
+        let mut cmd = tokio::process::Command::new("script");
+        cmd.args([
+            "--quiet",
+            "--return",
+            "--command",
+            &quoted.join(" "),
+            "/dev/null",
+        ])
+        .env("MOOR_CONFIG", self.config())
+        .env("MOOR_SERVER", &self.server)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+        output(cmd).await
+    }
+}
+
 pub async fn output(mut cmd: tokio::process::Command) -> Out {
     convert(cmd.output().await.expect("moorctl runs"))
 }

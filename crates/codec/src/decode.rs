@@ -33,6 +33,9 @@ pub struct Document {
     pub info: KindInfo,
     /// The object.
     pub message: DynamicMessage,
+    /// The object as written (YAML turned into JSON), before decoding: the
+    /// fields its author set, which `apply` merges and remembers.
+    pub source: Value,
 }
 
 // === impl DecodeOptions ===
@@ -105,12 +108,14 @@ fn decode_document(
     let (api_version, kind) = type_meta(&value, &Path::root())?;
     if kind != LIST_KIND {
         let info = kinds.get(api_version, kind)?.clone();
+        let source = value.clone();
         let message = decode_message(&info.message, value, &Path::root(), options)?;
         out.push(Document {
             index,
             item: None,
             info,
             message,
+            source,
         });
         return Ok(());
     }
@@ -133,11 +138,13 @@ fn decode_document(
             .get(api_version, kind)
             .map_err(|e| e.at(path.clone()))?
             .clone();
+        let source = item.clone();
         let message = decode_message(&info.message, item, &path, options)?;
         out.push(Document {
             index,
             item: Some(i),
             info,
+            source,
             message,
         });
     }

@@ -147,11 +147,11 @@ async fn the_readme_tour_works_end_to_end() {
     let web = web.to_str().unwrap();
     let applied = ok(home.path(), &["apply", "-f", web]).await;
     assert!(
-        applied.contains("deployment/web created") && applied.contains("service/web created"),
+        applied.contains("deployment.apps/web created") && applied.contains("service/web created"),
         "{applied}"
     );
     let again = ok(home.path(), &["apply", "-f", web]).await;
-    assert!(again.contains("deployment/web unchanged"), "{again}");
+    assert!(again.contains("deployment.apps/web unchanged"), "{again}");
     assert_eventually!(
         running_web_pods(&client).await.len() == 2,
         PATIENCE,
@@ -247,7 +247,7 @@ async fn the_readme_tour_works_end_to_end() {
     std::fs::write(&v2, manifest).unwrap();
     let configured = ok(home.path(), &["apply", "-f", v2.to_str().unwrap()]).await;
     assert!(
-        configured.contains("deployment/web configured"),
+        configured.contains("deployment.apps/web configured"),
         "{configured}"
     );
     ok(
