@@ -1,6 +1,8 @@
 //! `moor-bench api`: creates per second and latency through the API, on the
 //! embedded store and on etcd, beside raw etcd puts of the same bytes at the
-//! same concurrency.
+//! same concurrency, and raw etcd create-if-absent transactions (what the
+//! apiserver sends for a create), which split the gap into etcd's share and
+//! the apiserver's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -134,6 +136,32 @@ async fn etcd_puts(
     .await
 }
 
+/// What the apiserver's etcd store sends for a create: a put conditional on
+/// the key being absent.
+async fn etcd_txn_creates(
+    endpoint: &str,
+    bytes: Vec<u8>,
+    run: &str,
+    total: usize,
+    concurrency: usize,
+) -> anyhow::Result<Figure> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let run = run.to_string();
+    measure(total, concurrency, move |i| {
+        let mut kv = client.kv_client();
+        let key = format!("/raw/pods/default/{run}-{i}");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, bytes.clone(), None)]);
+        async move {
+            anyhow::ensure!(kv.txn(txn).await?.succeeded(), "key existed");
+            Ok(())
+        }
+    })
+    .await
+}
+
 fn print(name: &str, concurrency: usize, f: &Figure) {
     println!(
         "{name:<22} c={concurrency:<3} {:>9.0} creates/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
@@ -179,9 +207,18 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
             c,
         )
         .await?;
+        let txn = etcd_txn_creates(
+            &etcd.endpoint(),
+            sample.clone(),
+            &format!("t{c}"),
+            args.creates,
+            c,
+        )
+        .await?;
         print("api on sqlite", c, &on_sqlite);
         print("api on etcd", c, &on_etcd);
         print("raw etcd put (baseline)", c, &raw);
+        print("raw etcd txn create", c, &txn);
         let ratio = on_etcd.rate / raw.rate;
         println!(
             "{:<22} c={c:<3} {:>8.0}% of raw etcd put rate",
@@ -194,6 +231,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
                 "api_sqlite": entry(&on_sqlite),
                 "api_etcd": entry(&on_etcd),
                 "raw_etcd_put": entry(&raw),
+                "raw_etcd_txn_create": entry(&txn),
                 "api_etcd_vs_raw": (ratio * 1000.0).round() / 1000.0,
             }),
         );

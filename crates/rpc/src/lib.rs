@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest message accepted or sent: objects are capped at 1.5 MiB by the
@@ -96,11 +96,14 @@ impl Server {
     ) -> Result<(), Error> {
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         tracing::debug!(?addr, "serving gRPC");
-        let incoming = TcpListenerStream::new(listener);
+        // TCP_NODELAY on every accepted connection. Set here because the
+        // builder's `tcp_nodelay` is ignored for a listener of our own: without
+        // it, small responses waited for the peer's delayed ACK (about 40 ms,
+        // the p99 of every call under concurrent load).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_nodelay(true)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await

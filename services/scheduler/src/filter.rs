@@ -69,10 +69,6 @@ impl HostPort {
     }
 }
 
-fn node_of(info: &NodeInfo) -> Node {
-    info.node.as_deref().cloned().unwrap_or_default()
-}
-
 /// The node reports Ready=True.
 pub fn node_ready(_: &PodSpec, _: &PodInfo, node: &NodeInfo) -> Result<(), Vec<String>> {
     let ready = node
@@ -107,12 +103,13 @@ pub fn node_unschedulable(_: &PodSpec, _: &PodInfo, node: &NodeInfo) -> Result<(
 
 /// nodeSelector and required node affinity.
 pub fn node_affinity(spec: &PodSpec, _: &PodInfo, info: &NodeInfo) -> Result<(), Vec<String>> {
-    let node = node_of(info);
-    let labels = node.metadata.clone().unwrap_or_default().labels;
+    // Borrowed: filters run for every node for every pod.
+    let node = info.node.as_deref();
+    let labels = node.and_then(|n| n.metadata.as_ref()).map(|m| &m.labels);
     let selector_ok = spec
         .node_selector
         .iter()
-        .all(|(k, v)| labels.get(k) == Some(v));
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
     let required = spec
         .affinity
         .as_ref()
@@ -121,8 +118,10 @@ pub fn node_affinity(spec: &PodSpec, _: &PodInfo, info: &NodeInfo) -> Result<(),
             na.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
+    let empty = Node::default();
+    let node = node.unwrap_or(&empty);
     let affinity_ok =
-        required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, &node)));
+        required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
     if selector_ok && affinity_ok {
         Ok(())
     } else {
@@ -138,15 +137,17 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     if term.match_expressions.is_empty() && term.match_fields.is_empty() {
         return false;
     }
-    let meta = node.metadata.clone().unwrap_or_default();
+    let meta = node.metadata.as_ref();
+    let label = |key: &str| meta.and_then(|m| m.labels.get(key)).map(String::as_str);
+    let name = meta.map_or("", |m| m.name.as_str());
     let labels_ok = term
         .match_expressions
         .iter()
-        .all(|r| requirement_matches(r, meta.labels.get(&r.key).map(String::as_str)));
+        .all(|r| requirement_matches(r, label(&r.key)));
     let fields_ok = term.match_fields.iter().all(|r| {
         r.key == "metadata.name"
             && matches!(r.operator.as_str(), "In" | "NotIn")
-            && requirement_matches(r, Some(&meta.name))
+            && requirement_matches(r, Some(name))
     });
     labels_ok && fields_ok
 }

@@ -110,11 +110,10 @@ pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
     let spec = pod.spec.clone().unwrap_or_default();
     let info = PodInfo::new(pod);
     let start = (tie_break(uid, "") % nodes.len() as u64) as usize;
-    let feasible: Vec<&NodeInfo> = nodes
+    let (before, after) = nodes.split_at(start);
+    let feasible: Vec<&NodeInfo> = after
         .iter()
-        .cycle()
-        .skip(start)
-        .take(nodes.len())
+        .chain(before)
         .filter(|node| FILTERS.iter().all(|(_, f)| f(&spec, &info, node).is_ok()))
         .take(want)
         .copied()
