@@ -27,13 +27,7 @@ pub async fn pod_of(client: &Client, namespace: &str, target: &str) -> Result<St
             let selector = selector_text(json.pointer("/spec/selector"))
                 .ok_or_else(|| Error::Usage(format!("{what} has no selector")))?;
             let mut pods = list(client, namespace, &selector).await?;
-            // Running pods first, then by age, as kubectl's "first pod".
-            pods.sort_by_key(|p| {
-                let running = p.status.as_ref().is_some_and(|s| s.phase == "Running");
-                let meta = p.metadata.clone().unwrap_or_default();
-                let created = meta.creation_timestamp.map(|t| (t.seconds, t.nanos));
-                (!running, created, meta.name)
-            });
+            pods.sort_by_key(rank);
             let first = pods
                 .first()
                 .ok_or_else(|| Error::Usage(format!("{what} has no pods (selector {selector})")))?;
@@ -48,6 +42,23 @@ pub async fn pod_of(client: &Client, namespace: &str, target: &str) -> Result<St
              or replicationcontroller"
         ))),
     }
+}
+
+/// kubectl's order for picking "the" pod of a workload: running and ready
+/// first, then the oldest; and never one on its way out while another
+/// stays (right after a rollout the old pods still run, terminating).
+fn rank(pod: &Pod) -> (bool, bool, bool, Option<(i64, i32)>, String) {
+    let status = pod.status.as_ref();
+    let running = status.is_some_and(|s| s.phase == "Running");
+    let ready = status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    });
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let leaving = meta.deletion_timestamp.is_some();
+    let created = meta.creation_timestamp.map(|t| (t.seconds, t.nanos));
+    (leaving, !running, !ready, created, meta.name)
 }
 
 /// The pods a label selector matches, by name.
@@ -100,4 +111,65 @@ pub fn containers(pod: &Pod, init: bool) -> Vec<String> {
     init.chain(&spec.containers)
         .map(|c| c.name.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use moor_api::core::v1::PodStatus;
+    use moor_api::meta::v1::{Condition, ObjectMeta};
+    use prost_types::Timestamp;
+
+    use super::*;
+
+    fn pod(name: &str, created: i64, ready: bool, leaving: bool) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                name: name.to_string(),
+                creation_timestamp: Some(Timestamp {
+                    seconds: created,
+                    nanos: 0,
+                }),
+                deletion_timestamp: leaving.then(|| Timestamp {
+                    seconds: created + 10,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: "Running".to_string(),
+                conditions: vec![Condition {
+                    r#type: "Ready".to_string(),
+                    status: if ready { "True" } else { "False" }.to_string(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn first(mut pods: Vec<Pod>) -> String {
+        pods.sort_by_key(rank);
+        name_of(&pods[0])
+    }
+
+    #[test]
+    fn the_first_pod_is_staying_running_ready_and_old() {
+        // After a rollout: the old pod still runs, but is terminating.
+        assert_eq!(
+            first(vec![pod("old", 1, true, true), pod("new", 5, true, false)]),
+            "new"
+        );
+        assert_eq!(
+            first(vec![
+                pod("young", 5, true, false),
+                pod("unready", 1, false, false)
+            ]),
+            "young"
+        );
+        assert_eq!(
+            first(vec![pod("b", 5, true, false), pod("a", 1, true, false)]),
+            "a"
+        );
+    }
 }

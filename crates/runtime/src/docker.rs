@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ExecConfig,
-    HostConfig, NetworkCreateRequest, PortBinding,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerSummaryStateEnum, ExecConfig, HostConfig, NetworkCreateRequest, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
@@ -30,11 +30,37 @@ pub struct Docker {
     /// Serialises network creation in this process (Docker allows two
     /// networks of one name, which then makes the name ambiguous).
     network_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The last inspection of each container, with the state the engine's
+    /// list reported then. A container's inspection changes only when its
+    /// state does (moor sets no Docker restart policy, so it goes created,
+    /// running, exited once each), so a list whose state matches reuses it:
+    /// a node agent lists every pod's containers on every resync, and one
+    /// inspect per container each time was most of its Docker calls.
+    inspected: std::sync::Arc<std::sync::Mutex<HashMap<String, Inspected>>>,
 }
+
+/// A cached inspection and the listed state it goes with.
+#[derive(Debug)]
+struct Inspected {
+    state: Option<ContainerSummaryStateEnum>,
+    info: ContainerInfo,
+}
+
+/// Past this many cached inspections the cache starts again (containers
+/// removed behind our back are never pruned otherwise).
+const MAX_INSPECTED: usize = 10_000;
 
 // === impl Docker ===
 
 impl Docker {
+    /// The inspection cache (never held across an await).
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<String, Inspected>> {
+        // A panic elsewhere cannot leave the map half-updated: use it anyway.
+        self.inspected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Connects to the local engine (`$DOCKER_HOST` or the default socket) and
     /// negotiates the API version. `network` is the cluster bridge network
     /// whose address [`ContainerInfo::ip`] reports.
@@ -48,6 +74,7 @@ impl Docker {
             docker,
             network: network.to_owned(),
             network_lock: std::sync::Arc::default(),
+            inspected: std::sync::Arc::default(),
         })
     }
 
@@ -297,6 +324,7 @@ impl ContainerRuntime for Docker {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        self.cached().remove(id);
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -336,9 +364,30 @@ impl ContainerRuntime for Docker {
             .await
             .map_err(engine)?;
         let mut infos = Vec::with_capacity(summaries.len());
-        for id in summaries.into_iter().filter_map(|s| s.id) {
+        for summary in summaries {
+            let (Some(id), state) = (summary.id, summary.state) else {
+                continue;
+            };
+            let known = self
+                .cached()
+                .get(&id)
+                .filter(|seen| seen.state == state)
+                .map(|seen| seen.info.clone());
+            if let Some(info) = known {
+                infos.push(info);
+                continue;
+            }
             // A container removed between list and inspect is simply skipped.
             if let Some(info) = self.inspect_container(&id).await? {
+                let mut cache = self.cached();
+                if cache.len() >= MAX_INSPECTED {
+                    cache.clear();
+                }
+                let seen = Inspected {
+                    state,
+                    info: info.clone(),
+                };
+                cache.insert(id, seen);
                 infos.push(info);
             }
         }

@@ -300,7 +300,10 @@ async fn the_readme_tour_works_end_to_end() {
 
     // Delete: everything goes.
     let deleted = ok(home.path(), &["delete", "-f", web]).await;
-    assert!(deleted.contains("deployment \"web\" deleted"), "{deleted}");
+    assert!(
+        deleted.contains("deployment.apps \"web\" deleted"),
+        "{deleted}"
+    );
     assert_eventually!(
         client
             .api::<Pod>()

@@ -1,0 +1,63 @@
+//! The Docker runtime's container listing against the real engine: a
+//! container's reported state, exit code and times follow it from created
+//! through running to exited, although the runtime reuses an inspection
+//! while the engine reports the same state. Needs the `moor/echo:0.1`
+//! image (`images/build.sh`).
+
+use std::time::Duration;
+
+use moor_runtime::{ContainerRuntime, ContainerSpec, ContainerState, Docker, NetworkMode};
+use moor_testkit::assert_eventually;
+
+#[tokio::test]
+async fn listing_follows_a_container_through_its_states() {
+    let docker = Docker::connect("bridge").await.expect("Docker answers");
+    let run = format!("moor-listing-{}", std::process::id());
+    let labels = [("moor.test/run", run.as_str())];
+    let spec = ContainerSpec {
+        name: run.clone(),
+        image: "moor/echo:0.1".to_string(),
+        command: Vec::new(),
+        args: vec!["exit".to_string(), "7".to_string()],
+        working_dir: String::new(),
+        env: Vec::new(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        mounts: Vec::new(),
+        network: NetworkMode::Network("bridge".to_string()),
+        ipc_container: None,
+        hostname: None,
+        ports: Vec::new(),
+        nano_cpus: None,
+        memory_bytes: None,
+        dns: None,
+    };
+    let id = docker.create_container(&spec).await.expect("created");
+
+    let listed = docker.list_containers(&labels).await.expect("listed");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, ContainerState::Created, "{listed:?}");
+    assert_eq!(listed[0].started_at, None, "{listed:?}");
+
+    docker.start_container(&id).await.expect("started");
+    assert_eventually!(
+        docker.list_containers(&labels).await.expect("listed")[0].state == ContainerState::Exited,
+        Duration::from_secs(30),
+        "the container never exited"
+    );
+    // Twice: the second list reuses the inspection of the first.
+    for _ in 0..2 {
+        let listed = docker.list_containers(&labels).await.expect("listed");
+        let exited = &listed[0];
+        assert_eq!(exited.state, ContainerState::Exited, "{exited:?}");
+        assert_eq!(exited.exit_code, 7, "{exited:?}");
+        assert!(exited.started_at.is_some(), "{exited:?}");
+        assert!(exited.finished_at.is_some(), "{exited:?}");
+    }
+
+    docker.remove_container(&id).await.expect("removed");
+    let listed = docker.list_containers(&labels).await.expect("listed");
+    assert!(listed.is_empty(), "{listed:?}");
+}
