@@ -347,21 +347,27 @@ async fn rolling_update_keeps_a_pod_ready_and_the_name() {
         PATIENCE,
         "the new image's pods are not the only ready ones"
     );
-    let owners = m
-        .jsonpath(
+    // The orphaned pods of the deleted temporary controller lose its
+    // reference (garbage collector) and are adopted (replication
+    // controller) in the background: wait for exactly the two adopted.
+    let adopted = format!("{uid} {uid}");
+    assert_eventually!(
+        m.jsonpath(
             &["get", "pods", "-l", "app=web"],
             "{.items[*].metadata.ownerReferences[0].uid}",
         )
-        .await;
-    assert_eq!(
-        owners,
-        format!("{uid} {uid}"),
+        .await
+            == adopted,
+        PATIENCE,
         "the renamed controller adopted the pods"
     );
-    let ready = m
-        .jsonpath(&["get", "rc", "web"], "{.status.readyReplicas}")
-        .await;
-    assert_eq!(ready, "2");
+    assert_eventually!(
+        m.jsonpath(&["get", "rc", "web"], "{.status.readyReplicas}")
+            .await
+            == "2",
+        PATIENCE,
+        "the renamed controller counts its two ready pods"
+    );
     cluster.stop().await;
 }
 
