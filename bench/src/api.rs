@@ -114,34 +114,22 @@ async fn api_creates(
     .await
 }
 
-async fn etcd_puts(
-    endpoint: &str,
-    bytes: Vec<u8>,
-    run: &str,
-    total: usize,
-    concurrency: usize,
-) -> anyhow::Result<Figure> {
-    let client = etcd_client::Client::connect([endpoint], None).await?;
-    let bytes = bytes::Bytes::from(bytes);
-    let run = run.to_string();
-    measure(total, concurrency, move |i| {
-        let mut kv = client.kv_client();
-        let key = format!("/raw/pods/default/{run}-{i}");
-        let value = bytes.to_vec();
-        async move {
-            kv.put(key, value, None).await?;
-            Ok(())
-        }
-    })
-    .await
+/// How a raw etcd write is sent.
+#[derive(Clone, Copy)]
+enum RawWrite {
+    /// A bare put: the baseline of the target.
+    Put,
+    /// What the apiserver's etcd store sends for a create: a put
+    /// conditional on the key being absent.
+    CreateTxn,
 }
 
-/// What the apiserver's etcd store sends for a create: a put conditional on
-/// the key being absent.
-async fn etcd_txn_creates(
+/// Raw etcd writes of `bytes` to fresh keys, straight from this process.
+async fn etcd_writes(
     endpoint: &str,
     bytes: Vec<u8>,
     run: &str,
+    write: RawWrite,
     total: usize,
     concurrency: usize,
 ) -> anyhow::Result<Figure> {
@@ -151,11 +139,19 @@ async fn etcd_txn_creates(
     measure(total, concurrency, move |i| {
         let mut kv = client.kv_client();
         let key = format!("/raw/pods/default/{run}-{i}");
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, bytes.clone(), None)]);
+        let value = bytes.clone();
         async move {
-            anyhow::ensure!(kv.txn(txn).await?.succeeded(), "key existed");
+            match write {
+                RawWrite::Put => {
+                    kv.put(key, value, None).await?;
+                }
+                RawWrite::CreateTxn => {
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key, value, None)]);
+                    anyhow::ensure!(kv.txn(txn).await?.succeeded(), "key existed");
+                }
+            }
             Ok(())
         }
     })
@@ -199,18 +195,20 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         let on_etcd_server = Apiserver::start(Some(&etcd.endpoint())).await?;
         let on_etcd = api_creates(&on_etcd_server.url, &format!("e{c}"), args.creates, c).await?;
         drop(on_etcd_server);
-        let raw = etcd_puts(
+        let raw = etcd_writes(
             &etcd.endpoint(),
             sample.clone(),
             &format!("r{c}"),
+            RawWrite::Put,
             args.creates,
             c,
         )
         .await?;
-        let txn = etcd_txn_creates(
+        let txn = etcd_writes(
             &etcd.endpoint(),
             sample.clone(),
             &format!("t{c}"),
+            RawWrite::CreateTxn,
             args.creates,
             c,
         )
