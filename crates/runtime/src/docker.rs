@@ -37,6 +37,8 @@ pub struct Docker {
     /// a node agent lists every pod's containers on every resync, and one
     /// inspect per container each time was most of its Docker calls.
     inspected: std::sync::Arc<std::sync::Mutex<HashMap<String, Inspected>>>,
+    /// See [`ContainerRuntime::changes`].
+    changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A cached inspection and the listed state it goes with.
@@ -53,6 +55,13 @@ const MAX_INSPECTED: usize = 10_000;
 // === impl Docker ===
 
 impl Docker {
+    /// Counts a container change, before it is asked (a failed one may
+    /// still have changed something).
+    fn changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The inspection cache (never held across an await).
     fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<String, Inspected>> {
         // A panic elsewhere cannot leave the map half-updated: use it anyway.
@@ -75,6 +84,7 @@ impl Docker {
             network: network.to_owned(),
             network_lock: std::sync::Arc::default(),
             inspected: std::sync::Arc::default(),
+            changes: std::sync::Arc::default(),
         })
     }
 
@@ -242,7 +252,12 @@ impl ContainerRuntime for Docker {
         Ok(())
     }
 
+    fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
+        self.changed();
         let network_mode = match &spec.network {
             NetworkMode::Network(name) => name.clone(),
             NetworkMode::Container(id) => format!("container:{id}"),
@@ -309,10 +324,12 @@ impl ContainerRuntime for Docker {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), Error> {
+        self.changed();
         self.docker.start_container(id, None).await.map_err(engine)
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        self.changed();
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
         match self.docker.stop_container(id, Some(options)).await {
@@ -324,6 +341,7 @@ impl ContainerRuntime for Docker {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        self.changed();
         self.cached().remove(id);
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)

@@ -190,6 +190,8 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
             .list_containers(&[(labels::POD_UID, &meta.uid)])
             .await?;
     }
+    // What `existing` shows stands unless this sync changes a container.
+    let changes = agent.runtime.changes();
     let killed = probers.killed(&meta.uid);
     let mut waiting = HashMap::new();
     let mut next = agent.config.pod_resync;
@@ -231,11 +233,16 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
             }
         }
     }
-    // Observe again: the steps above created and started containers.
-    let current = agent
-        .runtime
-        .list_containers(&[(labels::POD_UID, &meta.uid)])
-        .await?;
+    // Observe again if the steps above created, started or removed
+    // containers (of this pod or, in parallel, another: then too).
+    let current = if agent.runtime.changes() == changes {
+        existing
+    } else {
+        agent
+            .runtime
+            .list_containers(&[(labels::POD_UID, &meta.uid)])
+            .await?
+    };
     let pod_ip = current
         .iter()
         .filter(|c| c.is_sandbox() && c.state == ContainerState::Running)
