@@ -58,3 +58,15 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
+
+/// The in-process clusters of some benchmarks log at info by default; a
+/// benchmark wants its table, so warnings only unless RUST_LOG says
+/// otherwise. The cluster's own set-up leaves an installed subscriber alone.
+fn quiet_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -68,7 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         args.replicas > 0 && args.rollout_replicas > 0 && args.rounds > 0,
         "--replicas, --rollout-replicas and --rounds must be at least 1"
     );
-    quiet_logs();
+    crate::quiet_logs();
     println!("load average at start: {}", loadavg());
     let tag = ImageTag::create(&args.image, &args.rollout_image).await?;
     let mut swarm = Swarm::join().await?;
@@ -218,15 +218,4 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The in-process cluster logs at info by default; a benchmark wants its
-/// table, so warnings only unless RUST_LOG says otherwise.
-fn quiet_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         args.pods > 0 && args.burst > 0 && args.bursts > 0,
         "--pods, --burst and --bursts must be at least 1"
     );
-    quiet_logs();
+    crate::quiet_logs();
     let load_before = loadavg();
     println!("load average before: {load_before}");
     let cluster = moor_integration_tests::Cluster::start("bench-pods", None).await?;
@@ -276,15 +276,4 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
-}
-
-/// The in-process cluster logs at info by default; a benchmark wants its
-/// table, so warnings only unless RUST_LOG says otherwise.
-fn quiet_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

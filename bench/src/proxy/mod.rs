@@ -99,7 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         args.connections > 0 && args.requests_per_connection > 0 && args.rounds > 0,
         "--connections, --requests-per-connection and --rounds must be at least 1"
     );
-    quiet_logs();
+    crate::quiet_logs();
     anyhow::ensure!(!args.mode.is_empty(), "--mode needs at least one mode");
     let mut cluster = moor_integration_tests::Cluster::start("bench-proxy", None).await?;
     let result = measure(&mut cluster, &args).await;
@@ -375,16 +375,4 @@ fn clock_ticks_per_second() -> f64 {
         .ok()
         .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// The in-process cluster logs at info by default; a benchmark wants its
-/// table, so warnings only unless RUST_LOG says otherwise. The cluster's own
-/// set-up leaves an installed subscriber alone.
-fn quiet_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

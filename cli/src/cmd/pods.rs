@@ -55,10 +55,12 @@ fn rank(pod: &Pod) -> (bool, bool, bool, Option<(i64, i32)>, String) {
             .iter()
             .any(|c| c.r#type == "Ready" && c.status == "True")
     });
-    let meta = pod.metadata.clone().unwrap_or_default();
-    let leaving = meta.deletion_timestamp.is_some();
-    let created = meta.creation_timestamp.map(|t| (t.seconds, t.nanos));
-    (leaving, !running, !ready, created, meta.name)
+    let meta = pod.metadata.as_ref();
+    let leaving = meta.is_some_and(|m| m.deletion_timestamp.is_some());
+    let created = meta
+        .and_then(|m| m.creation_timestamp.as_ref())
+        .map(|t| (t.seconds, t.nanos));
+    (leaving, !running, !ready, created, name_of(pod))
 }
 
 /// The pods a label selector matches, by name.
