@@ -25,6 +25,7 @@ mod deployment;
 mod endpoints;
 mod error;
 mod events;
+mod fresh;
 mod gc;
 mod informer;
 mod kinds;

@@ -95,7 +95,7 @@ impl<T: Hash + Eq + Clone> Worker<T> {
     }
 
     /// Records how processing `item` went and schedules what follows.
-    pub fn done<E: Display>(&mut self, item: T, result: Result<Action, E>, what: &str)
+    pub fn done<E: Failure>(&mut self, item: T, result: Result<Action, E>, what: &str)
     where
         T: Display,
     {
@@ -110,7 +110,11 @@ impl<T: Hash + Eq + Clone> Worker<T> {
                 let retries = self.retries.entry(item.clone()).or_insert(0);
                 let delay = retry_delay(*retries);
                 *retries = retries.saturating_add(1);
-                tracing::warn!(controller = what, key = %item, %error, ?delay, "reconcile failed; retrying");
+                if error.is_conflict() {
+                    tracing::debug!(controller = what, key = %item, %error, ?delay, "object changed meanwhile; retrying");
+                } else {
+                    tracing::warn!(controller = what, key = %item, %error, ?delay, "reconcile failed; retrying");
+                }
                 self.push_at(item, Instant::now() + delay);
             }
         }
@@ -119,6 +123,26 @@ impl<T: Hash + Eq + Clone> Worker<T> {
     fn push_at(&mut self, item: T, at: Instant) {
         let due = self.due.entry(item).or_insert(at);
         *due = (*due).min(at);
+    }
+}
+
+/// A failed reconcile, as the queue logs it.
+pub trait Failure: Display {
+    /// Optimistic concurrency at work (the object changed since it was
+    /// read): retried without a warning.
+    fn is_conflict(&self) -> bool;
+}
+
+impl Failure for crate::Error {
+    fn is_conflict(&self) -> bool {
+        crate::Error::is_conflict(self)
+    }
+}
+
+#[cfg(test)]
+impl Failure for &str {
+    fn is_conflict(&self) -> bool {
+        false
     }
 }
 
@@ -158,11 +182,7 @@ mod tests {
         let start = Instant::now();
         assert_eq!(worker.next(&shutdown).await.unwrap(), "a");
         assert_eq!(Instant::now() - start, RETRY_MIN);
-        worker.done(
-            "a".to_string(),
-            Ok::<_, String>(Action::AwaitChange),
-            "test",
-        );
+        worker.done("a".to_string(), Ok::<_, &str>(Action::AwaitChange), "test");
         shutdown.cancel();
         assert!(worker.next(&shutdown).await.is_none());
     }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::plan::{Budget, Step};
 use crate::Error;
+use crate::fresh::{self, Part};
 use crate::informer::{Change, Informer};
 use crate::pods;
 use crate::queue::{self, Queue, Worker};
@@ -214,10 +215,11 @@ impl Controller {
         rs: ReplicaSet,
         max_old: i64,
     ) -> Result<ReplicaSet, Error> {
-        let Some(updated) = sets::refreshed(deployment, &rs, max_old) else {
+        let refresh = |current: &ReplicaSet| sets::refreshed(deployment, current, max_old);
+        let Some(updated) = fresh::update(&self.replica_sets, &rs, Part::Main, refresh).await?
+        else {
             return Ok(rs);
         };
-        let updated = self.replica_sets.update(&updated).await?;
         let (from, to) = (sets::revision(&rs), sets::revision(&updated));
         if from != to {
             tracing::info!(replica_set = %rs.meta().name, from, to, "replica set runs the current template again; now the newest revision");
@@ -232,20 +234,24 @@ impl Controller {
         deployment: &Deployment,
         new: Option<&ReplicaSet>,
     ) -> Result<Deployment, Error> {
-        let revision = new.map(|rs| sets::revision(rs).to_string());
-        match revision {
-            Some(revision)
-                if deployment.meta().annotations.get(sets::REVISION) != Some(&revision) =>
-            {
-                let mut updated = deployment.clone();
+        let Some(revision) = new.map(|rs| sets::revision(rs).to_string()) else {
+            return Ok(deployment.clone());
+        };
+        let annotate = |current: &Deployment| {
+            (current.meta().annotations.get(sets::REVISION) != Some(&revision)).then(|| {
+                let mut updated = current.clone();
                 updated
                     .meta_mut()
                     .annotations
-                    .insert(sets::REVISION.into(), revision);
-                Ok(self.deployments.update(&updated).await?)
-            }
-            _ => Ok(deployment.clone()),
-        }
+                    .insert(sets::REVISION.into(), revision.clone());
+                updated
+            })
+        };
+        Ok(
+            fresh::update(&self.deployments, deployment, Part::Main, annotate)
+                .await?
+                .unwrap_or_else(|| deployment.clone()),
+        )
     }
 
     async fn scale(
@@ -255,12 +261,29 @@ impl Controller {
         from: i32,
         to: i32,
     ) -> Result<(), Error> {
-        let mut scaled = rs.clone();
-        scaled
-            .spec
-            .get_or_insert_with(ReplicaSetSpec::default)
-            .replicas = Some(to);
-        self.replica_sets.update(&scaled).await?;
+        let replicas = |set: &ReplicaSet| set.spec.as_ref().and_then(|s| s.replicas);
+        // The plan scaled from `from`: a set found at another count when
+        // the write is retried on the current object was changed by someone
+        // else, and the reconcile plans again from what it now shows.
+        let rescale = |current: &ReplicaSet| {
+            (replicas(current) == replicas(rs)).then(|| {
+                let mut scaled = current.clone();
+                scaled
+                    .spec
+                    .get_or_insert_with(ReplicaSetSpec::default)
+                    .replicas = Some(to);
+                scaled
+            })
+        };
+        if fresh::update(&self.replica_sets, rs, Part::Main, rescale)
+            .await?
+            .is_none()
+        {
+            return Err(Error::Changed(format!(
+                "replica set {:?} was scaled by someone else meanwhile",
+                rs.meta().name
+            )));
+        }
         tracing::info!(replica_set = %rs.meta().name, from, to, "scaled replica set");
         self.scaled_event(deployment, &rs.meta().name, from, to)
             .await;
@@ -354,12 +377,16 @@ impl Controller {
         deployment: &Deployment,
         status: DeploymentStatus,
     ) -> Result<(), Error> {
-        if deployment.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let mut updated = deployment.clone();
-        updated.status = Some(status);
-        self.deployments.update_status(&updated).await?;
+        // Status is this controller's alone: a conflict only means the
+        // cache was behind, so the status goes onto the current object.
+        let set = |current: &Deployment| {
+            (current.status.as_ref() != Some(&status)).then(|| {
+                let mut updated = current.clone();
+                updated.status = Some(status.clone());
+                updated
+            })
+        };
+        fresh::update(&self.deployments, deployment, Part::Status, set).await?;
         Ok(())
     }
 }

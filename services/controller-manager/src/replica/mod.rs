@@ -29,6 +29,7 @@ use moor_labels::Selector;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Recorder;
+use crate::fresh::{self, Part};
 use crate::informer::{Change, Informer};
 use crate::pods::{self, Availability};
 use crate::queue::{self, Queue, Worker};
@@ -342,11 +343,16 @@ impl<O: ReplicaOwner> Controller<O> {
                 Availability::No => {}
             }
         }
-        if counts != owner.counts() {
-            let mut updated = owner.clone();
-            updated.set_counts(counts);
-            self.owners.update_status(&updated).await?;
-        }
+        // Status is this controller's alone: a conflict only means the
+        // cache was behind, so the counts go onto the current object.
+        fresh::update(&self.owners, owner, Part::Status, |current| {
+            (current.counts() != counts).then(|| {
+                let mut updated = current.clone();
+                updated.set_counts(counts);
+                updated
+            })
+        })
+        .await?;
         Ok(requeue.map_or(Action::AwaitChange, Action::Requeue))
     }
 }
