@@ -1,12 +1,14 @@
 //! [`Docker`]: the runtime on a Docker Engine, through bollard.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
     ContainerSummaryStateEnum, ExecConfig, HostConfig, NetworkCreateRequest, PortBinding,
 };
 use bollard::query_parameters::{
@@ -15,6 +17,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, ResizeExecOptions, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
+use tokio::time::Instant;
 
 use crate::types::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, LogOptions,
@@ -39,7 +42,29 @@ pub struct Docker {
     inspected: std::sync::Arc<std::sync::Mutex<HashMap<String, Inspected>>>,
     /// See [`ContainerRuntime::changes`].
     changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The last listing of every moor pod container on the engine, which
+    /// listings by pod or node filter instead of asking the engine each
+    /// time: the engine builds a summary of every container it has for any
+    /// list, whatever the filter, so a node agent resyncing N pods each made
+    /// it summarise all of them N times over. The lock also makes callers
+    /// that arrive while a listing is in flight share the next one.
+    listing: Arc<tokio::sync::Mutex<Option<Listing>>>,
 }
+
+/// One listing of every moor pod container.
+#[derive(Debug)]
+struct Listing {
+    /// When it was asked of the engine.
+    asked: Instant,
+    /// [`ContainerRuntime::changes`] then.
+    changes: u64,
+    summaries: Arc<Vec<ContainerSummary>>,
+}
+
+/// How long a listing serves callers when no container changed through
+/// this runtime since it was taken: containers that exit on their own are
+/// seen at most this late.
+const LISTING_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// A cached inspection and the listed state it goes with.
 #[derive(Debug)]
@@ -55,11 +80,64 @@ const MAX_INSPECTED: usize = 10_000;
 // === impl Docker ===
 
 impl Docker {
-    /// Counts a container change, before it is asked (a failed one may
-    /// still have changed something).
-    fn changed(&self) {
+    /// Counts a container change, before it is asked and again once it is
+    /// answered, so a listing taken while it was in flight never stands for
+    /// the state after it (a failed change may still have changed something).
+    async fn changing<T>(&self, change: impl Future<Output = T>) -> T {
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let out = change.await;
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        out
+    }
+
+    /// Summaries of every moor pod container, from a listing that began
+    /// after this call did, or one that is young and was not followed by
+    /// any change through this runtime.
+    async fn moor_containers(&self) -> Result<Arc<Vec<ContainerSummary>>, Error> {
+        let called = Instant::now();
+        let mut listing = self.listing.lock().await;
+        if let Some(last) = listing.as_ref()
+            && (last.asked >= called
+                || (last.changes == self.changes() && called - last.asked < LISTING_MAX_AGE))
+        {
+            return Ok(last.summaries.clone());
+        }
+        let (asked, changes) = (Instant::now(), self.changes());
+        let summaries = Arc::new(
+            self.list_summaries(&[(crate::labels::POD_UID, None)])
+                .await?,
+        );
+        *listing = Some(Listing {
+            asked,
+            changes,
+            summaries: summaries.clone(),
+        });
+        Ok(summaries)
+    }
+
+    /// The engine's summaries of the containers carrying every label (any
+    /// value where none is given).
+    async fn list_summaries(
+        &self,
+        labels: &[(&str, Option<&str>)],
+    ) -> Result<Vec<ContainerSummary>, Error> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            labels
+                .iter()
+                .map(|(k, v)| v.map_or_else(|| (*k).to_owned(), |v| format!("{k}={v}")))
+                .collect(),
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine)
     }
 
     /// The inspection cache (never held across an await).
@@ -85,6 +163,7 @@ impl Docker {
             network_lock: std::sync::Arc::default(),
             inspected: std::sync::Arc::default(),
             changes: std::sync::Arc::default(),
+            listing: Arc::default(),
         })
     }
 
@@ -257,7 +336,6 @@ impl ContainerRuntime for Docker {
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
-        self.changed();
         let network_mode = match &spec.network {
             NetworkMode::Network(name) => name.clone(),
             NetworkMode::Container(id) => format!("container:{id}"),
@@ -316,23 +394,25 @@ impl ContainerRuntime for Docker {
             .name(&spec.name)
             .build();
         let created = self
-            .docker
-            .create_container(Some(options), body)
+            .changing(self.docker.create_container(Some(options), body))
             .await
             .map_err(engine)?;
         Ok(created.id)
     }
 
     async fn start_container(&self, id: &str) -> Result<(), Error> {
-        self.changed();
-        self.docker.start_container(id, None).await.map_err(engine)
+        self.changing(self.docker.start_container(id, None))
+            .await
+            .map_err(engine)
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
-        self.changed();
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
-        match self.docker.stop_container(id, Some(options)).await {
+        match self
+            .changing(self.docker.stop_container(id, Some(options)))
+            .await
+        {
             Ok(()) => Ok(()),
             // 304: already stopped; 404: gone.
             Err(err) if matches!(status_of(&err), Some(304 | 404)) => Ok(()),
@@ -341,13 +421,15 @@ impl ContainerRuntime for Docker {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), Error> {
-        self.changed();
         self.cached().remove(id);
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(id, Some(options)).await {
+        match self
+            .changing(self.docker.remove_container(id, Some(options)))
+            .await
+        {
             Ok(()) => Ok(()),
             // 404: gone; 409: removal already in progress.
             Err(err) if matches!(status_of(&err), Some(404 | 409)) => Ok(()),
@@ -368,19 +450,25 @@ impl ContainerRuntime for Docker {
     }
 
     async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        )]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let summaries = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(engine)?;
+        // The agent's own listings (by pod, by node) filter the shared one.
+        let summaries: Vec<ContainerSummary> = if labels
+            .iter()
+            .any(|(k, _)| [crate::labels::POD_UID, crate::labels::NODE].contains(k))
+        {
+            let all = self.moor_containers().await?;
+            all.iter()
+                .filter(|c| {
+                    let have = c.labels.as_ref();
+                    labels
+                        .iter()
+                        .all(|(k, v)| have.and_then(|l| l.get(*k)).is_some_and(|h| h == v))
+                })
+                .cloned()
+                .collect()
+        } else {
+            let labels: Vec<_> = labels.iter().map(|(k, v)| (*k, Some(*v))).collect();
+            self.list_summaries(&labels).await?
+        };
         let mut infos = Vec::with_capacity(summaries.len());
         for summary in summaries {
             let (Some(id), state) = (summary.id, summary.state) else {

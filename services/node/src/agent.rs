@@ -36,6 +36,9 @@ pub struct Agent {
     pub agent_port: u16,
     /// The cluster network is known to exist (checked again after a failed create).
     pub network_ready: std::sync::atomic::AtomicBool,
+    /// The sandbox image is known to be present (checked again after a
+    /// failed sandbox create).
+    pub sandbox_image_ready: std::sync::atomic::AtomicBool,
     /// Failed pulls by (pod uid, container name), for ImagePullBackOff.
     // A std Mutex: only short synchronous sections use it.
     pull_failures: Mutex<HashMap<(String, String), PullFailure>>,
@@ -114,6 +117,7 @@ impl Agent {
             data_dir,
             agent_port,
             network_ready: std::sync::atomic::AtomicBool::new(false),
+            sandbox_image_ready: std::sync::atomic::AtomicBool::new(false),
             config,
             pull_failures: Mutex::default(),
             pulls: Mutex::default(),

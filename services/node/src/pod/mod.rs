@@ -452,7 +452,10 @@ async fn ensure_sandbox(
         return Ok((Some(sandbox.clone()), None));
     }
     let image = &agent.config.sandbox_image;
-    if agent.runtime.image_id(image).await?.is_none() {
+    // Like the network, the image is checked once, not per sandbox.
+    if !agent.sandbox_image_ready.load(Ordering::Relaxed)
+        && agent.runtime.image_id(image).await?.is_none()
+    {
         let message = format!(
             "the sandbox image {image} is missing on node {}: build it with images/build.sh",
             agent.name
@@ -466,8 +469,9 @@ async fn ensure_sandbox(
     for container in existing {
         agent.runtime.remove_container(&container.id).await?;
     }
+    agent.sandbox_image_ready.store(true, Ordering::Relaxed);
     // The network is checked once, not per sandbox (a burst of pods would
-    // queue on it); any failed create checks it again next time.
+    // queue on it); any failed create checks it and the image again next time.
     if !agent.network_ready.load(Ordering::Relaxed) {
         agent.runtime.ensure_network(&agent.config.network).await?;
         agent.network_ready.store(true, Ordering::Relaxed);
@@ -481,6 +485,7 @@ async fn ensure_sandbox(
         Ok(id) => id,
         Err(err) => {
             agent.network_ready.store(false, Ordering::Relaxed);
+            agent.sandbox_image_ready.store(false, Ordering::Relaxed);
             return Err(err.into());
         }
     };
