@@ -2,7 +2,8 @@
 # Installs what building and testing moor needs on Debian or Ubuntu:
 # protoc (etcd-client and our API build), etcd (the HA store and its tests),
 # iproute2, glibc's static libraries (the images' static binaries), Docker
-# (started if it is not running), Docker's registry (the pull tests), the
+# (started if it is not running), Docker's registry (the pull tests), conntrack
+# (the proxy's iptables mode), the
 # Python gRPC tools for the cross-language client test; then builds the
 # local images.
 set -euo pipefail
@@ -17,6 +18,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v docker >/dev/null || need+=(docker.io)
 # A local image registry: the node agent's pull tests push to one.
 command -v docker-registry >/dev/null || need+=(docker-registry)
+# The proxy's iptables mode deletes stale UDP flows with it, as kube-proxy.
+command -v conntrack >/dev/null || need+=(conntrack)
 if ((${#need[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

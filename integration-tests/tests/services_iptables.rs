@@ -446,3 +446,79 @@ async fn iptables_mode_affinity_deletion_under_load_restart_and_no_endpoints() {
     );
     stop_and_check_clean(cluster).await;
 }
+
+/// A UDP client that keeps sending from one socket: the kernel NATed its
+/// flow once, so when its pod leaves the service (relabelled, still
+/// running and answering), the flow moves to a pod of the service only
+/// because the proxy deletes the stale conntrack entry; without that, each
+/// datagram refreshes the entry and the flow stays with the pod for good.
+/// (A deleted pod needs no such help: Docker drops the conntrack entries of
+/// a container's address when the container goes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_mode_moves_a_udp_flow_off_a_pod_that_left_the_service() {
+    let cluster = Cluster::start_with_proxy("ipt-udp", Mode::Iptables)
+        .await
+        .expect("cluster starts");
+    let rcs = cluster.client.api::<ReplicationController>();
+    rcs.create(&echo_rc("flow", 2)).await.expect("rc created");
+    let addr = create_service(&cluster, service("flow", "flow", false, false)).await;
+    assert_eventually!(
+        ready_ips(&cluster, "flow").await.len() == 2,
+        PATIENCE,
+        "2 ready endpoints"
+    );
+
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+        .await
+        .expect("udp socket");
+    socket.connect(addr).await.expect("udp connect");
+    // One exchange on the flow: the pod that answers it.
+    let exchange = || async {
+        let mut buf = [0u8; 2048];
+        socket.send(b"ping").await.expect("udp send");
+        match tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => pod_of(&String::from_utf8_lossy(&buf[..n])),
+            _ => String::new(),
+        }
+    };
+    let answered = std::sync::Mutex::new(String::new());
+    assert_eventually!(
+        {
+            let pod = exchange().await;
+            let found = !pod.is_empty();
+            *answered.lock().expect("not poisoned") = pod;
+            found
+        },
+        PATIENCE,
+        "the service answers UDP"
+    );
+    let first = answered.into_inner().expect("not poisoned");
+    for _ in 0..5 {
+        let again = exchange().await;
+        assert!(
+            again.is_empty() || again == first,
+            "one flow, one pod: {first} then {again}"
+        );
+    }
+
+    let pods = cluster.client.api::<Pod>();
+    let mut leaving = pods.get("default", &first).await.expect("the pod");
+    leaving
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("app".into(), "gone".into());
+    pods.update(&leaving).await.expect("pod relabelled");
+    assert_eventually!(
+        {
+            let now = exchange().await;
+            !now.is_empty() && now != first
+        },
+        PATIENCE,
+        "the flow never left {first}, which left the service"
+    );
+    pods.delete("default", &first, &moor_client::DeleteParams::default())
+        .await
+        .expect("relabelled pod deleted");
+    stop_and_check_clean(cluster).await;
+}

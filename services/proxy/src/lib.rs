@@ -37,8 +37,9 @@ use crate::dataplane::Dataplane;
 /// (BENCHMARKS.md, "Service proxy") but does not yet keep every promise of
 /// the userspace mode: it spreads new connections at random instead of round
 /// robin, cannot try the next endpoint when a leaving pod already refuses
-/// (the window is the apiserver's update plus one iptables-restore), and
-/// stale UDP conntrack entries of a removed endpoint are not deleted. (A pod
+/// (the window is the apiserver's update plus one iptables-restore). As
+/// kube-proxy, it deletes the conntrack entries of UDP flows its new rules
+/// leave stale (the `conntrack` program). (A pod
 /// reaching its own service needs hairpin mode on its bridge port: the node
 /// agent sets it on every sandbox.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -8,14 +8,16 @@
 //! chains and jumps are removed on [`Kernel::close`], or on drop if the proxy
 //! died without closing. Other chains (Docker's, ...) are never touched.
 //!
-//! Not done: conntrack entries of removed UDP endpoints are not deleted
-//! (kube-proxy runs `conntrack -D`), so an ongoing UDP flow stays pinned to
-//! a gone endpoint until it idles out (30 s unreplied, 120 s once replied).
+//! Once new rules are in, the conntrack entries they leave stale (UDP flows
+//! to removed endpoints, or to a service that had none) are deleted, as
+//! kube-proxy does (see `conntrack`).
 
 mod command;
+mod conntrack;
 mod rules;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddrV4};
 
 pub use command::cleanup;
 pub use rules::{Chain, Chains, Kind, MASQ_MARK, Ruleset};
@@ -54,6 +56,8 @@ pub struct Kernel {
     present: BTreeSet<Chain>,
     /// The input last applied.
     applied: Option<String>,
+    /// The UDP frontends and endpoint addresses of the rules in place.
+    udp: BTreeMap<SocketAddrV4, BTreeSet<IpAddr>>,
     closed: bool,
 }
 
@@ -81,6 +85,7 @@ impl Kernel {
             chains,
             present,
             applied: None,
+            udp: BTreeMap::new(),
             closed: false,
         })
     }
@@ -105,7 +110,17 @@ impl Kernel {
                 tracing::debug!(chains = ruleset.chains.len(), "iptables rules applied");
                 self.present = ruleset.chains;
                 self.applied = Some(ruleset.text);
-                Vec::new()
+                let udp = conntrack::udp_routes(table);
+                let stale = conntrack::stale(&self.udp, &udp);
+                self.udp = udp;
+                if stale.is_empty() {
+                    return Vec::new();
+                }
+                tracing::debug!(
+                    entries = stale.len(),
+                    "deleting stale UDP conntrack entries"
+                );
+                blocking(move || conntrack::delete(&stale)).await
             }
             Err(err) => {
                 // Forget what was applied so the next update retries.
