@@ -57,6 +57,17 @@ pub async fn ensure(
         let since = SystemTime::now()
             .duration_since(failure.at)
             .unwrap_or_default();
+        if since < PULL_POLL.min(backoff) {
+            // The pull failed a moment ago: ErrImagePull stands for a
+            // second, as until the kubelet's next sync, before the back-off
+            // shows (the status write would otherwise wake a sync at once
+            // that replaced it before anyone could see it).
+            let (reason, message) = ("ErrImagePull".into(), failure.message.clone());
+            return Ok(Some(Step::Wait(
+                Waiting { reason, message },
+                PULL_POLL.min(backoff) - since,
+            )));
+        }
         if since < backoff {
             let message = format!("Back-off pulling image {image:?}: {}", failure.message);
             let reason = "ImagePullBackOff".into();
