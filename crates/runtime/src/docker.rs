@@ -19,6 +19,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use crate::change_log::ChangeLog;
 use crate::types::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, LogOptions,
     NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping, RuntimeInfo,
@@ -49,6 +50,9 @@ pub struct Docker {
     /// it summarise all of them N times over. The lock also makes callers
     /// that arrive while a listing is in flight share the next one.
     listing: Arc<tokio::sync::Mutex<Option<Listing>>>,
+    /// Whose containers changed when: a listing by pod stands while that
+    /// pod's containers did not change, whatever happened to other pods'.
+    change_log: Arc<ChangeLog>,
 }
 
 /// One listing of every moor pod container.
@@ -61,9 +65,9 @@ struct Listing {
     summaries: Arc<Vec<ContainerSummary>>,
 }
 
-/// How long a listing serves callers when no container changed through
-/// this runtime since it was taken: containers that exit on their own are
-/// seen at most this late.
+/// How long a listing serves callers when the containers they ask about
+/// did not change through this runtime since it was taken: containers that
+/// exit on their own are seen at most this late.
 const LISTING_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// A cached inspection and the listed state it goes with.
@@ -80,35 +84,55 @@ const MAX_INSPECTED: usize = 10_000;
 // === impl Docker ===
 
 impl Docker {
-    /// Counts a container change, before it is asked and again once it is
-    /// answered, so a listing taken while it was in flight never stands for
-    /// the state after it (a failed change may still have changed something).
-    async fn changing<T>(&self, change: impl Future<Output = T>) -> T {
+    /// Records a change to a container of pod `pod`, before it is asked and
+    /// again once it is answered, so a listing taken while it was in flight
+    /// never stands for the state after it (a failed change may still have
+    /// changed something).
+    async fn changing<T>(&self, pod: Option<String>, change: impl Future<Output = T>) -> T {
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let logged = self.change_log.begin(pod);
         let out = change.await;
+        self.change_log.end(logged);
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         out
     }
 
     /// Summaries of every moor pod container, from a listing that began
-    /// after this call did, or one that is young and was not followed by
-    /// any change through this runtime.
-    async fn moor_containers(&self) -> Result<Arc<Vec<ContainerSummary>>, Error> {
+    /// after this call did, or from one that is young and not followed by a
+    /// change through this runtime to the containers asked about: those of
+    /// pod `pod`, or any when `None`.
+    async fn moor_containers(
+        &self,
+        pod: Option<&str>,
+    ) -> Result<Arc<Vec<ContainerSummary>>, Error> {
         let called = Instant::now();
         let mut listing = self.listing.lock().await;
-        if let Some(last) = listing.as_ref()
-            && (last.asked >= called
-                || (last.changes == self.changes() && called - last.asked < LISTING_MAX_AGE))
-        {
-            return Ok(last.summaries.clone());
+        if let Some(last) = listing.as_ref() {
+            let unchanged = match pod {
+                Some(uid) => self.change_log.unchanged_since(uid, last.asked),
+                None => last.changes == self.changes(),
+            };
+            if last.asked >= called || (unchanged && called - last.asked < LISTING_MAX_AGE) {
+                return Ok(last.summaries.clone());
+            }
         }
         let (asked, changes) = (Instant::now(), self.changes());
         let summaries = Arc::new(
             self.list_summaries(&[(crate::labels::POD_UID, None)])
                 .await?,
         );
+        for summary in summaries.iter() {
+            let uid = summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::labels::POD_UID));
+            if let (Some(id), Some(uid)) = (&summary.id, uid) {
+                self.change_log.learn(id, uid);
+            }
+        }
+        self.change_log.prune(asked);
         *listing = Some(Listing {
             asked,
             changes,
@@ -164,6 +188,7 @@ impl Docker {
             inspected: std::sync::Arc::default(),
             changes: std::sync::Arc::default(),
             listing: Arc::default(),
+            change_log: Arc::default(),
         })
     }
 
@@ -393,24 +418,37 @@ impl ContainerRuntime for Docker {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
+        let pod = spec.labels.get(crate::labels::POD_UID).cloned();
         let created = self
-            .changing(self.docker.create_container(Some(options), body))
+            .changing(
+                pod.clone(),
+                self.docker.create_container(Some(options), body),
+            )
             .await
             .map_err(engine)?;
+        if let Some(uid) = &pod {
+            self.change_log.learn(&created.id, uid);
+        }
         Ok(created.id)
     }
 
     async fn start_container(&self, id: &str) -> Result<(), Error> {
-        self.changing(self.docker.start_container(id, None))
-            .await
-            .map_err(engine)
+        self.changing(
+            self.change_log.pod_of(id),
+            self.docker.start_container(id, None),
+        )
+        .await
+        .map_err(engine)
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
         match self
-            .changing(self.docker.stop_container(id, Some(options)))
+            .changing(
+                self.change_log.pod_of(id),
+                self.docker.stop_container(id, Some(options)),
+            )
             .await
         {
             Ok(()) => Ok(()),
@@ -426,10 +464,14 @@ impl ContainerRuntime for Docker {
             .force(true)
             .v(true)
             .build();
-        match self
-            .changing(self.docker.remove_container(id, Some(options)))
-            .await
-        {
+        let removed = self
+            .changing(
+                self.change_log.pod_of(id),
+                self.docker.remove_container(id, Some(options)),
+            )
+            .await;
+        self.change_log.forget(id);
+        match removed {
             Ok(()) => Ok(()),
             // 404: gone; 409: removal already in progress.
             Err(err) if matches!(status_of(&err), Some(404 | 409)) => Ok(()),
@@ -451,24 +493,26 @@ impl ContainerRuntime for Docker {
 
     async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, Error> {
         // The agent's own listings (by pod, by node) filter the shared one.
-        let summaries: Vec<ContainerSummary> = if labels
+        let pod = labels
             .iter()
-            .any(|(k, _)| [crate::labels::POD_UID, crate::labels::NODE].contains(k))
-        {
-            let all = self.moor_containers().await?;
-            all.iter()
-                .filter(|c| {
-                    let have = c.labels.as_ref();
-                    labels
-                        .iter()
-                        .all(|(k, v)| have.and_then(|l| l.get(*k)).is_some_and(|h| h == v))
-                })
-                .cloned()
-                .collect()
-        } else {
-            let labels: Vec<_> = labels.iter().map(|(k, v)| (*k, Some(*v))).collect();
-            self.list_summaries(&labels).await?
-        };
+            .find(|(k, _)| *k == crate::labels::POD_UID)
+            .map(|(_, uid)| *uid);
+        let summaries: Vec<ContainerSummary> =
+            if pod.is_some() || labels.iter().any(|(k, _)| *k == crate::labels::NODE) {
+                let all = self.moor_containers(pod).await?;
+                all.iter()
+                    .filter(|c| {
+                        let have = c.labels.as_ref();
+                        labels
+                            .iter()
+                            .all(|(k, v)| have.and_then(|l| l.get(*k)).is_some_and(|h| h == v))
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                let labels: Vec<_> = labels.iter().map(|(k, v)| (*k, Some(*v))).collect();
+                self.list_summaries(&labels).await?
+            };
         let mut infos = Vec::with_capacity(summaries.len());
         for summary in summaries {
             let (Some(id), state) = (summary.id, summary.state) else {

@@ -6,6 +6,7 @@
 //! A pod is a sandbox container plus app containers; the runtime knows nothing
 //! of pods beyond the labels the agent puts on each container.
 
+mod change_log;
 mod docker;
 mod error;
 mod fake;

@@ -25,6 +25,7 @@ use moor_runtime::{ContainerInfo, ContainerState, labels};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::probe::{Probers, Wake};
 use self::status::{Observed, Waiting};
@@ -491,11 +492,18 @@ async fn ensure_sandbox(
     };
     agent.runtime.start_container(&id).await?;
     tracing::info!(attempt, "started pod sandbox");
-    // Best effort: only a pod reaching itself through a kernel-translated
-    // service address needs it.
-    if let Err(err) = agent.runtime.enable_hairpin(&id).await {
-        tracing::warn!(%err, "cannot set hairpin mode on the pod's bridge port");
-    }
+    // Best effort, and off the pod's way to Running (an inspect and a walk
+    // over the host's interfaces, slow in a saturated engine): only a pod
+    // reaching itself through a kernel-translated service address needs it.
+    let (runtime, sandbox_id) = (agent.runtime.clone(), id.clone());
+    tokio::spawn(
+        async move {
+            if let Err(err) = runtime.enable_hairpin(&sandbox_id).await {
+                tracing::warn!(%err, "cannot set hairpin mode on the pod's bridge port");
+            }
+        }
+        .in_current_span(),
+    );
     let sandbox = agent.runtime.inspect_container(&id).await?;
     Ok((sandbox, None))
 }
