@@ -181,8 +181,21 @@ async fn iptables_mode_reaches_every_pod_by_cluster_ip_node_port_and_dns() {
         "3 ready endpoints and a running client pod"
     );
 
-    // From the host: the kernel spreads new connections over all three.
+    // From the host: the kernel spreads new connections over all three,
+    // once its rules have them (the proxy writes them a moment after the
+    // endpoints change).
     assert_eventually!(http_get(http).await.is_ok(), PATIENCE, "{http} answers");
+    let ready = ready_ips(&cluster, "web").await;
+    assert_eventually!(
+        {
+            let rules = our_rules(&cluster).join("\n");
+            ready
+                .iter()
+                .all(|ip| rules.contains(&format!("--to-destination {ip}:")))
+        },
+        PATIENCE,
+        "the rules send to every ready pod {ready:?}"
+    );
     let rules = our_rules(&cluster).join("\n");
     assert!(
         rules.contains(&format!("-d {}/32", http.ip())) && rules.contains("-j DNAT"),

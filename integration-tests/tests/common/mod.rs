@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use moor_api::Resource;
 use moor_api::core::v1::{
-    Container, ContainerPort, EndpointSubset, Endpoints, EnvVar, EnvVarSource, ObjectFieldSelector,
-    Pod, PodSpec, PodTemplateSpec, ReplicationController, ReplicationControllerSpec, Service,
-    ServicePort, ServiceSpec, SessionAffinityConfig,
+    Container, ContainerPort, EndpointSubset, Endpoints, EnvVar, EnvVarSource, HttpGetAction,
+    ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe, ReplicationController,
+    ReplicationControllerSpec, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
 };
 use moor_api::meta::v1::int_or_string::Value;
 use moor_api::meta::v1::{IntOrString, ObjectMeta};
@@ -60,6 +60,21 @@ pub fn echo_spec() -> PodSpec {
                 field_env("POD_IP", "status.podIP"),
             ],
             ports: vec![port("http", ""), port("echo-udp", "UDP")],
+            // Ready once it answers, as a user would declare it: without a
+            // probe a pod is ready as soon as its container starts, a few
+            // ms before the server listens, and services may send it
+            // connections it refuses.
+            readiness_probe: Some(Probe {
+                http_get: Some(HttpGetAction {
+                    path: "/".into(),
+                    port: Some(IntOrString {
+                        value: Some(Value::StrVal("http".into())),
+                    }),
+                    ..Default::default()
+                }),
+                period_seconds: 1,
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         termination_grace_period_seconds: Some(2),
