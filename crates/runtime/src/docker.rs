@@ -19,7 +19,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::change_log::ChangeLog;
+use crate::change_log::{Change, ChangeLog};
 use crate::types::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, LogOptions,
     NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping, RuntimeInfo,
@@ -87,16 +87,30 @@ impl Docker {
     /// Records a change to a container of pod `pod`, before it is asked and
     /// again once it is answered, so a listing taken while it was in flight
     /// never stands for the state after it (a failed change may still have
-    /// changed something).
+    /// changed something, and so may one whose caller stopped waiting).
     async fn changing<T>(&self, pod: Option<String>, change: impl Future<Output = T>) -> T {
+        /// Ends the change when dropped: answered, failed or abandoned.
+        struct Answered<'a> {
+            docker: &'a Docker,
+            change: Option<Change>,
+        }
+        impl Drop for Answered<'_> {
+            fn drop(&mut self) {
+                if let Some(change) = self.change.take() {
+                    self.docker.change_log.end(change);
+                }
+                self.docker
+                    .changes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let logged = self.change_log.begin(pod);
-        let out = change.await;
-        self.change_log.end(logged);
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        out
+        let _answered = Answered {
+            docker: self,
+            change: Some(self.change_log.begin(pod)),
+        };
+        change.await
     }
 
     /// Summaries of every moor pod container, from a listing that began
@@ -114,7 +128,7 @@ impl Docker {
                 Some(uid) => self.change_log.unchanged_since(uid, last.asked),
                 None => last.changes == self.changes(),
             };
-            if last.asked >= called || (unchanged && called - last.asked < LISTING_MAX_AGE) {
+            if last.asked > called || (unchanged && called - last.asked < LISTING_MAX_AGE) {
                 return Ok(last.summaries.clone());
             }
         }
@@ -433,6 +447,9 @@ impl ContainerRuntime for Docker {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), Error> {
+        // A failed start leaves the container listed as created, but its
+        // inspection now carries the error: inspect it afresh.
+        self.cached().remove(id);
         self.changing(
             self.change_log.pod_of(id),
             self.docker.start_container(id, None),

@@ -198,7 +198,11 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
     let mut next = agent.config.pod_resync;
     let sources = sources::Sources::fetch(agent, pod).await?;
     let links = links::ServiceLinks::default();
-    let (sandbox, problem) = ensure_sandbox(agent, pod, &existing).await?;
+    let Sandbox {
+        running: sandbox,
+        problem,
+        hairpin,
+    } = ensure_sandbox(agent, pod, &existing).await?;
     if let Some(sandbox) = &sandbox {
         let volume_error = spec::prepare_volumes(agent, pod, &sources).await?;
         let inputs = Inputs {
@@ -233,6 +237,10 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
                 }
             }
         }
+    }
+    if let Some(hairpin) = hairpin {
+        // Only a panic fails it, and that was already reported.
+        let _ = hairpin.await;
     }
     // Observe again if the steps above created, started or removed
     // containers (of this pod or, in parallel, another: then too).
@@ -446,11 +454,14 @@ async fn ensure_sandbox(
     agent: &Agent,
     pod: &Pod,
     existing: &[ContainerInfo],
-) -> Result<(Option<ContainerInfo>, Option<Waiting>), Error> {
+) -> Result<Sandbox, Error> {
     let sandboxes: Vec<&ContainerInfo> = existing.iter().filter(|c| c.is_sandbox()).collect();
     let latest = sandboxes.iter().max_by_key(|c| c.attempt()).copied();
     if let Some(sandbox) = latest.filter(|c| c.state == ContainerState::Running) {
-        return Ok((Some(sandbox.clone()), None));
+        return Ok(Sandbox {
+            running: Some(sandbox.clone()),
+            ..Sandbox::default()
+        });
     }
     let image = &agent.config.sandbox_image;
     // Like the network, the image is checked once, not per sandbox.
@@ -463,7 +474,10 @@ async fn ensure_sandbox(
         );
         tracing::warn!(%message, "cannot create pod sandbox");
         let reason = "SandboxImageMissing".into();
-        return Ok((None, Some(Waiting { reason, message })));
+        return Ok(Sandbox {
+            problem: Some(Waiting { reason, message }),
+            ..Sandbox::default()
+        });
     }
     // A new sandbox means a new network namespace: every container of the
     // pod is created again in it.
@@ -492,11 +506,12 @@ async fn ensure_sandbox(
     };
     agent.runtime.start_container(&id).await?;
     tracing::info!(attempt, "started pod sandbox");
-    // Best effort, and off the pod's way to Running (an inspect and a walk
-    // over the host's interfaces, slow in a saturated engine): only a pod
-    // reaching itself through a kernel-translated service address needs it.
+    // Best effort (only a pod reaching itself through a kernel-translated
+    // service address needs it), alongside the app containers' creation: an
+    // inspect and a walk over the host's interfaces, slow in a saturated
+    // engine. The sync waits for it before it reports the pod.
     let (runtime, sandbox_id) = (agent.runtime.clone(), id.clone());
-    tokio::spawn(
+    let hairpin = tokio::spawn(
         async move {
             if let Err(err) = runtime.enable_hairpin(&sandbox_id).await {
                 tracing::warn!(%err, "cannot set hairpin mode on the pod's bridge port");
@@ -504,8 +519,23 @@ async fn ensure_sandbox(
         }
         .in_current_span(),
     );
-    let sandbox = agent.runtime.inspect_container(&id).await?;
-    Ok((sandbox, None))
+    let running = agent.runtime.inspect_container(&id).await?;
+    Ok(Sandbox {
+        running,
+        problem: None,
+        hairpin: Some(hairpin),
+    })
+}
+
+/// What [`ensure_sandbox`] found or made.
+#[derive(Default)]
+struct Sandbox {
+    /// The running sandbox.
+    running: Option<ContainerInfo>,
+    /// Why there is none.
+    problem: Option<Waiting>,
+    /// Setting the hairpin mode of a new sandbox's bridge port.
+    hairpin: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Graceful deletion: stop and remove the containers, and confirm so the
