@@ -14,26 +14,7 @@ async fn listing_follows_a_container_through_its_states() {
     let docker = Docker::connect("bridge").await.expect("Docker answers");
     let run = format!("moor-listing-{}", std::process::id());
     let labels = [("moor.test/run", run.as_str())];
-    let spec = ContainerSpec {
-        name: run.clone(),
-        image: "moor/echo:0.1".to_string(),
-        command: Vec::new(),
-        args: vec!["exit".to_string(), "7".to_string()],
-        working_dir: String::new(),
-        env: Vec::new(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        mounts: Vec::new(),
-        network: NetworkMode::Network("bridge".to_string()),
-        ipc_container: None,
-        hostname: None,
-        ports: Vec::new(),
-        nano_cpus: None,
-        memory_bytes: None,
-        dns: None,
-    };
+    let spec = echo(&run, &["exit", "7"], &labels);
     let id = docker.create_container(&spec).await.expect("created");
 
     let listed = docker.list_containers(&labels).await.expect("listed");
@@ -62,23 +43,19 @@ async fn listing_follows_a_container_through_its_states() {
     assert!(listed.is_empty(), "{listed:?}");
 }
 
-/// A pod container's spec on the default bridge, labelled as the node agent labels them.
-fn pod_container(run: &str, name: &str, args: &[&str]) -> ContainerSpec {
+/// An echo container named `name` on the default bridge.
+fn echo(name: &str, args: &[&str], labels: &[(&str, &str)]) -> ContainerSpec {
     ContainerSpec {
-        name: format!("{run}-{name}"),
+        name: name.to_string(),
         image: "moor/echo:0.1".to_string(),
         command: Vec::new(),
         args: args.iter().map(|a| a.to_string()).collect(),
         working_dir: String::new(),
         env: Vec::new(),
-        labels: [
-            (labels::POD_UID, run),
-            (labels::NODE, run),
-            (labels::CONTAINER_NAME, name),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         mounts: Vec::new(),
         network: NetworkMode::Network("bridge".to_string()),
         ipc_container: None,
@@ -88,6 +65,16 @@ fn pod_container(run: &str, name: &str, args: &[&str]) -> ContainerSpec {
         memory_bytes: None,
         dns: None,
     }
+}
+
+/// A pod container's spec, labelled as the node agent labels them.
+fn pod_container(run: &str, name: &str, args: &[&str]) -> ContainerSpec {
+    let labels = [
+        (labels::POD_UID, run),
+        (labels::NODE, run),
+        (labels::CONTAINER_NAME, name),
+    ];
+    echo(&format!("{run}-{name}"), args, &labels)
 }
 
 /// Listings by pod or node come from one shared listing of every pod

@@ -70,17 +70,12 @@ async fn write<K: Resource>(api: &Api<K>, object: &K, part: Part) -> Result<K, E
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed call is a failed test
 
-    use std::collections::HashMap;
-
-    use moor_api::core::v1::{
-        Container, PodSpec, PodTemplateSpec, ReplicationController, ReplicationControllerSpec,
-        ReplicationControllerStatus,
-    };
-    use moor_api::meta::v1::ObjectMeta;
+    use moor_api::core::v1::{ReplicationController, ReplicationControllerStatus};
     use moor_client::{Client, DeleteParams};
     use moor_integration_tests::Apiserver;
 
     use super::*;
+    use crate::replica::overshoot_tests::web;
 
     fn with_replicas(rc: &ReplicationController, replicas: i32) -> ReplicationController {
         let mut updated = rc.clone();
@@ -96,37 +91,7 @@ mod tests {
         let apiserver = Apiserver::start().await.unwrap();
         let client = Client::new(&format!("http://{}", apiserver.addr)).unwrap();
         let api = client.api::<ReplicationController>();
-        let labels = HashMap::from([("app".to_string(), "web".to_string())]);
-        let cached = api
-            .create(&ReplicationController {
-                metadata: Some(ObjectMeta {
-                    name: "web".into(),
-                    namespace: "default".into(),
-                    ..Default::default()
-                }),
-                spec: Some(ReplicationControllerSpec {
-                    replicas: Some(1),
-                    selector: labels.clone(),
-                    template: Some(PodTemplateSpec {
-                        metadata: Some(ObjectMeta {
-                            labels,
-                            ..Default::default()
-                        }),
-                        spec: Some(PodSpec {
-                            containers: vec![Container {
-                                name: "web".into(),
-                                image: "moor/echo:0.1".into(),
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        }),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let cached = api.create(&web(1)).await.unwrap();
         // Someone writes after the cache saw the object: the cached copy is stale.
         api.update_status(&with_replicas(&cached, 1)).await.unwrap();
         assert!(matches!(

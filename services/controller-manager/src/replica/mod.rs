@@ -10,7 +10,7 @@
 
 mod expectations;
 #[cfg(test)]
-mod overshoot_tests;
+pub(crate) mod overshoot_tests;
 mod owner;
 
 pub use expectations::Expectations;

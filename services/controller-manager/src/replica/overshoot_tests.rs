@@ -24,7 +24,8 @@ use super::*;
 /// How late each pod event reaches the controller's cache.
 const LAG: Duration = Duration::from_millis(150);
 
-fn web(replicas: i32) -> ReplicationController {
+/// A replication controller `default/web` of `replicas` pods (app=web).
+pub(crate) fn web(replicas: i32) -> ReplicationController {
     let labels = HashMap::from([("app".to_string(), "web".to_string())]);
     ReplicationController {
         metadata: Some(ObjectMeta {
