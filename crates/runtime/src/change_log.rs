@@ -100,12 +100,16 @@ impl ChangeLog {
         changes.answered = Some(Instant::now());
     }
 
-    /// Whether no container of pod `uid` changed from `at` until now (nor
-    /// any container of no known pod), so a listing asked at `at` still
-    /// shows that pod's containers as this runtime left them.
-    pub(crate) fn unchanged_since(&self, uid: &str, at: Instant) -> bool {
+    /// Whether no container of pod `uid` (of any pod when `None`) changed
+    /// from `at` until now, nor any container of no known pod, so a listing
+    /// asked at `at` still shows those containers as this runtime left them.
+    pub(crate) fn unchanged_since(&self, uid: Option<&str>, at: Instant) -> bool {
         let inner = self.inner();
-        inner.unknown.none_since(at) && inner.pods.get(uid).is_none_or(|c| c.none_since(at))
+        inner.unknown.none_since(at)
+            && match uid {
+                Some(uid) => inner.pods.get(uid).is_none_or(|c| c.none_since(at)),
+                None => inner.pods.values().all(|c| c.none_since(at)),
+            }
     }
 
     /// Drops what no listing asked at or after `at` can need: pods with
@@ -126,32 +130,36 @@ mod tests {
         log.learn("b1", "b");
         let listed = Instant::now();
         tokio::time::advance(std::time::Duration::from_millis(1)).await;
-        assert!(log.unchanged_since("a", listed));
+        assert!(log.unchanged_since(Some("a"), listed));
 
         // A change of b, in flight and then answered, leaves a alone.
         let change = log.begin(log.pod_of("b1"));
-        assert!(!log.unchanged_since("b", listed), "in flight");
-        assert!(log.unchanged_since("a", listed));
+        assert!(!log.unchanged_since(Some("b"), listed), "in flight");
+        assert!(log.unchanged_since(Some("a"), listed));
         log.end(change);
         assert!(
-            !log.unchanged_since("b", listed),
+            !log.unchanged_since(Some("b"), listed),
             "answered after the listing"
         );
-        assert!(log.unchanged_since("a", listed));
+        assert!(log.unchanged_since(Some("a"), listed));
         tokio::time::advance(std::time::Duration::from_millis(1)).await;
-        assert!(log.unchanged_since("b", Instant::now()), "a later listing");
+        assert!(
+            log.unchanged_since(Some("b"), Instant::now()),
+            "a later listing"
+        );
+        assert!(!log.unchanged_since(None, listed), "any pod: b changed");
 
         // A container of no known pod may be anybody's.
         let change = log.begin(log.pod_of("x1"));
-        assert!(!log.unchanged_since("a", listed));
+        assert!(!log.unchanged_since(Some("a"), listed));
         log.end(change);
-        assert!(!log.unchanged_since("a", listed));
+        assert!(!log.unchanged_since(Some("a"), listed));
 
         // Pruning keeps what a listing asked then still needs.
         let change = log.begin(Some("c".into()));
         log.prune(Instant::now());
         assert!(
-            !log.unchanged_since("c", listed),
+            !log.unchanged_since(Some("c"), listed),
             "in flight survives pruning"
         );
         log.end(change);

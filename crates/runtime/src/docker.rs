@@ -41,8 +41,6 @@ pub struct Docker {
     /// a node agent lists every pod's containers on every resync, and one
     /// inspect per container each time was most of its Docker calls.
     inspected: std::sync::Arc<std::sync::Mutex<HashMap<String, Inspected>>>,
-    /// See [`ContainerRuntime::changes`].
-    changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The last listing of every moor pod container on the engine, which
     /// listings by pod or node filter instead of asking the engine each
     /// time: the engine builds a summary of every container it has for any
@@ -60,8 +58,6 @@ pub struct Docker {
 struct Listing {
     /// When it was asked of the engine.
     asked: Instant,
-    /// [`ContainerRuntime::changes`] then.
-    changes: u64,
     summaries: Arc<Vec<ContainerSummary>>,
 }
 
@@ -84,30 +80,25 @@ const MAX_INSPECTED: usize = 10_000;
 // === impl Docker ===
 
 impl Docker {
-    /// Records a change to a container of pod `pod`, before it is asked and
-    /// again once it is answered, so a listing taken while it was in flight
+    /// Records a change to a container of pod `pod`, from when it is asked
+    /// until it is answered, so a listing taken while it was in flight
     /// never stands for the state after it (a failed change may still have
     /// changed something, and so may one whose caller stopped waiting).
     async fn changing<T>(&self, pod: Option<String>, change: impl Future<Output = T>) -> T {
         /// Ends the change when dropped: answered, failed or abandoned.
         struct Answered<'a> {
-            docker: &'a Docker,
+            log: &'a ChangeLog,
             change: Option<Change>,
         }
         impl Drop for Answered<'_> {
             fn drop(&mut self) {
                 if let Some(change) = self.change.take() {
-                    self.docker.change_log.end(change);
+                    self.log.end(change);
                 }
-                self.docker
-                    .changes
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _answered = Answered {
-            docker: self,
+            log: &self.change_log,
             change: Some(self.change_log.begin(pod)),
         };
         change.await
@@ -124,15 +115,12 @@ impl Docker {
         let called = Instant::now();
         let mut listing = self.listing.lock().await;
         if let Some(last) = listing.as_ref() {
-            let unchanged = match pod {
-                Some(uid) => self.change_log.unchanged_since(uid, last.asked),
-                None => last.changes == self.changes(),
-            };
+            let unchanged = self.change_log.unchanged_since(pod, last.asked);
             if last.asked > called || (unchanged && called - last.asked < LISTING_MAX_AGE) {
                 return Ok(last.summaries.clone());
             }
         }
-        let (asked, changes) = (Instant::now(), self.changes());
+        let asked = Instant::now();
         let summaries = Arc::new(
             self.list_summaries(&[(crate::labels::POD_UID, None)])
                 .await?,
@@ -149,7 +137,6 @@ impl Docker {
         self.change_log.prune(asked);
         *listing = Some(Listing {
             asked,
-            changes,
             summaries: summaries.clone(),
         });
         Ok(summaries)
@@ -200,7 +187,6 @@ impl Docker {
             network: network.to_owned(),
             network_lock: std::sync::Arc::default(),
             inspected: std::sync::Arc::default(),
-            changes: std::sync::Arc::default(),
             listing: Arc::default(),
             change_log: Arc::default(),
         })
@@ -368,10 +354,6 @@ impl ContainerRuntime for Docker {
             }
         }
         Ok(())
-    }
-
-    fn changes(&self) -> u64 {
-        self.changes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {

@@ -19,8 +19,6 @@ pub struct Fake {
     // A std Mutex: held only in short synchronous sections, never across an await.
     containers: Arc<Mutex<HashMap<String, Entry>>>,
     next: Arc<AtomicU64>,
-    /// See [`ContainerRuntime::changes`].
-    changes: Arc<AtomicU64>,
     down: Arc<AtomicBool>,
     exec: ExecHook,
 }
@@ -66,7 +64,6 @@ impl Fake {
             },
             containers: Arc::default(),
             next: Arc::new(AtomicU64::new(1)),
-            changes: Arc::default(),
             down: Arc::default(),
             exec: ExecHook::default(),
         }
@@ -130,12 +127,7 @@ impl ContainerRuntime for Fake {
         Ok(())
     }
 
-    fn changes(&self) -> u64 {
-        self.changes.load(Ordering::SeqCst)
-    }
-
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
-        self.changes.fetch_add(1, Ordering::SeqCst);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("fake{n:012x}");
         // Sandboxes get an address in 10.0.0.0/8 so pods show a plausible podIP.
@@ -166,7 +158,6 @@ impl ContainerRuntime for Fake {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), Error> {
-        self.changes.fetch_add(1, Ordering::SeqCst);
         self.with(|c| match c.get_mut(id).map(|e| &mut e.info) {
             Some(info) => {
                 info.state = ContainerState::Running;
@@ -178,7 +169,6 @@ impl ContainerRuntime for Fake {
     }
 
     async fn stop_container(&self, id: &str, _grace: Duration) -> Result<(), Error> {
-        self.changes.fetch_add(1, Ordering::SeqCst);
         self.with(|c| {
             if let Some(info) = c
                 .get_mut(id)
@@ -193,7 +183,6 @@ impl ContainerRuntime for Fake {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), Error> {
-        self.changes.fetch_add(1, Ordering::SeqCst);
         self.with(|c| c.remove(id));
         Ok(())
     }
@@ -322,21 +311,5 @@ mod tests {
         fake.remove_container(&id).await.unwrap();
         assert!(fake.inspect_container(&id).await.unwrap().is_none());
         assert_eq!(fake.spec(&id), None);
-    }
-
-    #[tokio::test]
-    async fn changes_count_what_alters_containers_only() {
-        let fake = Fake::new(4, 1 << 30);
-        let id = fake.create_container(&spec("a")).await.unwrap();
-        fake.start_container(&id).await.unwrap();
-        assert_eq!(fake.changes(), 2);
-        fake.list_containers(&[(labels::POD_UID, "u1")])
-            .await
-            .unwrap();
-        fake.inspect_container(&id).await.unwrap();
-        assert_eq!(fake.changes(), 2, "reads change nothing");
-        fake.stop_container(&id, Duration::ZERO).await.unwrap();
-        fake.remove_container(&id).await.unwrap();
-        assert_eq!(fake.changes(), 4);
     }
 }

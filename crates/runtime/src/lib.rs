@@ -43,12 +43,6 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Pulls an image from its registry; the error carries the engine's message.
     async fn pull_image(&self, image: &str) -> Result<(), Error>;
 
-    /// How many container changes (create, start, stop, remove) were asked
-    /// of this runtime so far: the same count before and after some work
-    /// means the work changed no container, so what was listed before it
-    /// still stands (containers that exit on their own are not counted).
-    fn changes(&self) -> u64;
-
     /// Creates a container (not started); returns its id.
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error>;
 

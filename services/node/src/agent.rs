@@ -34,11 +34,9 @@ pub struct Agent {
     pub data_dir: PathBuf,
     /// Port of the NodeAgent service (logs, exec); 0 when it does not run.
     pub agent_port: u16,
-    /// The cluster network is known to exist (checked again after a failed create).
-    pub network_ready: std::sync::atomic::AtomicBool,
-    /// The sandbox image is known to be present (checked again after a
-    /// failed sandbox create).
-    pub sandbox_image_ready: std::sync::atomic::AtomicBool,
+    /// The sandbox image and the cluster network are known to be there
+    /// (checked again after a failed sandbox create).
+    pub sandbox_ready: std::sync::atomic::AtomicBool,
     /// Failed pulls by (pod uid, container name), for ImagePullBackOff.
     // A std Mutex: only short synchronous sections use it.
     pull_failures: Mutex<HashMap<(String, String), PullFailure>>,
@@ -116,8 +114,7 @@ impl Agent {
             hostname: hostname(),
             data_dir,
             agent_port,
-            network_ready: std::sync::atomic::AtomicBool::new(false),
-            sandbox_image_ready: std::sync::atomic::AtomicBool::new(false),
+            sandbox_ready: std::sync::atomic::AtomicBool::new(false),
             config,
             pull_failures: Mutex::default(),
             pulls: Mutex::default(),

@@ -191,8 +191,6 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
             .list_containers(&[(labels::POD_UID, &meta.uid)])
             .await?;
     }
-    // What `existing` shows stands unless this sync changes a container.
-    let changes = agent.runtime.changes();
     let killed = probers.killed(&meta.uid);
     let mut waiting = HashMap::new();
     let mut next = agent.config.pod_resync;
@@ -242,16 +240,13 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
         // Only a panic fails it, and that was already reported.
         let _ = hairpin.await;
     }
-    // Observe again if the steps above created, started or removed
-    // containers (of this pod or, in parallel, another: then too).
-    let current = if agent.runtime.changes() == changes {
-        existing
-    } else {
-        agent
-            .runtime
-            .list_containers(&[(labels::POD_UID, &meta.uid)])
-            .await?
-    };
+    // Observe again: the steps above may have created, started or removed
+    // containers (a runtime answers from what it already listed when they
+    // did not).
+    let current = agent
+        .runtime
+        .list_containers(&[(labels::POD_UID, &meta.uid)])
+        .await?;
     let pod_ip = current
         .iter()
         .filter(|c| c.is_sandbox() && c.state == ContainerState::Running)
@@ -464,10 +459,10 @@ async fn ensure_sandbox(
         });
     }
     let image = &agent.config.sandbox_image;
-    // Like the network, the image is checked once, not per sandbox.
-    if !agent.sandbox_image_ready.load(Ordering::Relaxed)
-        && agent.runtime.image_id(image).await?.is_none()
-    {
+    // The image and the network are checked once, not per sandbox (a burst
+    // of pods would queue on them); a failed create checks both again.
+    let checked = agent.sandbox_ready.load(Ordering::Relaxed);
+    if !checked && agent.runtime.image_id(image).await?.is_none() {
         let message = format!(
             "the sandbox image {image} is missing on node {}: build it with images/build.sh",
             agent.name
@@ -484,12 +479,9 @@ async fn ensure_sandbox(
     for container in existing {
         agent.runtime.remove_container(&container.id).await?;
     }
-    agent.sandbox_image_ready.store(true, Ordering::Relaxed);
-    // The network is checked once, not per sandbox (a burst of pods would
-    // queue on it); any failed create checks it and the image again next time.
-    if !agent.network_ready.load(Ordering::Relaxed) {
+    if !checked {
         agent.runtime.ensure_network(&agent.config.network).await?;
-        agent.network_ready.store(true, Ordering::Relaxed);
+        agent.sandbox_ready.store(true, Ordering::Relaxed);
     }
     let attempt = latest.map_or(0, |c| c.attempt() + 1);
     let id = match agent
@@ -499,8 +491,7 @@ async fn ensure_sandbox(
     {
         Ok(id) => id,
         Err(err) => {
-            agent.network_ready.store(false, Ordering::Relaxed);
-            agent.sandbox_image_ready.store(false, Ordering::Relaxed);
+            agent.sandbox_ready.store(false, Ordering::Relaxed);
             return Err(err.into());
         }
     };
