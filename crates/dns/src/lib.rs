@@ -15,5 +15,7 @@ pub mod wire;
 
 pub use records::{EndpointEntry, PortEntry, Records, ServiceEntry, TTL};
 pub use resolv::{DNS_PORT, ResolvConf, upstreams_from_resolv_conf};
-pub use server::{IDLE_TIMEOUT, MAX_IN_FLIGHT, MAX_UDP_PAYLOAD, Server, UPSTREAM_TIMEOUT};
+pub use server::{
+    IDLE_TIMEOUT, MAX_IN_FLIGHT, MAX_UDP_PAYLOAD, Server, UPSTREAM_TIMEOUT, bind_both,
+};
 pub use wire::{QType, Rcode};

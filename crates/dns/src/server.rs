@@ -153,7 +153,7 @@ impl Server {
 }
 
 /// Binds UDP, then TCP on the port UDP got; with port 0, tries again if TCP finds it taken.
-async fn bind_both(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+pub async fn bind_both(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free port for UDP and TCP");
     for _ in 0..attempts {

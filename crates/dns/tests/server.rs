@@ -126,9 +126,10 @@ struct Upstream {
 
 impl Upstream {
     async fn start(truncate: bool, silent: bool) -> Upstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = moor_dns::bind_both("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
         let (tx, seen) = mpsc::unbounded_channel();
         let udp_tx = tx.clone();
         tokio::spawn(async move {
