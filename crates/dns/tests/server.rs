@@ -12,7 +12,7 @@ use moor_dns::client::{self, Response};
 use moor_dns::wire::{CLASS_IN, Header, Message, Name, Question, RData, Record};
 use moor_dns::{EndpointEntry, PortEntry, QType, Rcode, Records, ResolvConf, Server, ServiceEntry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
