@@ -1,12 +1,16 @@
 //! The baseline: the two containers a pod is made of, the pause sandbox on
-//! the agent's network and then the echo container in its network and IPC
+//! a bridge network and then the echo container in its network and IPC
 //! namespaces, created and started straight through `moor_runtime::Docker`
 //! (the same bollard client and create bodies the agent's calls go through),
 //! with nothing of moor around them: four Docker calls per pod.
+//!
+//! By default the network is a plain Docker network, so Docker attaches the
+//! sandbox itself, as `docker run --network` does: the baseline is what
+//! Docker alone takes. With `--direct-attach moor` it is the agent's
+//! network, where the runtime attaches sandboxes as it does for the agent:
+//! the baseline then isolates what the control plane adds.
 
-use std::net::Ipv4Addr;
-
-use moor_runtime::{ContainerRuntime, ContainerSpec, DnsConfig, Docker, Labels, NetworkMode};
+use moor_runtime::{ContainerRuntime, ContainerSpec, Docker, Labels, NetworkMode};
 use tokio::time::{Duration, Instant};
 
 use super::agent::remove_containers;
@@ -18,34 +22,49 @@ const LABEL: &str = "moor-bench.pod-startup";
 pub struct Direct {
     docker: Docker,
     network: String,
-    dns: DnsConfig,
+    /// The network this baseline made, removed on drop.
+    own_network: Option<String>,
     run: String,
+}
+
+/// Who attaches the baseline's sandboxes to their network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attach {
+    /// Docker, on a network of the baseline's own without a moor range.
+    Docker,
+    /// moor's runtime, on the agent's network, as for the agent's pods.
+    Moor,
 }
 
 // === impl Direct ===
 
 impl Direct {
-    /// Connects to Docker; sandboxes go on `network` and resolve through
-    /// `dns`, as the agent's do.
-    pub async fn connect(network: &str, dns: Ipv4Addr) -> anyhow::Result<Self> {
-        let docker = Docker::connect(network).await?;
-        docker.ensure_network(network).await?;
+    /// Connects to Docker; sandboxes are attached by `attach`, on the
+    /// agent's network `agent_network` or on one of the baseline's own.
+    pub async fn connect(agent_network: &str, attach: Attach) -> anyhow::Result<Self> {
+        let run = std::process::id().to_string();
+        let (network, own_network) = match attach {
+            Attach::Moor => (agent_network.to_owned(), None),
+            Attach::Docker => {
+                let network = format!("moor-bench-direct-{run}");
+                let created = std::process::Command::new("docker")
+                    .args(["network", "create", &network])
+                    .output()?;
+                anyhow::ensure!(
+                    created.status.success(),
+                    "docker network create {network}: {}",
+                    String::from_utf8_lossy(&created.stderr).trim()
+                );
+                (network.clone(), Some(network))
+            }
+        };
+        let docker = Docker::connect(&network).await?;
+        docker.ensure_network(&network).await?;
         Ok(Self {
             docker,
-            network: network.to_owned(),
-            // What the agent gives a ClusterFirst pod in namespace default.
-            dns: DnsConfig {
-                servers: vec![dns.to_string()],
-                searches: [
-                    "default.svc.cluster.local",
-                    "svc.cluster.local",
-                    "cluster.local",
-                ]
-                .map(String::from)
-                .into(),
-                options: vec!["ndots:5".into()],
-            },
-            run: std::process::id().to_string(),
+            network,
+            own_network,
+            run,
         })
     }
 
@@ -100,7 +119,6 @@ impl Direct {
             ports: vec![],
             nano_cpus: None,
             memory_bytes: None,
-            dns: Some(self.dns.clone()),
         }
     }
 
@@ -120,7 +138,6 @@ impl Direct {
             ports: vec![],
             nano_cpus: None,
             memory_bytes: None,
-            dns: None,
         }
     }
 }
@@ -128,5 +145,10 @@ impl Direct {
 impl Drop for Direct {
     fn drop(&mut self) {
         remove_containers(&format!("label={LABEL}={}", self.run));
+        if let Some(network) = &self.own_network {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", network])
+                .output();
+        }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::time::{Duration, Instant};
 
 use self::agent::Agent;
-use self::direct::Direct;
+use self::direct::{Attach, Direct};
 use self::moor::{Pods, Timing};
 use crate::stats::Samples;
 
@@ -39,6 +39,10 @@ pub struct Args {
     /// Bursts on each side.
     #[arg(long, default_value_t = 1)]
     bursts: usize,
+    /// Who attaches the baseline's sandboxes: Docker (as `docker run
+    /// --network` does), or moor's runtime as for the agent's pods.
+    #[arg(long, value_enum, default_value_t = Attach::Docker)]
+    direct_attach: Attach,
 }
 
 /// Everything measured, per side.
@@ -76,13 +80,13 @@ async fn measure(
 ) -> anyhow::Result<Figures> {
     // Both remove their containers on drop, also on an early return.
     let agent = Agent::start(cluster).await?;
-    let direct = Direct::connect(agent::NETWORK, cluster.dns_ip()).await?;
+    let direct = Direct::connect(agent::NETWORK, args.direct_attach).await?;
     let mut pods = Pods::watch(&cluster.client).await?;
     let mut figures = Figures::default();
     println!(
         "moor-bench pod-startup: agent `moor node` {} in its own process; {} pods one at a time, \
-         {} burst(s) of {} on each side",
-        agent.name, args.pods, args.bursts, args.burst
+         {} burst(s) of {} on each side; the direct side's sandboxes attached by {:?}",
+        agent.name, args.pods, args.bursts, args.burst, args.direct_attach
     );
 
     // Let start-up allocations settle before the idle figure.
@@ -193,6 +197,7 @@ fn report(args: &Args, mut f: Figures, load_before: &str) -> Value {
         "pods": args.pods,
         "burst": args.burst,
         "bursts": args.bursts,
+        "direct_attach": format!("{:?}", args.direct_attach).to_lowercase(),
         "single": { "direct": rows[0], "moor": rows[1], "moor_split": split_single,
                     "overhead_p50_ms": round1(single_overhead) },
         "burst_of": { "direct": rows[2], "moor": rows[3], "moor_split": split_burst,

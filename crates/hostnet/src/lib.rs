@@ -1,5 +1,5 @@
-//! The host's network through netlink: addresses on an interface and the
-//! proxy's dummy interface.
+//! The host's network through netlink: addresses on an interface, the
+//! proxy's dummy interface, and pods' veth pairs into a bridge.
 //!
 //! Every call is blocking and self-contained: it opens its own rtnetlink
 //! socket, sends one request with `NLM_F_ACK` and reads until the kernel's
@@ -11,8 +11,10 @@ mod address;
 mod error;
 mod link;
 mod socket;
+mod veth;
 
 pub use address::{add_address, list_addresses, remove_address};
 pub use error::Error;
 pub use ipnet::Ipv4Net;
 pub use link::{DummyOutcome, ensure_dummy, interface_index, remove_link};
+pub use veth::{POD_INTERFACE, PodInterface, attach_pod};

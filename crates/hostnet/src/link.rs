@@ -92,7 +92,7 @@ pub(crate) fn index(name: &str) -> io::Result<u32> {
 }
 
 /// The kernel's description of the link `name`.
-fn get(name: &str) -> io::Result<LinkMessage> {
+pub(crate) fn get(name: &str) -> io::Result<LinkMessage> {
     let mut query = LinkMessage::default();
     query.attributes = vec![LinkAttribute::IfName(name.to_owned())];
     socket::request(RouteNetlinkMessage::GetLink(query), 0)?

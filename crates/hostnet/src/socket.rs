@@ -5,13 +5,16 @@
 //! no stale replies from an earlier caller) at the cost of a few syscalls,
 //! which is nothing next to how rarely the proxy changes addresses.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
 /// The only request on each socket carries this sequence number.
 const SEQUENCE: u32 = 1;
@@ -24,10 +27,41 @@ pub(crate) fn request(
     message: RouteNetlinkMessage,
     flags: u16,
 ) -> io::Result<Vec<RouteNetlinkMessage>> {
+    request_on(&open()?, message, flags)
+}
+
+/// A socket that talks to the kernel about the calling thread's network
+/// namespace (a netlink socket stays with the namespace it was opened in).
+pub(crate) fn open() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
 
+/// A socket on the network namespace `netns` (an open `/proc/PID/ns/net`).
+///
+/// It is opened on a short-lived thread that enters the namespace, so no
+/// thread of the caller ever changes namespace.
+pub(crate) fn open_in(netns: &File) -> io::Result<Socket> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                move_into_link_name_space(netns.as_fd(), Some(LinkNameSpaceType::Network))?;
+                open()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the netlink thread panicked")))
+    })
+}
+
+/// [`request`] on a socket of the caller's: several requests may go over
+/// one socket, one after the other.
+pub(crate) fn request_on(
+    socket: &Socket,
+    message: RouteNetlinkMessage,
+    flags: u16,
+) -> io::Result<Vec<RouteNetlinkMessage>> {
     let mut packet = NetlinkMessage::from(message);
     packet.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
     packet.header.sequence_number = SEQUENCE;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -9,7 +10,8 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryStateEnum, ExecConfig, HostConfig, NetworkCreateRequest, PortBinding,
+    ContainerSummaryStateEnum, ExecConfig, HostConfig, Ipam, IpamConfig, NetworkCreateRequest,
+    PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
@@ -17,9 +19,12 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, ResizeExecOptions, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
+use ipnet::Ipv4Net;
+use moor_hostnet::PodInterface;
 use tokio::time::Instant;
 
 use crate::change_log::{Change, ChangeLog};
+use crate::pod_network::{self, POD_IP_LABEL, POD_RANGE_LABEL, PodNetwork};
 use crate::types::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, LogOptions,
     NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping, RuntimeInfo,
@@ -51,6 +56,22 @@ pub struct Docker {
     /// Whose containers changed when: a listing by pod stands while that
     /// pod's containers did not change, whatever happened to other pods'.
     change_log: Arc<ChangeLog>,
+    /// How moor addresses sandboxes on the network, once
+    /// [`ContainerRuntime::ensure_network`] found a moor range on it.
+    pod_network: Arc<std::sync::RwLock<Option<Arc<PodNetwork>>>>,
+    /// Created containers with a network namespace of their own, until they
+    /// start: what the start still has to set up.
+    unattached: Arc<std::sync::Mutex<HashMap<String, Attachment>>>,
+}
+
+/// How a new sandbox joins the network once it runs.
+#[derive(Clone, Debug)]
+enum Attachment {
+    /// moor's veth pair and this reserved address.
+    Moor(Arc<PodNetwork>, Ipv4Addr),
+    /// Docker attached it (it publishes host ports): only the hairpin mode
+    /// of its bridge port is left.
+    Docker,
 }
 
 /// One listing of every moor pod container.
@@ -189,7 +210,193 @@ impl Docker {
             inspected: std::sync::Arc::default(),
             listing: Arc::default(),
             change_log: Arc::default(),
+            pod_network: Arc::default(),
+            unattached: Arc::default(),
         })
+    }
+
+    /// The network's moor addressing, when it has one.
+    fn pod_network(&self) -> Option<Arc<PodNetwork>> {
+        self.pod_network
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The containers created but not yet started that still need a network.
+    fn unattached(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attachment>> {
+        self.unattached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates the cluster network with a subnet Docker picks, split in two:
+    /// Docker's `IPRange` (what it attaches itself, the gateway included)
+    /// and moor's range for sandboxes (see [`crate::pod_network`]).
+    ///
+    /// Docker picks the subnet for a probe network first, away from the
+    /// host's routes and other networks; another agent's probe may take the
+    /// same subnet meanwhile, so a failed create tries again.
+    async fn create_network(&self, name: &str) -> Result<(), Error> {
+        let mut last = None;
+        for _ in 0..3 {
+            let probe = NetworkCreateRequest {
+                name: format!("{name}-probe-{}", std::process::id()),
+                driver: Some("bridge".into()),
+                ..Default::default()
+            };
+            let probe = self.docker.create_network(probe).await.map_err(engine)?.id;
+            let inspected = self.docker.inspect_network(&probe, None).await;
+            if let Err(err) = self.docker.remove_network(&probe).await
+                && status_of(&err) != Some(404)
+            {
+                return Err(engine(err));
+            }
+            let config = inspected
+                .map_err(engine)?
+                .ipam
+                .and_then(|i| i.config)
+                .and_then(|c| c.into_iter().next())
+                .unwrap_or_default();
+            let subnet: Option<Ipv4Net> = config.subnet.as_deref().and_then(|s| s.parse().ok());
+            let Some((docker_range, pod_range)) = subnet.and_then(PodNetwork::split) else {
+                return Err(Error::Engine(format!(
+                    "Docker gave network {name} the subnet {:?}, which moor cannot split between Docker and pods",
+                    config.subnet
+                )));
+            };
+            let request = NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".into()),
+                labels: Some(HashMap::from([
+                    ("moor.network".into(), "true".into()),
+                    (POD_RANGE_LABEL.into(), pod_range.to_string()),
+                ])),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: config.subnet,
+                        ip_range: Some(docker_range.to_string()),
+                        gateway: config.gateway,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match self.docker.create_network(request).await {
+                Ok(created) => return self.keep_one_network(name, &created.id).await,
+                Err(err) if status_of(&err) == Some(409) => return Ok(()),
+                Err(err) => last = Some(engine(err)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Engine(format!("cannot create network {name}"))))
+    }
+
+    /// Releases the addresses of sandboxes that are gone (an agent stopped
+    /// between a reservation and its container, or between a removal and
+    /// its release), and the reservations of networks that are gone.
+    async fn release_orphans(&self, network: Arc<PodNetwork>) -> Result<(), Error> {
+        let live: std::collections::HashSet<String> = self
+            .list_summaries(&[(crate::labels::SANDBOX, None)])
+            .await?
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .map(|name| name.trim_start_matches('/').to_owned())
+            .collect();
+        let networks: std::collections::HashSet<String> = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(engine)?
+            .into_iter()
+            .filter_map(|n| n.id)
+            .collect();
+        let released = tokio::task::spawn_blocking(move || {
+            pod_network::forget_removed_networks(&networks)?;
+            network.release_orphans(&live, pod_network::ORPHAN_AGE)
+        })
+        .await
+        .map_err(|e| Error::Engine(e.to_string()))?
+        .map_err(|e| Error::Engine(format!("releasing addresses of removed sandboxes: {e}")))?;
+        if released > 0 {
+            tracing::info!(released, "released the addresses of removed sandboxes");
+        }
+        Ok(())
+    }
+
+    /// Joins a just-started container to the network as planned at its
+    /// creation.
+    async fn attach(&self, id: &str, attachment: Attachment) -> Result<(), Error> {
+        let pid = self.pid(id).await;
+        match attachment {
+            Attachment::Moor(network, ip) => {
+                let interface = PodInterface {
+                    host_name: format!("moor{}", id.get(..11).unwrap_or(id)),
+                    bridge: network.bridge.clone(),
+                    pid: pid?,
+                    address: Ipv4Net::new(ip, network.subnet.prefix_len())
+                        .map_err(|e| Error::Engine(e.to_string()))?,
+                    gateway: network.gateway,
+                };
+                tokio::task::spawn_blocking(move || moor_hostnet::attach_pod(&interface))
+                    .await
+                    .map_err(|e| Error::Engine(e.to_string()))?
+                    .map_err(|e| Error::Engine(format!("attaching the pod network: {e}")))
+            }
+            // Best effort, as before moor attached sandboxes itself: a pod
+            // that cannot reach itself through a service still runs, and a
+            // container that already exited has no port left.
+            Attachment::Docker => {
+                if let Err(err) = async { hairpin(id, pid?).await }.await {
+                    tracing::debug!(%err, "cannot set hairpin mode on the container's bridge port");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The process id of running container `id`.
+    async fn pid(&self, id: &str) -> Result<u32, Error> {
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(engine)?
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| Error::Engine(format!("container {id} is not running")))
+    }
+
+    /// The address and owner of the reservation `id` holds, from what this
+    /// runtime has seen of it, else from the engine.
+    async fn reservation_of(&self, id: &str) -> Option<(Ipv4Addr, String)> {
+        let from = |labels: &HashMap<String, String>, name: &str| {
+            let ip = labels.get(POD_IP_LABEL)?.parse().ok()?;
+            Some((ip, name.trim_start_matches('/').to_owned()))
+        };
+        if let Some(seen) = self.cached().get(id) {
+            return from(&seen.info.labels, &seen.info.name);
+        }
+        let listed = self.listing.lock().await.as_ref().and_then(|l| {
+            l.summaries
+                .iter()
+                .find(|c| c.id.as_deref() == Some(id))
+                .map(|c| (c.labels.clone().unwrap_or_default(), c.names.clone()))
+        });
+        if let Some((labels, names)) = listed {
+            let name = names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+            return from(&labels, &name);
+        }
+        let inspect = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        from(
+            &inspect.config.and_then(|c| c.labels).unwrap_or_default(),
+            inspect.name.as_deref().unwrap_or_default(),
+        )
     }
 
     /// Another agent on this host may have created the network at the same
@@ -251,7 +458,13 @@ impl Docker {
             .and_then(|n| n.networks)
             .and_then(|mut n| n.remove(&self.network))
             .and_then(|e| e.ip_address)
-            .filter(|ip| !ip.is_empty());
+            .filter(|ip| !ip.is_empty())
+            .or_else(|| {
+                config
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(POD_IP_LABEL).cloned())
+            });
         ContainerInfo {
             id: c.id.unwrap_or_default(),
             name: c
@@ -299,23 +512,32 @@ impl ContainerRuntime for Docker {
 
     async fn ensure_network(&self, name: &str) -> Result<(), Error> {
         let _creating = self.network_lock.lock().await;
-        match self.docker.inspect_network(name, None).await {
-            Ok(_) => return Ok(()),
-            Err(err) if status_of(&err) == Some(404) => {}
+        let network = match self.docker.inspect_network(name, None).await {
+            Ok(network) => network,
+            Err(err) if status_of(&err) == Some(404) => {
+                self.create_network(name).await?;
+                self.docker
+                    .inspect_network(name, None)
+                    .await
+                    .map_err(engine)?
+            }
             Err(err) => return Err(engine(err)),
+        };
+        let pod_network = PodNetwork::from_inspect(&network).map(Arc::new);
+        match &pod_network {
+            Some(pod_network) => self.release_orphans(pod_network.clone()).await?,
+            None => tracing::warn!(
+                network = name,
+                "the network has no {POD_RANGE_LABEL} label (made by an older moor?): Docker \
+                 attaches pod sandboxes itself, which is slower; remove the network once no \
+                 pod uses it and moor makes it anew"
+            ),
         }
-        let request = NetworkCreateRequest {
-            name: name.to_owned(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([("moor.network".into(), "true".into())])),
-            ..Default::default()
-        };
-        let created = match self.docker.create_network(request).await {
-            Ok(created) => created.id,
-            Err(err) if status_of(&err) == Some(409) => return Ok(()),
-            Err(err) => return Err(engine(err)),
-        };
-        self.keep_one_network(name, &created).await
+        *self
+            .pod_network
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pod_network;
+        Ok(())
     }
 
     async fn image_id(&self, image: &str) -> Result<Option<String>, Error> {
@@ -361,6 +583,24 @@ impl ContainerRuntime for Docker {
             NetworkMode::Network(name) => name.clone(),
             NetworkMode::Container(id) => format!("container:{id}"),
         };
+        // A sandbox that publishes no host port gets moor's attachment
+        // (see `pod_network`); Docker publishes ports only for containers
+        // it attaches itself.
+        let mut labels = spec.labels.clone();
+        let attachment = match (&spec.network, self.pod_network()) {
+            (NetworkMode::Network(_), Some(network)) if spec.ports.is_empty() => {
+                let (owner, reserving) = (spec.name.clone(), network.clone());
+                let ip = tokio::task::spawn_blocking(move || reserving.reserve(&owner))
+                    .await
+                    .map_err(|e| Error::Engine(e.to_string()))?
+                    .map_err(|e| Error::Engine(format!("reserving a pod address: {e}")))?;
+                labels.insert(POD_IP_LABEL.into(), ip.to_string());
+                Some(Attachment::Moor(network, ip))
+            }
+            (NetworkMode::Network(_), _) => Some(Attachment::Docker),
+            (NetworkMode::Container(_), _) => None,
+        };
+        let moor_attached = matches!(attachment, Some(Attachment::Moor(..)));
         let binds = spec
             .mounts
             .iter()
@@ -370,7 +610,7 @@ impl ContainerRuntime for Docker {
             })
             .collect();
         let host_config = HostConfig {
-            network_mode: Some(network_mode),
+            network_mode: (!moor_attached).then_some(network_mode),
             ipc_mode: Some(match &spec.ipc_container {
                 Some(id) => format!("container:{id}"),
                 None => "shareable".into(),
@@ -390,12 +630,6 @@ impl ContainerRuntime for Docker {
             }),
             nano_cpus: spec.nano_cpus,
             memory: spec.memory_bytes,
-            // Docker writes these into the container's resolv.conf; on a
-            // user-defined network the nameserver line is its embedded
-            // resolver (127.0.0.11), which forwards to these servers.
-            dns: spec.dns.as_ref().map(|d| d.servers.clone()),
-            dns_search: spec.dns.as_ref().map(|d| d.searches.clone()),
-            dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -404,7 +638,10 @@ impl ContainerRuntime for Docker {
             cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
             working_dir: (!spec.working_dir.is_empty()).then(|| spec.working_dir.clone()),
             env: Some(spec.env.clone()),
-            labels: Some(spec.labels.clone()),
+            labels: Some(labels),
+            // A network namespace with only `lo`, and none of Docker's
+            // network setup: moor attaches it once it runs.
+            network_disabled: moor_attached.then_some(true),
             hostname: spec.hostname.clone(),
             exposed_ports: (!spec.ports.is_empty())
                 .then(|| spec.ports.iter().map(port_key).collect()),
@@ -420,10 +657,21 @@ impl ContainerRuntime for Docker {
                 pod.clone(),
                 self.docker.create_container(Some(options), body),
             )
-            .await
-            .map_err(engine)?;
+            .await;
+        let created = match created {
+            Ok(created) => created,
+            Err(err) => {
+                if let Some(Attachment::Moor(network, ip)) = attachment {
+                    let _ = network.release(ip, &spec.name);
+                }
+                return Err(engine(err));
+            }
+        };
         if let Some(uid) = &pod {
             self.change_log.learn(&created.id, uid);
+        }
+        if let Some(attachment) = attachment {
+            self.unattached().insert(created.id.clone(), attachment);
         }
         Ok(created.id)
     }
@@ -437,7 +685,17 @@ impl ContainerRuntime for Docker {
             self.docker.start_container(id, None),
         )
         .await
-        .map_err(engine)
+        .map_err(engine)?;
+        let Some(attachment) = self.unattached().remove(id) else {
+            return Ok(());
+        };
+        if let Err(err) = self.attach(id, attachment).await {
+            // A sandbox without its network must not pass for a running
+            // one: stopped, it is replaced by the agent's next sync.
+            let _ = self.stop_container(id, Duration::ZERO).await;
+            return Err(err);
+        }
+        Ok(())
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
@@ -458,6 +716,11 @@ impl ContainerRuntime for Docker {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let reservation = match self.pod_network() {
+            Some(network) => self.reservation_of(id).await.map(|r| (network, r)),
+            None => None,
+        };
+        self.unattached().remove(id);
         self.cached().remove(id);
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -471,11 +734,18 @@ impl ContainerRuntime for Docker {
             .await;
         self.change_log.forget(id);
         match removed {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // 404: gone; 409: removal already in progress.
-            Err(err) if matches!(status_of(&err), Some(404 | 409)) => Ok(()),
-            Err(err) => Err(engine(err)),
+            Err(err) if matches!(status_of(&err), Some(404 | 409)) => {}
+            Err(err) => return Err(engine(err)),
         }
+        if let Some((network, (ip, owner))) = reservation {
+            tokio::task::spawn_blocking(move || network.release(ip, &owner))
+                .await
+                .map_err(|e| Error::Engine(e.to_string()))?
+                .map_err(|e| Error::Engine(format!("releasing pod address {ip}: {e}")))?;
+        }
+        Ok(())
     }
 
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, Error> {
@@ -675,43 +945,6 @@ impl ContainerRuntime for Docker {
             .map_err(engine)
     }
 
-    async fn enable_hairpin(&self, id: &str) -> Result<(), Error> {
-        let inspect = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(engine)?;
-        let pid = inspect
-            .state
-            .and_then(|s| s.pid)
-            .filter(|pid| *pid > 0)
-            .ok_or_else(|| Error::Engine(format!("container {id} is not running")))?;
-        // The container's eth0 is one end of a veth pair; its iflink is the
-        // index of the host end, which is the bridge port.
-        let iflink = format!("/proc/{pid}/root/sys/class/net/eth0/iflink");
-        let peer = tokio::fs::read_to_string(&iflink)
-            .await
-            .map_err(|e| Error::Engine(format!("{iflink}: {e}")))?;
-        let peer = peer.trim().to_string();
-        let mut entries = tokio::fs::read_dir("/sys/class/net")
-            .await
-            .map_err(|e| Error::Engine(format!("/sys/class/net: {e}")))?;
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            let index = tokio::fs::read_to_string(entry.path().join("ifindex"))
-                .await
-                .unwrap_or_default();
-            if index.trim() == peer {
-                let mode = entry.path().join("brport/hairpin_mode");
-                return tokio::fs::write(&mode, "1")
-                    .await
-                    .map_err(|e| Error::Engine(format!("{}: {e}", mode.display())));
-            }
-        }
-        Err(Error::Engine(format!(
-            "no host interface with index {peer} (the bridge port of container {id})"
-        )))
-    }
-
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error> {
         let inspect = self.docker.inspect_exec(exec_id).await.map_err(engine)?;
         Ok(match inspect.running {
@@ -719,6 +952,36 @@ impl ContainerRuntime for Docker {
             _ => inspect.exit_code,
         })
     }
+}
+
+/// Lets the bridge send a sandbox's own packets back to it (hairpin mode on
+/// its bridge port), so a pod reaches itself through a service address the
+/// kernel translates back to the pod (the proxy's iptables mode).
+async fn hairpin(id: &str, pid: u32) -> Result<(), Error> {
+    // The container's eth0 is one end of a veth pair; its iflink is the
+    // index of the host end, which is the bridge port.
+    let iflink = format!("/proc/{pid}/root/sys/class/net/eth0/iflink");
+    let peer = tokio::fs::read_to_string(&iflink)
+        .await
+        .map_err(|e| Error::Engine(format!("{iflink}: {e}")))?;
+    let peer = peer.trim().to_string();
+    let mut entries = tokio::fs::read_dir("/sys/class/net")
+        .await
+        .map_err(|e| Error::Engine(format!("/sys/class/net: {e}")))?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let index = tokio::fs::read_to_string(entry.path().join("ifindex"))
+            .await
+            .unwrap_or_default();
+        if index.trim() == peer {
+            let mode = entry.path().join("brport/hairpin_mode");
+            return tokio::fs::write(&mode, "1")
+                .await
+                .map_err(|e| Error::Engine(format!("{}: {e}", mode.display())));
+        }
+    }
+    Err(Error::Engine(format!(
+        "no host interface with index {peer} (the bridge port of container {id})"
+    )))
 }
 
 /// The layers of an image being pulled, from Docker's progress messages.

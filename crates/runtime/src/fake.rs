@@ -272,10 +272,6 @@ mod tests {
             ports: vec![],
             nano_cpus: None,
             memory_bytes: None,
-            dns: Some(crate::DnsConfig {
-                servers: vec!["10.96.0.10".into()],
-                ..Default::default()
-            }),
         }
     }
 

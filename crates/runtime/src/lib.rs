@@ -10,15 +10,16 @@ mod change_log;
 mod docker;
 mod error;
 mod fake;
+pub mod pod_network;
 mod types;
 
 pub use docker::Docker;
 pub use error::Error;
 pub use fake::Fake;
 pub use types::{
-    ContainerInfo, ContainerSpec, ContainerState, DnsConfig, ExecOutput, ExecSession, ExecSpec,
-    Labels, LogOptions, Mount, NetworkMode, OutputChunk, OutputStream, OutputStreamBox,
-    PortMapping, RuntimeInfo, labels,
+    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, Labels,
+    LogOptions, Mount, NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping,
+    RuntimeInfo, labels,
 };
 
 use std::time::Duration;
@@ -84,12 +85,4 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// The exit code of an interactive command, once it has exited.
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error>;
-
-    /// Lets the bridge send a sandbox's own packets back to it (hairpin
-    /// mode on its bridge port), so a pod reaches itself through a service
-    /// whose address the kernel translates to the pod (the proxy's iptables
-    /// mode). Runtimes without bridge ports have nothing to do.
-    async fn enable_hairpin(&self, _id: &str) -> Result<(), Error> {
-        Ok(())
-    }
 }

@@ -76,21 +76,6 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// Memory limit in bytes.
     pub memory_bytes: Option<i64>,
-    /// The resolver settings; `None`: the engine's default. Only for
-    /// containers with their own network namespace: containers joined to
-    /// another share its resolv.conf.
-    pub dns: Option<DnsConfig>,
-}
-
-/// A container's resolver settings (its `/etc/resolv.conf`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DnsConfig {
-    /// Name server addresses.
-    pub servers: Vec<String>,
-    /// Search domains, in order.
-    pub searches: Vec<String>,
-    /// Resolver options, e.g. `ndots:5`.
-    pub options: Vec<String>,
 }
 
 /// A container port published on the host.

@@ -63,7 +63,6 @@ fn echo(name: &str, args: &[&str], labels: &[(&str, &str)]) -> ContainerSpec {
         ports: Vec::new(),
         nano_cpus: None,
         memory_bytes: None,
-        dns: None,
     }
 }
 

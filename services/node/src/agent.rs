@@ -37,6 +37,10 @@ pub struct Agent {
     /// The sandbox image and the cluster network are known to be there
     /// (checked again after a failed sandbox create).
     pub sandbox_ready: std::sync::atomic::AtomicBool,
+    /// The host's resolver settings, read on first use (pods with
+    /// dnsPolicy Default get them; a change needs an agent restart, as
+    /// kubelet's --resolv-conf does).
+    pub host_resolv_conf: tokio::sync::OnceCell<String>,
     /// Failed pulls by (pod uid, container name), for ImagePullBackOff.
     // A std Mutex: only short synchronous sections use it.
     pull_failures: Mutex<HashMap<(String, String), PullFailure>>,
@@ -115,6 +119,7 @@ impl Agent {
             data_dir,
             agent_port,
             sandbox_ready: std::sync::atomic::AtomicBool::new(false),
+            host_resolv_conf: tokio::sync::OnceCell::new(),
             config,
             pull_failures: Mutex::default(),
             pulls: Mutex::default(),

@@ -45,7 +45,7 @@ pub struct Config {
     /// Memory a fake node reports, in bytes.
     pub fake_memory_bytes: i64,
     /// The cluster DNS server that pods with dnsPolicy ClusterFirst resolve
-    /// through; `None`: every pod keeps Docker's default resolver.
+    /// through; `None`: every pod gets the host's resolver settings (pod/dns.rs).
     pub cluster_dns: Option<Ipv4Addr>,
     /// The cluster's DNS domain: pods search `<namespace>.svc.<domain>`,
     /// `svc.<domain>` and `<domain>`.

@@ -6,7 +6,8 @@
 //! with back-off, status written only on change, graceful deletion, and
 //! removal of containers whose pod is gone. A restarted agent adopts the
 //! containers it finds (by their labels) instead of restarting them. Pods
-//! resolve through the cluster DNS (per dnsPolicy) and their containers get
+//! resolve through the cluster DNS (per dnsPolicy; the agent writes each
+//! pod's /etc/resolv.conf and /etc/hosts itself) and their containers get
 //! Kubernetes-style variables for the services of their namespace. The
 //! agent's own gRPC service (NodeAgent) streams logs and runs exec sessions
 //! for the apiserver, which relays `moorctl logs` and `moorctl exec`.
@@ -82,7 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
 /// Asks the apiserver for the cluster DNS address and domain, retrying
 /// until it answers; `None` on shutdown. An apiserver without the
-/// ProxyConfig service leaves pods on Docker's resolver.
+/// ProxyConfig service leaves pods on the host's resolver settings.
 async fn discover_cluster_dns(
     config: &mut Config,
     client: &moor_client::Client,
@@ -102,7 +103,7 @@ async fn discover_cluster_dns(
                 if status.code() == tonic::Code::Unimplemented =>
             {
                 tracing::warn!(
-                    "the apiserver has no cluster network settings; pods use Docker's resolver"
+                    "the apiserver has no cluster network settings; pods use the host's resolver settings"
                 );
                 return Some(());
             }

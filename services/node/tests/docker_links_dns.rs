@@ -75,12 +75,13 @@ async fn app_containers_resolve_through_cluster_dns_and_see_services() {
         "{resolv}"
     );
     assert!(resolv.contains("options ndots:5"), "{resolv}");
-    let sandbox = containers
-        .iter()
-        .find(|c| c.is_sandbox())
-        .expect("the sandbox exists");
-    let dns = docker(&["inspect", "-f", "{{json .HostConfig.Dns}}", &sandbox.id]);
-    assert_eq!(dns.trim(), r#"["10.96.0.10"]"#);
+    assert!(resolv.contains("nameserver 10.96.0.10\n"), "{resolv}");
+    let hosts = docker(&["cp", &format!("{}:/etc/hosts", app.id), "-"]);
+    assert!(hosts.contains("# moor-managed hosts file.\n"), "{hosts}");
+    assert!(
+        hosts.contains("\tresolver\n"),
+        "the pod's own line: {hosts}"
+    );
 
     let env = docker(&["inspect", "-f", "{{json .Config.Env}}", &app.id]);
     for expected in [

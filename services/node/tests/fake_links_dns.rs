@@ -14,7 +14,7 @@ use moor_api::meta::v1::ObjectMeta;
 use moor_client::Client;
 use moor_integration_tests::Apiserver;
 use moor_node::Config;
-use moor_runtime::{ContainerRuntime, ContainerSpec, DnsConfig, Fake, labels};
+use moor_runtime::{ContainerRuntime, ContainerSpec, Fake, labels};
 use moor_testkit::assert_eventually;
 use tokio_util::sync::CancellationToken;
 
@@ -169,6 +169,16 @@ fn pod(namespace: &str, name: &str, tweak: impl FnOnce(&mut PodSpec)) -> Pod {
     }
 }
 
+/// The text of the host file `spec` bind-mounts at `container_path`.
+fn mounted(spec: &ContainerSpec, container_path: &str) -> String {
+    let mount = spec
+        .mounts
+        .iter()
+        .find(|m| m.container_path == container_path)
+        .unwrap_or_else(|| panic!("{container_path} is mounted: {:?}", spec.mounts));
+    std::fs::read_to_string(&mount.host_path).expect("the pod's file is written")
+}
+
 /// The `NAME=value` entries of `env` whose name starts with `prefix`.
 fn with_prefix<'a>(env: &'a [String], prefix: &str) -> Vec<&'a str> {
     env.iter()
@@ -189,7 +199,7 @@ async fn containers_get_the_variables_of_existing_services_and_cluster_dns() {
         .await;
     node.service("default", "db", "None", &[("", 5432)]).await;
 
-    let (sandbox, main) = node.run(pod("default", "client", |_| {})).await;
+    let (_, main) = node.run(pod("default", "client", |_| {})).await;
 
     let mut redis = with_prefix(&main.env, "REDIS_PRIMARY_");
     redis.sort_unstable();
@@ -221,21 +231,14 @@ async fn containers_get_the_variables_of_existing_services_and_cluster_dns() {
     );
 
     assert_eq!(
-        sandbox.dns,
-        Some(DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec![
-                "default.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
-            ],
-            options: vec!["ndots:5".into()],
-        })
+        mounted(&main, "/etc/resolv.conf"),
+        "nameserver 10.96.0.10\n\
+         search default.svc.cluster.local svc.cluster.local cluster.local\n\
+         options ndots:5\n"
     );
-    assert_eq!(
-        main.dns, None,
-        "app containers share the sandbox's resolver"
-    );
+    let hosts = mounted(&main, "/etc/hosts");
+    assert!(hosts.starts_with("# moor-managed hosts file.\n"), "{hosts}");
+    assert!(hosts.ends_with("\tclient\n"), "the pod's own line: {hosts}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,9 +250,13 @@ async fn service_links_off_and_dns_policy_default_get_neither() {
         spec.enable_service_links = Some(false);
         spec.dns_policy = "Default".into();
     });
-    let (sandbox, main) = node.run(quiet).await;
+    let (_, main) = node.run(quiet).await;
     assert_eq!(main.env, ["WEB_SERVICE_HOST=mine"]);
-    assert_eq!(sandbox.dns, None);
+    let resolv = mounted(&main, "/etc/resolv.conf");
+    assert!(
+        !resolv.contains("10.96.0.10"),
+        "the host's settings, not the cluster DNS: {resolv}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,11 +266,11 @@ async fn a_pod_searches_its_own_namespace_first_and_sees_its_services() {
     node.service("default", "elsewhere", "", &[("", 80)]).await;
     let ip = node.service("team-a", "api", "", &[("", 8080)]).await;
 
-    let (sandbox, main) = node.run(pod("team-a", "client", |_| {})).await;
-    let searches = sandbox.dns.map(|d| d.searches).unwrap_or_default();
-    assert_eq!(
-        searches.first().map(String::as_str),
-        Some("team-a.svc.cluster.local")
+    let (_, main) = node.run(pod("team-a", "client", |_| {})).await;
+    let resolv = mounted(&main, "/etc/resolv.conf");
+    assert!(
+        resolv.contains("\nsearch team-a.svc.cluster.local "),
+        "{resolv}"
     );
     assert!(main.env.contains(&format!("API_SERVICE_HOST={ip}")));
     assert!(

@@ -4,6 +4,7 @@
 //! syncs one at a time.
 
 mod dns;
+mod etc;
 mod events;
 mod image;
 mod init;
@@ -25,7 +26,6 @@ use moor_runtime::{ContainerInfo, ContainerState, labels};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use self::probe::{Probers, Wake};
 use self::status::{Observed, Waiting};
@@ -199,9 +199,9 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
     let Sandbox {
         running: sandbox,
         problem,
-        hairpin,
     } = ensure_sandbox(agent, pod, &existing).await?;
     if let Some(sandbox) = &sandbox {
+        etc::write(agent, pod, sandbox.ip.as_deref().unwrap_or_default()).await?;
         let volume_error = spec::prepare_volumes(agent, pod, &sources).await?;
         let inputs = Inputs {
             sandbox,
@@ -235,10 +235,6 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
                 }
             }
         }
-    }
-    if let Some(hairpin) = hairpin {
-        // Only a panic fails it, and that was already reported.
-        let _ = hairpin.await;
     }
     // Observe again: the steps above may have created, started or removed
     // containers (a runtime answers from what it already listed when they
@@ -497,24 +493,10 @@ async fn ensure_sandbox(
     };
     agent.runtime.start_container(&id).await?;
     tracing::info!(attempt, "started pod sandbox");
-    // Best effort (only a pod reaching itself through a kernel-translated
-    // service address needs it), alongside the app containers' creation: an
-    // inspect and a walk over the host's interfaces, slow in a saturated
-    // engine. The sync waits for it before it reports the pod.
-    let (runtime, sandbox_id) = (agent.runtime.clone(), id.clone());
-    let hairpin = tokio::spawn(
-        async move {
-            if let Err(err) = runtime.enable_hairpin(&sandbox_id).await {
-                tracing::warn!(%err, "cannot set hairpin mode on the pod's bridge port");
-            }
-        }
-        .in_current_span(),
-    );
     let running = agent.runtime.inspect_container(&id).await?;
     Ok(Sandbox {
         running,
         problem: None,
-        hairpin: Some(hairpin),
     })
 }
 
@@ -525,8 +507,6 @@ struct Sandbox {
     running: Option<ContainerInfo>,
     /// Why there is none.
     problem: Option<Waiting>,
-    /// Setting the hairpin mode of a new sandbox's bridge port.
-    hairpin: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Graceful deletion: stop and remove the containers, and confirm so the

@@ -7,7 +7,7 @@ use moor_api::core::v1::{Container, Pod, Volume};
 use moor_runtime::{ContainerSpec, Labels, Mount, NetworkMode, PortMapping, labels};
 
 use crate::agent::Agent;
-use crate::pod::dns;
+use crate::pod::etc;
 use crate::pod::sources::{self, Sources};
 
 /// A container the agent cannot create from the spec as given
@@ -36,12 +36,17 @@ fn engine_name(pod: &Pod, container: &str, attempt: u32) -> String {
     )
 }
 
+/// The pod's hostname: its name, cut to a DNS label's 63 characters.
+pub fn hostname(pod: &Pod) -> String {
+    let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
+    name.chars().take(63).collect()
+}
+
 /// The sandbox container: the pause image on the cluster network.
 pub fn sandbox(agent: &Agent, pod: &Pod, attempt: u32) -> ContainerSpec {
     let mut labels = pod_labels(agent, pod);
     labels.insert(labels::SANDBOX.into(), "true".into());
     labels.insert(labels::CONTAINER_ATTEMPT.into(), attempt.to_string());
-    let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
     ContainerSpec {
         name: engine_name(pod, "POD", attempt),
         image: agent.config.sandbox_image.clone(),
@@ -53,11 +58,11 @@ pub fn sandbox(agent: &Agent, pod: &Pod, attempt: u32) -> ContainerSpec {
         mounts: vec![],
         network: NetworkMode::Network(agent.config.network.clone()),
         ipc_container: None,
-        hostname: Some(name.chars().take(63).collect()),
+        hostname: Some(hostname(pod)),
         ports: host_ports(pod),
         nano_cpus: None,
         memory_bytes: None,
-        dns: dns::sandbox_dns(&agent.config, pod),
+        // The agent writes the pod's resolv.conf itself (pod/etc.rs).
     }
 }
 
@@ -134,8 +139,7 @@ pub fn app(
         ports: vec![],
         nano_cpus,
         memory_bytes,
-        // The sandbox's resolv.conf is theirs.
-        dns: None,
+        // The pod's resolv.conf is bind-mounted instead (see `mounts`).
     })
 }
 
@@ -194,10 +198,11 @@ fn env(
     Ok(out)
 }
 
+/// The container's volume mounts, then the pod's hosts file and resolv.conf.
 fn mounts(agent: &Agent, pod: &Pod, container: &Container) -> Result<Vec<Mount>, ConfigError> {
     let spec = pod.spec.clone().unwrap_or_default();
     let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
-    container
+    let mut mounts: Vec<Mount> = container
         .volume_mounts
         .iter()
         .map(|m| {
@@ -218,7 +223,9 @@ fn mounts(agent: &Agent, pod: &Pod, container: &Container) -> Result<Vec<Mount>,
                 read_only: m.read_only,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    mounts.extend(etc::mounts(&agent.pod_dir(uid), container));
+    Ok(mounts)
 }
 
 /// The host directory behind a volume.

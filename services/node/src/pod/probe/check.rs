@@ -331,7 +331,6 @@ mod tests {
             ports: vec![],
             nano_cpus: None,
             memory_bytes: None,
-            dns: None,
         };
         let id = fake.create_container(&spec).await.unwrap();
         fake.start_container(&id).await.unwrap();

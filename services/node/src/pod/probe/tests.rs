@@ -102,7 +102,6 @@ impl Setup {
             ports: vec![],
             nano_cpus: None,
             memory_bytes: None,
-            dns: None,
         };
         let id = self.fake.create_container(&spec).await.unwrap();
         self.fake.start_container(&id).await.unwrap();

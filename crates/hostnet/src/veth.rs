@@ -1,0 +1,194 @@
+//! A pod's network interface: a veth pair from a host bridge into the pod's
+//! network namespace, as a CNI bridge plugin makes it.
+
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::Socket;
+
+use crate::error::{Error, check_name};
+use crate::{link, socket};
+
+/// The interface's name inside the pod, as Docker and CNI name it.
+pub const POD_INTERFACE: &str = "eth0";
+
+/// Where a pod's interface goes and what it gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInterface {
+    /// The host end's name (at most 15 bytes, unique on the host).
+    pub host_name: String,
+    /// The bridge the host end joins.
+    pub bridge: String,
+    /// A process in the pod's network namespace.
+    pub pid: u32,
+    /// The pod's address, with the prefix length of the bridge's subnet.
+    pub address: Ipv4Net,
+    /// The default route's next hop: the bridge's own address.
+    pub gateway: Ipv4Addr,
+}
+
+/// Creates the veth pair of `interface`: the host end on the bridge, up, in
+/// hairpin mode (a pod reaches itself through a service address the kernel
+/// translates back to it); the other end `eth0` in the pod's namespace, up,
+/// with the address and a default route through the gateway.
+///
+/// Nothing needs undoing: the kernel deletes both ends when the pod's
+/// namespace goes, and a half-made pair goes with it.
+pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
+    let PodInterface {
+        host_name,
+        bridge,
+        pid,
+        ..
+    } = interface;
+    check_name(host_name)?;
+    let bridge_link = link::get(bridge)
+        .map_err(|e| Error::from_io(format!("looking up bridge {bridge}"), bridge, e))?;
+    let mtu = bridge_link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    });
+    let netns_path = format!("/proc/{pid}/ns/net");
+    let netns = File::open(&netns_path).map_err(|source| Error::Io {
+        action: format!("opening the network namespace {netns_path}"),
+        source,
+    })?;
+
+    create_pair(host_name, bridge_link.header.index, mtu, &netns).map_err(|e| {
+        io_error(
+            &format!("creating veth {host_name} on {bridge}"),
+            host_name,
+            e,
+        )
+    })?;
+    let hairpin = format!("/sys/class/net/{host_name}/brport/hairpin_mode");
+    std::fs::write(&hairpin, "1").map_err(|source| Error::Io {
+        action: format!("setting {hairpin}"),
+        source,
+    })?;
+
+    let action = |verb: &str| format!("{verb} {POD_INTERFACE} in the namespace of process {pid}");
+    let inside = socket::open_in(&netns).map_err(|source| Error::Io {
+        action: action("entering"),
+        source,
+    })?;
+    let index = link_by_name(&inside, POD_INTERFACE)
+        .map_err(|e| io_error(&action("looking up"), POD_INTERFACE, e))?
+        .header
+        .index;
+    add_address(&inside, index, interface.address)
+        .map_err(|e| io_error(&action("addressing"), POD_INTERFACE, e))?;
+    set_up(&inside, index).map_err(|e| io_error(&action("setting up"), POD_INTERFACE, e))?;
+    add_default_route(&inside, index, interface.gateway)
+        .map_err(|e| io_error(&action("routing"), POD_INTERFACE, e))?;
+    Ok(())
+}
+
+fn io_error(action: &str, ifname: &str, e: io::Error) -> Error {
+    Error::from_io(action.to_owned(), ifname, e)
+}
+
+fn link_by_name(socket: &Socket, name: &str) -> io::Result<LinkMessage> {
+    let mut query = LinkMessage::default();
+    query.attributes = vec![LinkAttribute::IfName(name.to_owned())];
+    socket::request_on(socket, RouteNetlinkMessage::GetLink(query), 0)?
+        .into_iter()
+        .find_map(|reply| match reply {
+            RouteNetlinkMessage::NewLink(link) => Some(link),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("the kernel acknowledged but sent no link"))
+}
+
+/// `ip link add HOST mtu M master BRIDGE up type veth peer name eth0 mtu M netns NS`.
+fn create_pair(host: &str, bridge: u32, mtu: Option<u32>, netns: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut peer = LinkMessage::default();
+    peer.attributes = vec![
+        LinkAttribute::IfName(POD_INTERFACE.to_owned()),
+        LinkAttribute::NetNsFd(netns.as_raw_fd()),
+    ];
+    let mut message = LinkMessage::default();
+    message.header.flags = LinkFlags::Up;
+    message.header.change_mask = LinkFlags::Up;
+    message.attributes = vec![
+        LinkAttribute::IfName(host.to_owned()),
+        LinkAttribute::Controller(bridge),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]),
+    ];
+    if let Some(mtu) = mtu {
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+        if let Some(LinkAttribute::LinkInfo(infos)) = message.attributes.get_mut(2)
+            && let Some(LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer)))) = infos.get_mut(1)
+        {
+            peer.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+    }
+    socket::request(
+        RouteNetlinkMessage::NewLink(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map(drop)
+}
+
+fn add_address(socket: &Socket, index: u32, address: Ipv4Net) -> io::Result<()> {
+    let mut message = AddressMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.prefix_len = address.prefix_len();
+    message.header.index = index;
+    message.header.scope = AddressScope::Universe;
+    let ip = IpAddr::V4(address.addr());
+    message.attributes = vec![
+        AddressAttribute::Local(ip),
+        AddressAttribute::Address(ip),
+        AddressAttribute::Broadcast(address.broadcast()),
+    ];
+    socket::request_on(
+        socket,
+        RouteNetlinkMessage::NewAddress(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map(drop)
+}
+
+fn set_up(socket: &Socket, index: u32) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message.header.flags = LinkFlags::Up;
+    message.header.change_mask = LinkFlags::Up;
+    socket::request_on(socket, RouteNetlinkMessage::SetLink(message), 0).map(drop)
+}
+
+/// `ip route add default via GATEWAY dev eth0`.
+fn add_default_route(socket: &Socket, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
+    let mut message = RouteMessage::default();
+    message.header.address_family = AddressFamily::Inet;
+    message.header.table = RouteHeader::RT_TABLE_MAIN;
+    message.header.protocol = RouteProtocol::Boot;
+    message.header.scope = RouteScope::Universe;
+    message.header.kind = RouteType::Unicast;
+    message.attributes = vec![
+        RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
+        RouteAttribute::Oif(index),
+    ];
+    socket::request_on(
+        socket,
+        RouteNetlinkMessage::NewRoute(message),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map(drop)
+}

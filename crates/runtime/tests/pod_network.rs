@@ -1,0 +1,229 @@
+//! moor's attachment of sandboxes to the cluster network, against the real
+//! engine and kernel: needs root, the `moor/pause:0.1` and `moor/echo:0.1`
+//! images (`images/build.sh`) and the docker CLI (to look at the network).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use moor_runtime::pod_network::{IPAM_DIR, POD_RANGE_LABEL};
+use moor_runtime::{
+    ContainerRuntime, ContainerSpec, ContainerState, Docker, NetworkMode, PortMapping, labels,
+};
+
+/// Removes the test's containers, then its network, even when it fails.
+struct Cleanup {
+    run: String,
+    network: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=moor.test/run={}", self.run),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+fn container(run: &str, name: &str, image: &str, network: NetworkMode) -> ContainerSpec {
+    let sandbox = matches!(network, NetworkMode::Network(_));
+    let mut labels = HashMap::from([("moor.test/run".to_owned(), run.to_owned())]);
+    if sandbox {
+        labels.insert(labels::SANDBOX.into(), "true".into());
+    }
+    ContainerSpec {
+        name: format!("{run}-{name}"),
+        image: image.into(),
+        command: Vec::new(),
+        args: if sandbox {
+            Vec::new()
+        } else {
+            vec!["serve".into()]
+        },
+        working_dir: String::new(),
+        env: vec![format!("POD_NAME={name}")],
+        labels,
+        mounts: Vec::new(),
+        ipc_container: None,
+        hostname: sandbox.then(|| name.to_owned()),
+        network,
+        ports: Vec::new(),
+        nano_cpus: None,
+        memory_bytes: None,
+    }
+}
+
+/// Creates and starts `spec`; returns its id and what the runtime reports.
+async fn start(docker: &Docker, spec: &ContainerSpec) -> (String, moor_runtime::ContainerInfo) {
+    let id = docker.create_container(spec).await.expect("created");
+    docker.start_container(&id).await.expect("started");
+    let info = docker
+        .inspect_container(&id)
+        .await
+        .expect("inspected")
+        .expect("exists");
+    assert_eq!(info.state, ContainerState::Running, "{info:?}");
+    (id, info)
+}
+
+fn docker_cli(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn sandboxes_get_moor_addresses_reach_each_other_and_give_them_back() {
+    let run = format!("moor-podnet-{}", std::process::id());
+    let cleanup = Cleanup {
+        run: run.clone(),
+        network: run.clone(),
+    };
+    let docker = Docker::connect(&cleanup.network)
+        .await
+        .expect("Docker answers");
+    docker
+        .ensure_network(&cleanup.network)
+        .await
+        .expect("network");
+
+    // The network is split: Docker's IPRange below, moor's range above.
+    let range = docker_cli(&[
+        "network",
+        "inspect",
+        &cleanup.network,
+        "--format",
+        &format!("{{{{index .Labels \"{POD_RANGE_LABEL}\"}}}}"),
+    ]);
+    let range: ipnet::Ipv4Net = range.parse().expect("a moor range label");
+    let docker_range = docker_cli(&[
+        "network",
+        "inspect",
+        &cleanup.network,
+        "--format",
+        "{{(index .IPAM.Config 0).IPRange}} {{.Id}}",
+    ]);
+    let (docker_range, network_id) = docker_range.split_once(' ').expect("two fields");
+    let docker_range: ipnet::Ipv4Net = docker_range.parse().expect("an IPRange");
+    assert!(
+        !docker_range.contains(&range.network()),
+        "{docker_range} {range}"
+    );
+
+    let net = NetworkMode::Network(cleanup.network.clone());
+    let (a, a_info) = start(
+        &docker,
+        &container(&run, "a", "moor/pause:0.1", net.clone()),
+    )
+    .await;
+    let (_b, b_info) = start(
+        &docker,
+        &container(&run, "b", "moor/pause:0.1", net.clone()),
+    )
+    .await;
+    let ip_a: Ipv4Addr = a_info
+        .ip
+        .clone()
+        .expect("a has an ip")
+        .parse()
+        .expect("ipv4");
+    let ip_b: Ipv4Addr = b_info
+        .ip
+        .clone()
+        .expect("b has an ip")
+        .parse()
+        .expect("ipv4");
+    assert!(
+        range.contains(&ip_a) && range.contains(&ip_b),
+        "{ip_a} {ip_b} {range}"
+    );
+    assert_ne!(ip_a, ip_b);
+    let reservation = std::path::Path::new(IPAM_DIR)
+        .join(network_id)
+        .join(ip_a.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&reservation).expect("reserved"),
+        format!("{run}-a")
+    );
+
+    // An app container in a's namespace serves on a's address; b's
+    // namespace reaches it across the bridge, and so does a itself through
+    // its own address.
+    let server = container(
+        &run,
+        "a-web",
+        "moor/echo:0.1",
+        NetworkMode::Container(a.clone()),
+    );
+    let (_web, _) = start(&docker, &server).await;
+    for (from, name) in [(&b_info, "b"), (&a_info, "a")] {
+        let client = ContainerSpec {
+            args: vec![
+                "get".into(),
+                format!("http://{ip_a}:8080/"),
+                "--expect".into(),
+                "pod=a-web".into(),
+                "--retry-seconds".into(),
+                "20".into(),
+            ],
+            ..container(
+                &run,
+                &format!("{name}-client"),
+                "moor/echo:0.1",
+                NetworkMode::Container(from.id.clone()),
+            )
+        };
+        let id = docker.create_container(&client).await.expect("created");
+        docker.start_container(&id).await.expect("started");
+        let mut exited = None;
+        for _ in 0..250 {
+            let info = docker.inspect_container(&id).await.expect("inspect");
+            if let Some(info) = info.filter(|i| i.state == ContainerState::Exited) {
+                exited = Some(info);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let exited = exited.expect("the client finished");
+        assert_eq!(exited.exit_code, 0, "{name} did not reach a: {exited:?}");
+    }
+
+    // A sandbox that publishes a host port is Docker's to attach, in
+    // Docker's range.
+    let mut published = container(&run, "c", "moor/pause:0.1", net);
+    published.ports = vec![PortMapping {
+        container_port: 8080,
+        host_port: 0,
+        protocol: "tcp".into(),
+        host_ip: "127.0.0.1".into(),
+    }];
+    let (_c, c_info) = start(&docker, &published).await;
+    let ip_c: Ipv4Addr = c_info.ip.expect("c has an ip").parse().expect("ipv4");
+    assert!(docker_range.contains(&ip_c), "{ip_c} {docker_range}");
+
+    // Removing a sandbox gives its address back.
+    docker.remove_container(&a).await.expect("removed");
+    assert!(
+        !reservation.exists(),
+        "{} still reserved",
+        reservation.display()
+    );
+    drop(cleanup);
+}
