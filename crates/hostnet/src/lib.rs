@@ -2,10 +2,11 @@
 //! proxy's dummy interface, and pods' veth pairs into a bridge.
 //!
 //! Every call is blocking and self-contained: it opens its own rtnetlink
-//! socket, sends one request with `NLM_F_ACK` and reads until the kernel's
-//! answer, so it is safe to run from `spawn_blocking` on any thread. Changes
-//! are idempotent: adding what is there or removing what is not reports
-//! `false` instead of failing. Only IPv4 is handled.
+//! socket(s), sends its requests with `NLM_F_ACK` and reads each to the
+//! kernel's answer, so it is safe to run from `spawn_blocking` on any
+//! thread. Address and dummy-link changes are idempotent: adding what is
+//! there or removing what is not reports `false` instead of failing; a
+//! pod's veth pair is made once per namespace. Only IPv4 is handled.
 
 mod address;
 mod error;

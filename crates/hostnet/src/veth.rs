@@ -43,8 +43,13 @@ pub struct PodInterface {
 /// translates back to it); the other end `eth0` in the pod's namespace, up,
 /// with the address and a default route through the gateway.
 ///
-/// Nothing needs undoing: the kernel deletes both ends when the pod's
-/// namespace goes, and a half-made pair goes with it.
+/// The pod's end gets the MAC address `02:42:` followed by the IP address,
+/// as Docker gives its containers, so an address used again by another pod
+/// keeps its MAC and no neighbour holds a stale one.
+///
+/// Nothing needs undoing on failure once the pod's namespace goes: the
+/// kernel deletes both ends with it, a half-made pair included. Calling it
+/// again for the same namespace fails (`eth0` or the host name exists).
 pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
     let PodInterface {
         host_name,
@@ -65,7 +70,9 @@ pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
         source,
     })?;
 
-    create_pair(host_name, bridge_link.header.index, mtu, &netns).map_err(|e| {
+    let [a, b, c, d] = interface.address.addr().octets();
+    let mac = [0x02, 0x42, a, b, c, d];
+    create_pair(host_name, bridge_link.header.index, mtu, mac, &netns).map_err(|e| {
         io_error(
             &format!("creating veth {host_name} on {bridge}"),
             host_name,
@@ -111,12 +118,20 @@ fn link_by_name(socket: &Socket, name: &str) -> io::Result<LinkMessage> {
         .ok_or_else(|| io::Error::other("the kernel acknowledged but sent no link"))
 }
 
-/// `ip link add HOST mtu M master BRIDGE up type veth peer name eth0 mtu M netns NS`.
-fn create_pair(host: &str, bridge: u32, mtu: Option<u32>, netns: &File) -> io::Result<()> {
+/// `ip link add HOST mtu M master BRIDGE up type veth peer name eth0
+/// address MAC mtu M netns NS`.
+fn create_pair(
+    host: &str,
+    bridge: u32,
+    mtu: Option<u32>,
+    mac: [u8; 6],
+    netns: &File,
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut peer = LinkMessage::default();
     peer.attributes = vec![
         LinkAttribute::IfName(POD_INTERFACE.to_owned()),
+        LinkAttribute::Address(mac.to_vec()),
         LinkAttribute::NetNsFd(netns.as_raw_fd()),
     ];
     let mut message = LinkMessage::default();

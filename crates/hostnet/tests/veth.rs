@@ -118,6 +118,25 @@ fn a_pod_interface_reaches_the_host_over_the_bridge() {
         "{routes}"
     );
 
+    // Its MAC address is made from its IP address, as Docker's are.
+    let link = Command::new("nsenter")
+        .args([
+            "-t",
+            &server.0.id().to_string(),
+            "-n",
+            "ip",
+            "link",
+            "show",
+            "eth0",
+        ])
+        .output()
+        .expect("nsenter");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        link.contains(&format!("link/ether 02:42:0a:fd:{x:02x}:07 ")),
+        "{link}"
+    );
+
     // The kernel removes both ends with the namespace.
     drop(server);
     let gone = (0..50).any(|_| {

@@ -203,6 +203,13 @@ impl Docker {
             .negotiate_version()
             .await
             .map_err(unavailable)?;
+        // Known before any sandbox is made, so that removals from the
+        // start (a restarted agent's collection of orphans) release
+        // addresses; `ensure_network` makes it when missing.
+        let pod_network = match docker.inspect_network(network, None).await {
+            Ok(inspect) => PodNetwork::from_inspect(&inspect).map(Arc::new),
+            Err(_) => None,
+        };
         Ok(Self {
             docker,
             network: network.to_owned(),
@@ -210,7 +217,7 @@ impl Docker {
             inspected: std::sync::Arc::default(),
             listing: Arc::default(),
             change_log: Arc::default(),
-            pod_network: Arc::default(),
+            pod_network: Arc::new(std::sync::RwLock::new(pod_network)),
             unattached: Arc::default(),
         })
     }
@@ -322,6 +329,15 @@ impl Docker {
             tracing::info!(released, "released the addresses of removed sandboxes");
         }
         Ok(())
+    }
+
+    /// Reserves an address on `network` for sandbox `owner`.
+    async fn reserve(&self, network: &Arc<PodNetwork>, owner: &str) -> Result<Ipv4Addr, Error> {
+        let (network, owner) = (network.clone(), owner.to_owned());
+        tokio::task::spawn_blocking(move || network.reserve(&owner))
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))?
+            .map_err(|e| Error::Engine(format!("reserving a pod address: {e}")))
     }
 
     /// Joins a just-started container to the network as planned at its
@@ -525,7 +541,13 @@ impl ContainerRuntime for Docker {
         };
         let pod_network = PodNetwork::from_inspect(&network).map(Arc::new);
         match &pod_network {
-            Some(pod_network) => self.release_orphans(pod_network.clone()).await?,
+            Some(pod_network) => {
+                // Leftovers cost addresses, not correctness: never a reason
+                // to stop starting pods.
+                if let Err(err) = self.release_orphans(pod_network.clone()).await {
+                    tracing::warn!(%err, "cannot release the addresses of removed sandboxes");
+                }
+            }
             None => tracing::warn!(
                 network = name,
                 "the network has no {POD_RANGE_LABEL} label (made by an older moor?): Docker \
@@ -589,11 +611,15 @@ impl ContainerRuntime for Docker {
         let mut labels = spec.labels.clone();
         let attachment = match (&spec.network, self.pod_network()) {
             (NetworkMode::Network(_), Some(network)) if spec.ports.is_empty() => {
-                let (owner, reserving) = (spec.name.clone(), network.clone());
-                let ip = tokio::task::spawn_blocking(move || reserving.reserve(&owner))
-                    .await
-                    .map_err(|e| Error::Engine(e.to_string()))?
-                    .map_err(|e| Error::Engine(format!("reserving a pod address: {e}")))?;
+                let ip = match self.reserve(&network, &spec.name).await {
+                    Ok(ip) => ip,
+                    // Sandboxes removed behind moor's back (`docker rm`)
+                    // keep their addresses until released as orphans.
+                    Err(_) => {
+                        self.release_orphans(network.clone()).await?;
+                        self.reserve(&network, &spec.name).await?
+                    }
+                };
                 labels.insert(POD_IP_LABEL.into(), ip.to_string());
                 Some(Attachment::Moor(network, ip))
             }
@@ -691,8 +717,11 @@ impl ContainerRuntime for Docker {
         };
         if let Err(err) = self.attach(id, attachment).await {
             // A sandbox without its network must not pass for a running
-            // one: stopped, it is replaced by the agent's next sync.
-            let _ = self.stop_container(id, Duration::ZERO).await;
+            // one: removed (killed first), it is replaced by the agent's
+            // next sync, and its address goes back.
+            if let Err(removing) = self.remove_container(id).await {
+                tracing::warn!(%removing, "cannot remove a sandbox left without its network");
+            }
             return Err(err);
         }
         Ok(())

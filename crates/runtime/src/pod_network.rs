@@ -38,8 +38,10 @@ pub const POD_RANGE_LABEL: &str = "moor.pod-range";
 pub const POD_IP_LABEL: &str = "moor.sandbox.ip";
 
 /// A reservation older than this whose container is gone is garbage: a
-/// younger one may belong to a sandbox being created right now.
-pub const ORPHAN_AGE: Duration = Duration::from_secs(60);
+/// younger one may belong to a sandbox being created right now (a create
+/// may take up to the Docker client's two-minute timeout on a saturated
+/// engine).
+pub const ORPHAN_AGE: Duration = Duration::from_secs(600);
 
 /// The cluster network as moor addresses pods on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,9 +100,11 @@ impl PodNetwork {
     }
 
     /// Reserves an address for the sandbox named `owner`: the first free one
-    /// from a place that depends on the name, so agents starting pods at
-    /// once rarely try the same address, and a released address is not
-    /// handed out again right away.
+    /// from a place that depends on the name (each attempt of a pod has its
+    /// own), so agents starting pods at once rarely try the same address and
+    /// a released address is seldom handed out again soon. When it is, the
+    /// pod's MAC address, made from the IP address, is the same too, so
+    /// neighbours' ARP caches stay right.
     pub fn reserve(&self, owner: &str) -> io::Result<Ipv4Addr> {
         std::fs::create_dir_all(&self.dir)?;
         let first = u32::from(self.range.network());

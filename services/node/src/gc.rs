@@ -48,10 +48,14 @@ async fn collect(agent: &Agent) -> Result<(), Error> {
         .map(|p| p.metadata.as_ref().map_or("", |m| m.uid.as_str()))
         .chain(statics.iter().map(String::as_str))
         .collect();
-    for container in containers
+    // Sandboxes last: their network namespace (and its address) stays
+    // until the containers that share it are gone.
+    let mut orphans: Vec<_> = containers
         .iter()
         .filter(|c| !live.contains(c.label(labels::POD_UID)))
-    {
+        .collect();
+    orphans.sort_by_key(|c| c.is_sandbox());
+    for container in orphans {
         tracing::info!(
             node = %agent.name,
             pod = %format!("{}/{}", container.label(labels::POD_NAMESPACE), container.label(labels::POD_NAME)),

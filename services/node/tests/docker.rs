@@ -651,3 +651,39 @@ async fn config_maps_and_secrets_reach_env_and_files() {
         waiting.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_removed_behind_the_agents_back_is_made_again() {
+    let cluster = Cluster::start("netgone").await;
+    cluster
+        .run_pod(pod("first", "Always", vec![echo("main", &["serve"])]))
+        .await;
+    wait_pod(&cluster, "first", "Running", |p| running(p, "main")).await;
+    // moor attaches sandboxes itself, so Docker sees no container on the
+    // network and lets it go.
+    let removed = std::process::Command::new("docker")
+        .args(["network", "rm", &cluster.config.network])
+        .output()
+        .expect("docker CLI");
+    assert!(removed.status.success(), "{removed:?}");
+
+    cluster
+        .run_pod(pod("second", "Always", vec![echo("main", &["serve"])]))
+        .await;
+    let second = wait_pod(&cluster, "second", "Running with an IP", |p| {
+        running(p, "main") && p.status.as_ref().is_some_and(|s| !s.pod_ip.is_empty())
+    })
+    .await;
+    let ip = second.status.unwrap().pod_ip;
+    let mut response: String;
+    assert_eventually!(
+        {
+            response = support::http_get(&format!("{ip}:8080"))
+                .await
+                .unwrap_or_default();
+            response.contains("pod=second")
+        },
+        PATIENCE,
+        "the new pod answers on {ip}: {response}"
+    );
+}

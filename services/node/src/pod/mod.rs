@@ -471,8 +471,11 @@ async fn ensure_sandbox(
         });
     }
     // A new sandbox means a new network namespace: every container of the
-    // pod is created again in it.
-    for container in existing {
+    // pod is created again in it. The old sandbox goes last, with the
+    // namespace its address is in.
+    let mut old: Vec<&ContainerInfo> = existing.iter().collect();
+    old.sort_by_key(|c| c.is_sandbox());
+    for container in old {
         agent.runtime.remove_container(&container.id).await?;
     }
     if !checked {
@@ -491,7 +494,13 @@ async fn ensure_sandbox(
             return Err(err.into());
         }
     };
-    agent.runtime.start_container(&id).await?;
+    if let Err(err) = agent.runtime.start_container(&id).await {
+        // The network may have gone behind the agent's back (a `docker
+        // network prune` succeeds while no container of Docker's is on it):
+        // the next sandbox checks it again.
+        agent.sandbox_ready.store(false, Ordering::Relaxed);
+        return Err(err.into());
+    }
     tracing::info!(attempt, "started pod sandbox");
     let running = agent.runtime.inspect_container(&id).await?;
     Ok(Sandbox {
