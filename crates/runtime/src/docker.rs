@@ -1,6 +1,6 @@
 //! [`Docker`]: the runtime on a Docker Engine, through bollard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -101,11 +101,18 @@ const MAX_INSPECTED: usize = 10_000;
 // === impl Docker ===
 
 impl Docker {
-    /// Records a change to a container of pod `pod`, from when it is asked
-    /// until it is answered, so a listing taken while it was in flight
-    /// never stands for the state after it (a failed change may still have
-    /// changed something, and so may one whose caller stopped waiting).
-    async fn changing<T>(&self, pod: Option<String>, change: impl Future<Output = T>) -> T {
+    /// Records a change to container `id` (a new one: `None`, named by
+    /// `made` from the outcome) of pod `pod`, from when it is asked until it
+    /// is answered, so a listing taken while it was in flight never stands
+    /// for the state after it (a failed change may still have changed
+    /// something, and so may one whose caller stopped waiting).
+    async fn changing<T>(
+        &self,
+        pod: Option<String>,
+        id: Option<&str>,
+        change: impl Future<Output = T>,
+        made: impl FnOnce(&T) -> Option<String>,
+    ) -> T {
         /// Ends the change when dropped: answered, failed or abandoned.
         struct Answered<'a> {
             log: &'a ChangeLog,
@@ -118,27 +125,39 @@ impl Docker {
                 }
             }
         }
-        let _answered = Answered {
+        let mut answered = Answered {
             log: &self.change_log,
-            change: Some(self.change_log.begin(pod)),
+            change: Some(self.change_log.begin(pod, id.map(str::to_owned))),
         };
-        change.await
+        let outcome = change.await;
+        if let Some(change) = answered.change.as_mut()
+            && change.id.is_none()
+        {
+            change.id = made(&outcome);
+        }
+        outcome
     }
 
-    /// Summaries of every moor pod container, from a listing that began
-    /// after this call did, or from one that is young and not followed by a
-    /// change through this runtime to the containers asked about: those of
-    /// pod `pod`, or any when `None`.
+    /// Summaries of every moor pod container, and the ids of those among
+    /// the containers asked about (those of pod `pod`, or any when `None`)
+    /// that must be inspected afresh instead: from a listing that began
+    /// after this call did (none), or from one that is young and followed
+    /// only by changes through this runtime that named their containers
+    /// (the containers they named, removed ones included).
     async fn moor_containers(
         &self,
         pod: Option<&str>,
-    ) -> Result<Arc<Vec<ContainerSummary>>, Error> {
+    ) -> Result<(Arc<Vec<ContainerSummary>>, HashSet<String>), Error> {
         let called = Instant::now();
         let mut listing = self.listing.lock().await;
         if let Some(last) = listing.as_ref() {
-            let unchanged = self.change_log.unchanged_since(pod, last.asked);
-            if last.asked > called || (unchanged && called - last.asked < LISTING_MAX_AGE) {
-                return Ok(last.summaries.clone());
+            if last.asked > called {
+                return Ok((last.summaries.clone(), HashSet::new()));
+            }
+            if called - last.asked < LISTING_MAX_AGE
+                && let Some(changed) = self.change_log.changed_since(pod, last.asked)
+            {
+                return Ok((last.summaries.clone(), changed));
             }
         }
         let asked = Instant::now();
@@ -160,7 +179,7 @@ impl Docker {
             asked,
             summaries: summaries.clone(),
         });
-        Ok(summaries)
+        Ok((summaries, HashSet::new()))
     }
 
     /// The engine's summaries of the containers carrying every label (any
@@ -681,7 +700,9 @@ impl ContainerRuntime for Docker {
         let created = self
             .changing(
                 pod.clone(),
+                None,
                 self.docker.create_container(Some(options), body),
+                |made| made.as_ref().ok().map(|c| c.id.clone()),
             )
             .await;
         let created = match created {
@@ -708,7 +729,9 @@ impl ContainerRuntime for Docker {
         self.cached().remove(id);
         self.changing(
             self.change_log.pod_of(id),
+            Some(id),
             self.docker.start_container(id, None),
+            |_| None,
         )
         .await
         .map_err(engine)?;
@@ -733,7 +756,9 @@ impl ContainerRuntime for Docker {
         match self
             .changing(
                 self.change_log.pod_of(id),
+                Some(id),
                 self.docker.stop_container(id, Some(options)),
+                |_| None,
             )
             .await
         {
@@ -758,7 +783,9 @@ impl ContainerRuntime for Docker {
         let removed = self
             .changing(
                 self.change_log.pod_of(id),
+                Some(id),
                 self.docker.remove_container(id, Some(options)),
+                |_| None,
             )
             .await;
         self.change_log.forget(id);
@@ -795,23 +822,37 @@ impl ContainerRuntime for Docker {
             .iter()
             .find(|(k, _)| *k == crate::labels::POD_UID)
             .map(|(_, uid)| *uid);
-        let summaries: Vec<ContainerSummary> =
+        let wanted = |have: Option<&HashMap<String, String>>| {
+            labels
+                .iter()
+                .all(|(k, v)| have.and_then(|l| l.get(*k)).is_some_and(|h| h == v))
+        };
+        let (summaries, changed): (Vec<ContainerSummary>, _) =
             if pod.is_some() || labels.iter().any(|(k, _)| *k == crate::labels::NODE) {
-                let all = self.moor_containers(pod).await?;
-                all.iter()
+                let (all, changed) = self.moor_containers(pod).await?;
+                let listed = all
+                    .iter()
                     .filter(|c| {
-                        let have = c.labels.as_ref();
-                        labels
-                            .iter()
-                            .all(|(k, v)| have.and_then(|l| l.get(*k)).is_some_and(|h| h == v))
+                        wanted(c.labels.as_ref())
+                            && c.id.as_ref().is_none_or(|id| !changed.contains(id))
                     })
                     .cloned()
-                    .collect()
+                    .collect();
+                (listed, changed)
             } else {
                 let labels: Vec<_> = labels.iter().map(|(k, v)| (*k, Some(*v))).collect();
-                self.list_summaries(&labels).await?
+                (self.list_summaries(&labels).await?, HashSet::new())
             };
-        let mut infos = Vec::with_capacity(summaries.len());
+        let mut infos = Vec::with_capacity(summaries.len() + changed.len());
+        // Containers changed through this runtime since the listing: as
+        // they are now (a removed one is gone).
+        for id in &changed {
+            if let Some(info) = self.inspect_container(id).await?
+                && wanted(Some(&info.labels))
+            {
+                infos.push(info);
+            }
+        }
         for summary in summaries {
             let (Some(id), state) = (summary.id, summary.state) else {
                 continue;
