@@ -199,12 +199,14 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
     let Sandbox {
         running: sandbox,
         problem,
+        started,
     } = ensure_sandbox(agent, pod, &existing).await?;
     if let Some(sandbox) = &sandbox {
         etc::write(agent, pod, sandbox.ip.as_deref().unwrap_or_default()).await?;
         let volume_error = spec::prepare_volumes(agent, pod, &sources).await?;
         let inputs = Inputs {
             sandbox,
+            started: &started,
             sources: &sources,
             links: &links,
             killed: &killed,
@@ -236,6 +238,9 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
             }
         }
     }
+    // However the steps above went, a new sandbox's start has ended before
+    // the pod is observed.
+    started.wait(agent).await?;
     // Observe again: the steps above may have created, started or removed
     // containers (a runtime answers from what it already listed when they
     // did not).
@@ -283,8 +288,10 @@ async fn run_pod(agent: &Agent, probers: &Probers, pod: &Pod) -> Result<Synced, 
 
 /// What creating a pod's app containers needs besides the pod.
 struct Inputs<'a> {
-    /// The running sandbox whose namespaces they join.
+    /// The sandbox whose namespaces they join.
     sandbox: &'a ContainerInfo,
+    /// Its start, which theirs wait for.
+    started: &'a SandboxStart,
     /// The config maps and secrets the pod refers to.
     sources: &'a sources::Sources,
     /// The service variables, listed on first use.
@@ -316,6 +323,7 @@ async fn converge(
     match latest.state {
         ContainerState::Running => Ok(Step::Fine),
         ContainerState::Created => {
+            inputs.started.wait(agent).await?;
             agent.runtime.start_container(&latest.id).await?;
             Ok(Step::Fine)
         }
@@ -430,6 +438,7 @@ async fn start(
     };
     spec.env = inputs.links.add_to(agent, pod, spec.env).await?;
     let id = agent.runtime.create_container(&spec).await?;
+    inputs.started.wait(agent).await?;
     if let Err(err) = agent.runtime.start_container(&id).await {
         // The container stays, exited with the engine's error; the next
         // sync backs off from it like from a crash.
@@ -494,28 +503,94 @@ async fn ensure_sandbox(
             return Err(err.into());
         }
     };
-    if let Err(err) = agent.runtime.start_container(&id).await {
-        // The network may have gone behind the agent's back (a `docker
-        // network prune` succeeds while no container of Docker's is on it):
-        // the next sandbox checks it again.
-        agent.sandbox_ready.store(false, Ordering::Relaxed);
-        return Err(err.into());
+    // When the runtime gave the sandbox its address at creation (moor
+    // attaches it), the pod's containers are created while it starts, and
+    // started once it has; otherwise its address is known only once it runs.
+    let created = agent.runtime.inspect_container(&id).await?;
+    let started = SandboxStart::spawn(agent, id.clone(), attempt);
+    if created.as_ref().is_some_and(|c| c.ip.is_some()) {
+        return Ok(Sandbox {
+            running: created,
+            problem: None,
+            started,
+        });
     }
-    tracing::info!(attempt, "started pod sandbox");
+    started.wait(agent).await?;
     let running = agent.runtime.inspect_container(&id).await?;
     Ok(Sandbox {
         running,
         problem: None,
+        started,
     })
 }
 
 /// What [`ensure_sandbox`] found or made.
 #[derive(Default)]
 struct Sandbox {
-    /// The running sandbox.
+    /// The sandbox: running, or being started by `started`.
     running: Option<ContainerInfo>,
     /// Why there is none.
     problem: Option<Waiting>,
+    /// The start of a new sandbox.
+    started: SandboxStart,
+}
+
+/// A new sandbox's start, under way while the pod's containers are created;
+/// they start once it is done. Default: nothing to wait for.
+#[derive(Default)]
+struct SandboxStart {
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), moor_runtime::Error>>>>,
+    outcome: tokio::sync::OnceCell<Result<(), String>>,
+}
+
+impl SandboxStart {
+    /// Starts sandbox `id` in a task of its own.
+    fn spawn(agent: &Agent, id: String, attempt: u32) -> Self {
+        use tracing::Instrument;
+        let runtime = agent.runtime.clone();
+        let task = tokio::spawn(
+            async move {
+                runtime.start_container(&id).await?;
+                tracing::info!(attempt, "started pod sandbox");
+                Ok(())
+            }
+            .in_current_span(),
+        );
+        Self {
+            task: std::sync::Mutex::new(Some(task)),
+            outcome: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Waits for the start; its failure fails every caller.
+    async fn wait(&self, agent: &Agent) -> Result<(), Error> {
+        let outcome = self
+            .outcome
+            .get_or_init(|| async {
+                let task = self
+                    .task
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                match task {
+                    None => Ok(()),
+                    Some(task) => match task.await {
+                        Ok(started) => started.map_err(|e| e.to_string()),
+                        Err(panicked) => Err(panicked.to_string()),
+                    },
+                }
+            })
+            .await;
+        outcome.clone().map_err(|message| {
+            // The network may have gone behind the agent's back (a `docker
+            // network prune` succeeds while no container of Docker's is on
+            // it): the next sandbox checks it again.
+            agent.sandbox_ready.store(false, Ordering::Relaxed);
+            Error::Runtime(moor_runtime::Error::Engine(format!(
+                "starting the pod sandbox: {message}"
+            )))
+        })
+    }
 }
 
 /// Graceful deletion: stop and remove the containers, and confirm so the
