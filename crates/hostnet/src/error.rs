@@ -37,6 +37,14 @@ pub enum Error {
         /// What the link is, e.g. `a veth link` or `a plain device`.
         found: String,
     },
+    /// A program moor runs is not installed.
+    #[error("{program} is not installed (Debian: apt-get install {package})")]
+    MissingProgram {
+        /// The program.
+        program: &'static str,
+        /// The Debian package that has it.
+        package: &'static str,
+    },
     /// Any other failure, from the socket or from the kernel.
     #[error("{action}: {source}")]
     Io {

@@ -1,5 +1,6 @@
 //! The host's network through netlink: addresses on an interface, the
-//! proxy's dummy interface, and pods' veth pairs into a bridge.
+//! proxy's dummy interface, and pods' veth pairs into a bridge; and, through
+//! the `conntrack` program, the kernel's flows to addresses that went away.
 //!
 //! Every call is blocking and self-contained: it opens its own rtnetlink
 //! socket(s), sends its requests with `NLM_F_ACK` and reads each to the
@@ -9,12 +10,14 @@
 //! pod's veth pair is made once per namespace. Only IPv4 is handled.
 
 mod address;
+mod conntrack;
 mod error;
 mod link;
 mod socket;
 mod veth;
 
 pub use address::{add_address, list_addresses, remove_address};
+pub use conntrack::{delete_flows, delete_flows_of};
 pub use error::Error;
 pub use ipnet::Ipv4Net;
 pub use link::{DummyOutcome, ensure_dummy, interface_index, remove_link};

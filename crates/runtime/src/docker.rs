@@ -796,10 +796,18 @@ impl ContainerRuntime for Docker {
             Err(err) => return Err(engine(err)),
         }
         if let Some((network, (ip, owner))) = reservation {
-            tokio::task::spawn_blocking(move || network.release(ip, &owner))
-                .await
-                .map_err(|e| Error::Engine(e.to_string()))?
-                .map_err(|e| Error::Engine(format!("releasing pod address {ip}: {e}")))?;
+            tokio::task::spawn_blocking(move || {
+                // The flows of the address go before the address does, as
+                // Docker's go with its endpoints: a connection that reuses a
+                // source port would otherwise follow a dead pod's NAT entry.
+                if let Err(err) = moor_hostnet::delete_flows_of(ip) {
+                    tracing::warn!(%err, %ip, "cannot delete the flows of a removed pod");
+                }
+                network.release(ip, &owner)
+            })
+            .await
+            .map_err(|e| Error::Engine(e.to_string()))?
+            .map_err(|e| Error::Engine(format!("releasing pod address {ip}: {e}")))?;
         }
         Ok(())
     }

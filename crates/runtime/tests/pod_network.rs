@@ -1,6 +1,7 @@
 //! moor's attachment of sandboxes to the cluster network, against the real
 //! engine and kernel: needs root, the `moor/pause:0.1` and `moor/echo:0.1`
-//! images (`images/build.sh`) and the docker CLI (to look at the network).
+//! images (`images/build.sh`), the docker CLI (to look at the network) and
+//! `conntrack`.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -78,6 +79,15 @@ async fn start(docker: &Docker, spec: &ContainerSpec) -> (String, moor_runtime::
         .expect("exists");
     assert_eq!(info.state, ContainerState::Running, "{info:?}");
     (id, info)
+}
+
+/// What `conntrack` prints (entries on stdout; nothing when none match).
+fn conntrack(args: &[&str]) -> String {
+    let out = Command::new("conntrack")
+        .args(args)
+        .output()
+        .expect("conntrack");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn docker_cli(args: &[&str]) -> String {
@@ -218,8 +228,24 @@ async fn sandboxes_get_moor_addresses_reach_each_other_and_give_them_back() {
     let ip_c: Ipv4Addr = c_info.ip.expect("c has an ip").parse().expect("ipv4");
     assert!(docker_range.contains(&ip_c), "{ip_c} {docker_range}");
 
-    // Removing a sandbox gives its address back.
+    // Removing a sandbox gives its address back and forgets its flows, as
+    // Docker does for its endpoints (the host's connection to a here).
+    let flows_to_a = || conntrack(&["-L", "--orig-dst", &ip_a.to_string()]);
+    let mut stream = std::net::TcpStream::connect((ip_a, 8080)).expect("the host reaches a");
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("answer");
+    assert!(answer.contains("pod=a-web"), "{answer}");
+    assert!(
+        flows_to_a().contains(&format!("dst={ip_a} ")),
+        "a flow to {ip_a} is tracked"
+    );
     docker.remove_container(&a).await.expect("removed");
+    let left = flows_to_a();
+    assert!(
+        !left.contains(&format!("dst={ip_a} ")),
+        "flows to {ip_a} left: {left}"
+    );
     assert!(
         !reservation.exists(),
         "{} still reserved",

@@ -4,11 +4,11 @@
 //! to a removed endpoint (or, when its service had none, to the rejection)
 //! forever. As kube-proxy does, such entries are deleted with `conntrack -D`
 //! once the new rules are in place; the next packet is NATed afresh. TCP
-//! needs none of this: a removed endpoint's connections end with it.
+//! needs none of this: a removed pod's flows, TCP included, are deleted by
+//! the node agent's runtime with its address.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddrV4};
-use std::process::{Command, Stdio};
 
 use crate::table::{Protocol, Table};
 
@@ -67,9 +67,9 @@ pub fn stale(
     stale
 }
 
-/// The arguments of `conntrack` deleting `stale`.
+/// The `conntrack -D` filter deleting `stale`.
 pub fn delete_args(stale: &Stale) -> Vec<String> {
-    let mut args = vec!["-D".to_string(), "-p".to_string(), "udp".to_string()];
+    let mut args = vec!["-p".to_string(), "udp".to_string()];
     if !stale.frontend.ip().is_unspecified() {
         args.extend(["--orig-dst".to_string(), stale.frontend.ip().to_string()]);
     }
@@ -87,27 +87,16 @@ pub fn delete_args(stale: &Stale) -> Vec<String> {
 pub fn delete(stale: &[Stale]) -> Vec<String> {
     let mut problems = Vec::new();
     for entry in stale {
-        let args = delete_args(entry);
-        match Command::new("conntrack")
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            // "0 flow entries have been deleted" exits 1: nothing was there.
-            Ok(out) if String::from_utf8_lossy(&out.stderr).contains(" 0 flow entries") => {}
-            Ok(out) => problems.push(format!(
-                "conntrack {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(err) => {
+        match moor_hostnet::delete_flows(&delete_args(entry)) {
+            Ok(_) => {}
+            Err(err @ moor_hostnet::Error::MissingProgram { .. }) => {
                 // Not installed: say so once, not per entry.
                 problems.push(format!(
-                    "cannot run conntrack ({err}); UDP flows to removed endpoints stay until they idle out: install conntrack (Debian: apt-get install conntrack)"
+                    "{err}; UDP flows to removed endpoints stay until they idle out"
                 ));
                 break;
             }
+            Err(err) => problems.push(err.to_string()),
         }
     }
     problems
@@ -171,11 +160,11 @@ mod tests {
     fn node_ports_match_any_destination_address() {
         assert_eq!(
             delete_args(&entry("0.0.0.0:30053", Some("172.18.0.2"))).join(" "),
-            "-D -p udp --orig-port-dst 30053 --dst-nat 172.18.0.2"
+            "-p udp --orig-port-dst 30053 --dst-nat 172.18.0.2"
         );
         assert_eq!(
             delete_args(&entry("10.96.0.5:53", None)).join(" "),
-            "-D -p udp --orig-dst 10.96.0.5 --orig-port-dst 53"
+            "-p udp --orig-dst 10.96.0.5 --orig-port-dst 53"
         );
     }
 }
