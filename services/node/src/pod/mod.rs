@@ -625,8 +625,8 @@ async fn terminate(agent: &Agent, pod: &Pod, existing: &[ContainerInfo]) -> Resu
 }
 
 /// Stops app containers with the grace period (with the image's stop
-/// signal, which Docker gives each container), then the sandbox; removes
-/// the containers and the pod's directory.
+/// signal, which Docker gives each container); removes them, then the
+/// sandbox, and the pod's directory.
 async fn stop_pod(
     agent: &Agent,
     pod: &Pod,
@@ -642,11 +642,12 @@ async fn stop_pod(
     for result in futures::future::join_all(stops).await {
         result?;
     }
-    for container in existing {
-        agent
-            .runtime
-            .stop_container(&container.id, Duration::ZERO)
-            .await?;
+    // A removal kills what still runs (the sandbox, a container that
+    // outlived its grace period); the sandbox goes last, with the network
+    // namespace its address is in.
+    let mut all: Vec<&ContainerInfo> = existing.iter().collect();
+    all.sort_by_key(|c| c.is_sandbox());
+    for container in all {
         agent.runtime.remove_container(&container.id).await?;
     }
     let dir = agent.pod_dir(uid);
