@@ -1,6 +1,7 @@
 //! Events about pods, as `kubectl describe pod` shows them (Unhealthy,
-//! Killing). Recording is best effort: an event is worth less than the
-//! action it reports, so failures are logged, never returned.
+//! Killing). Recording is best effort and in the background, as kubelet's
+//! recorder: an event is worth less than the action it reports, so it
+//! never delays it, and failures are logged, never returned.
 
 use std::time::SystemTime;
 
@@ -14,16 +15,16 @@ use crate::agent::Agent;
 const COMPONENT: &str = "moor-node";
 
 /// Records a Normal event about `pod`.
-pub async fn normal(agent: &Agent, pod: &Pod, reason: &str, message: String) {
-    record(agent, pod, "Normal", reason, message).await;
+pub fn normal(agent: &Agent, pod: &Pod, reason: &str, message: String) {
+    record(agent, pod, "Normal", reason, message);
 }
 
 /// Records a Warning event about `pod`.
-pub async fn warning(agent: &Agent, pod: &Pod, reason: &str, message: String) {
-    record(agent, pod, "Warning", reason, message).await;
+pub fn warning(agent: &Agent, pod: &Pod, reason: &str, message: String) {
+    record(agent, pod, "Warning", reason, message);
 }
 
-async fn record(agent: &Agent, pod: &Pod, kind: &str, reason: &str, message: String) {
+fn record(agent: &Agent, pod: &Pod, kind: &str, reason: &str, message: String) {
     let meta = pod.metadata.clone().unwrap_or_default();
     let now = SystemTime::now();
     let nanos = now
@@ -59,7 +60,10 @@ async fn record(agent: &Agent, pod: &Pod, kind: &str, reason: &str, message: Str
         reporting_instance: agent.name.clone(),
         ..Default::default()
     };
-    if let Err(err) = agent.client.api::<Event>().create(&event).await {
-        tracing::debug!(pod = %meta.name, reason, %err, "event not recorded");
-    }
+    let (events, reason) = (agent.client.api::<Event>(), reason.to_owned());
+    tokio::spawn(async move {
+        if let Err(err) = events.create(&event).await {
+            tracing::debug!(pod = %meta.name, reason, %err, "event not recorded");
+        }
+    });
 }

@@ -47,7 +47,7 @@ pub async fn ensure(
         }
         ("Never" | "IfNotPresent", true) => {
             let message = format!("Container image {image:?} already present on machine");
-            events::normal(agent, pod, "Pulled", message).await;
+            events::normal(agent, pod, "Pulled", message);
             return Ok(None);
         }
         _ => {}
@@ -78,7 +78,7 @@ pub async fn ensure(
         }
     }
     tracing::info!(image = %image, container = %container.name, "pulling image");
-    events::normal(agent, pod, "Pulling", format!("Pulling image {image:?}")).await;
+    events::normal(agent, pod, "Pulling", format!("Pulling image {image:?}"));
     agent.start_pull(uid, &container.name, image);
     Ok(Some(pulling(agent, image)))
 }
@@ -124,7 +124,7 @@ async fn pulled_now(
             let seconds = took.as_secs_f64();
             tracing::info!(image = %image, seconds, "pulled image; creating the container");
             let message = format!("Successfully pulled image {image:?} in {seconds:.3}s");
-            events::normal(agent, pod, "Pulled", message).await;
+            events::normal(agent, pod, "Pulled", message);
             None
         }
         Err(err) => {
@@ -133,8 +133,8 @@ async fn pulled_now(
             let backoff = agent.config.backoff(count - 1);
             tracing::warn!(image = %image, %err, backoff_seconds = backoff.as_secs(), "pull failed; backing off");
             let event = format!("Failed to pull image {image:?}: {err}");
-            events::warning(agent, pod, "Failed", event).await;
-            events::warning(agent, pod, "Failed", "Error: ErrImagePull".into()).await;
+            events::warning(agent, pod, "Failed", event);
+            events::warning(agent, pod, "Failed", "Error: ErrImagePull".into());
             let reason = "ErrImagePull".into();
             Some(Step::Wait(Waiting { reason, message }, backoff))
         }

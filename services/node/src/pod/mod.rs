@@ -81,7 +81,7 @@ async fn wake_loop(
 async fn woken(agent: Arc<Agent>, probers: Arc<Probers>, wake: Wake) {
     if let Some(found) = agent.static_pod(&wake.uid) {
         if let Some((reason, message)) = wake.event {
-            events::warning(&agent, &found.pod, &reason, message).await;
+            events::warning(&agent, &found.pod, &reason, message);
         }
         found.wake.notify_one();
         return;
@@ -105,7 +105,7 @@ async fn woken(agent: Arc<Agent>, probers: Arc<Probers>, wake: Wake) {
         }
     };
     if let Some((reason, message)) = wake.event {
-        events::warning(&agent, &pod, &reason, message).await;
+        events::warning(&agent, &pod, &reason, message);
     }
     if let Err(err) = sync_locked(&agent, &probers, &pod).await {
         tracing::warn!(pod = %wake.name, %err, "sync after a probe change failed; the next resync retries");
@@ -396,7 +396,7 @@ async fn kill_unhealthy(
             message.push_str(", will be restarted");
         }
         tracing::info!(container = %container.name, reason = %failure.message, grace_seconds = grace, "killing container: {message}");
-        events::normal(agent, pod, "Killing", message).await;
+        events::normal(agent, pod, "Killing", message);
         let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
         agent.runtime.stop_container(&latest.id, grace).await?;
         probers.mark_killed(uid, &latest.id);
