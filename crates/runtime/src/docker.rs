@@ -82,6 +82,10 @@ struct Listing {
     summaries: Arc<Vec<ContainerSummary>>,
 }
 
+/// How long after its start a sandbox without moor's attachment counts as
+/// left so (see [`Docker::remove_unattached`]).
+pub const UNATTACHED_AGE: Duration = Duration::from_secs(30);
+
 /// How long a listing serves callers when the containers they ask about
 /// did not change through this runtime since it was taken: containers that
 /// exit on their own are seen at most this late.
@@ -229,7 +233,7 @@ impl Docker {
             Ok(inspect) => PodNetwork::from_inspect(&inspect).map(Arc::new),
             Err(_) => None,
         };
-        Ok(Self {
+        let runtime = Self {
             docker,
             network: network.to_owned(),
             network_lock: std::sync::Arc::default(),
@@ -238,7 +242,87 @@ impl Docker {
             change_log: Arc::default(),
             pod_network: Arc::new(std::sync::RwLock::new(pod_network)),
             unattached: Arc::default(),
-        })
+        };
+        let checking = runtime.clone();
+        tokio::spawn(async move { checking.remove_unattached(UNATTACHED_AGE).await });
+        Ok(runtime)
+    }
+
+    /// Removes the running sandboxes of the network that never got (or
+    /// lost) moor's attachment: their agent stopped between the start and
+    /// the attachment, or someone restarted them behind moor's back (a new,
+    /// empty namespace). They would pass for running pods with an address
+    /// that goes nowhere; removed, they are replaced by their agent. Only
+    /// sandboxes started at least `min_age` ago: a younger one may be in the
+    /// middle of its attachment by another agent on the host. [`connect`]
+    /// runs it in the background with [`UNATTACHED_AGE`]; returns how many
+    /// went.
+    ///
+    /// [`connect`]: Docker::connect
+    pub async fn remove_unattached(&self, min_age: Duration) -> usize {
+        let mut removed = 0;
+        let Some(network) = self.pod_network() else {
+            return removed;
+        };
+        let running = HashMap::from([("status".to_owned(), vec!["running".to_owned()])]);
+        let mut filters = running;
+        filters.insert("label".into(), vec![POD_IP_LABEL.to_owned()]);
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(sandboxes) = self.docker.list_containers(Some(options)).await else {
+            return removed;
+        };
+        for sandbox in sandboxes {
+            let (Some(id), Some(ip)) = (
+                sandbox.id,
+                sandbox
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(POD_IP_LABEL))
+                    .and_then(|ip| ip.parse::<Ipv4Addr>().ok()),
+            ) else {
+                continue;
+            };
+            if !network.range.contains(&ip) {
+                continue;
+            }
+            let Ok(inspect) = self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            else {
+                continue;
+            };
+            let state = inspect.state.unwrap_or_default();
+            let old = state
+                .started_at
+                .as_deref()
+                .and_then(parse_time)
+                .and_then(|at| SystemTime::now().duration_since(at).ok())
+                .is_some_and(|age| age >= min_age);
+            let Some(pid) = state.pid.filter(|pid| *pid > 0) else {
+                continue;
+            };
+            // The last step of an attachment is the default route.
+            let routes = tokio::fs::read_to_string(format!("/proc/{pid}/net/route"))
+                .await
+                .unwrap_or_default();
+            let routed = routes
+                .lines()
+                .skip(1)
+                .any(|line| line.split_whitespace().nth(1) == Some("00000000"));
+            if old && !routed {
+                tracing::warn!(container = %id, %ip, "removing a pod sandbox without its network (its agent will replace it)");
+                match self.remove_container(&id).await {
+                    Ok(()) => removed += 1,
+                    Err(err) => {
+                        tracing::warn!(container = %id, %err, "cannot remove a sandbox without its network");
+                    }
+                }
+            }
+        }
+        removed
     }
 
     /// The network's moor addressing, when it has one.

@@ -253,3 +253,48 @@ async fn sandboxes_get_moor_addresses_reach_each_other_and_give_them_back() {
     );
     drop(cleanup);
 }
+
+#[tokio::test]
+async fn a_sandbox_restarted_behind_moors_back_is_removed() {
+    let run = format!("moor-podnet-restart-{}", std::process::id());
+    let cleanup = Cleanup {
+        run: run.clone(),
+        network: run.clone(),
+    };
+    let docker = Docker::connect(&cleanup.network)
+        .await
+        .expect("Docker answers");
+    docker
+        .ensure_network(&cleanup.network)
+        .await
+        .expect("network");
+    let net = NetworkMode::Network(cleanup.network.clone());
+    let (kept, _) = start(
+        &docker,
+        &container(&run, "kept", "moor/pause:0.1", net.clone()),
+    )
+    .await;
+    let (lost, _) = start(&docker, &container(&run, "lost", "moor/pause:0.1", net)).await;
+    // `docker restart` gives the sandbox a new namespace, without moor's
+    // interface.
+    docker_cli(&["restart", "-t", "0", &lost]);
+
+    assert_eq!(docker.remove_unattached(Duration::ZERO).await, 1);
+    assert!(
+        docker
+            .inspect_container(&lost)
+            .await
+            .expect("inspect")
+            .is_none(),
+        "the sandbox without its network is gone"
+    );
+    assert!(
+        docker
+            .inspect_container(&kept)
+            .await
+            .expect("inspect")
+            .is_some(),
+        "the attached one stays"
+    );
+    drop(cleanup);
+}
