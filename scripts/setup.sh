@@ -3,7 +3,7 @@
 # protoc (etcd-client and our API build), etcd (the HA store and its tests),
 # iproute2, glibc's static libraries (the images' static binaries), Docker
 # (started if it is not running), Docker's registry (the pull tests), conntrack
-# (the proxy's iptables mode), the
+# (removed pods' flows, the proxy's iptables mode), the
 # Python gRPC tools for the cross-language client test; then builds the
 # local images.
 set -euo pipefail
@@ -18,7 +18,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v docker >/dev/null || need+=(docker.io)
 # A local image registry: the node agent's pull tests push to one.
 command -v docker-registry >/dev/null || need+=(docker-registry)
-# The proxy's iptables mode deletes stale UDP flows with it, as kube-proxy.
+# The node agent deletes a removed pod's flows with it, as Docker does for its
+# endpoints; the proxy's iptables mode its stale UDP flows, as kube-proxy.
 command -v conntrack >/dev/null || need+=(conntrack)
 if ((${#need[@]})); then
     $SUDO apt-get update -qq
