@@ -75,7 +75,7 @@ pub fn remove_address(ifname: &str, addr: Ipv4Net) -> Result<bool, Error> {
 
 /// The request both add and remove send: local and peer address the same,
 /// as `ip addr` sends them when no peer is given.
-fn address_message(index: u32, addr: Ipv4Net) -> AddressMessage {
+pub(crate) fn address_message(index: u32, addr: Ipv4Net) -> AddressMessage {
     let mut message = AddressMessage::default();
     message.header.family = AddressFamily::Inet;
     message.header.prefix_len = addr.prefix_len();

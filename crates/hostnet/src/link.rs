@@ -7,6 +7,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 
 use crate::error::{Error, check_name};
+use netlink_sys::Socket;
+
 use crate::socket;
 
 /// What [`ensure_dummy`] found or did.
@@ -93,9 +95,14 @@ pub(crate) fn index(name: &str) -> io::Result<u32> {
 
 /// The kernel's description of the link `name`.
 pub(crate) fn get(name: &str) -> io::Result<LinkMessage> {
+    get_on(&socket::open()?, name)
+}
+
+/// [`get`] on `socket`'s network namespace.
+pub(crate) fn get_on(socket: &Socket, name: &str) -> io::Result<LinkMessage> {
     let mut query = LinkMessage::default();
     query.attributes = vec![LinkAttribute::IfName(name.to_owned())];
-    socket::request(RouteNetlinkMessage::GetLink(query), 0)?
+    socket::request_on(socket, RouteNetlinkMessage::GetLink(query), 0)?
         .into_iter()
         .find_map(|reply| match reply {
             RouteNetlinkMessage::NewLink(link) => Some(link),
@@ -121,11 +128,16 @@ fn create_dummy(name: &str) -> io::Result<()> {
 }
 
 fn set_up(index: u32) -> io::Result<()> {
+    set_up_on(&socket::open()?, index)
+}
+
+/// Sets link `index` of `socket`'s network namespace up.
+pub(crate) fn set_up_on(socket: &Socket, index: u32) -> io::Result<()> {
     let mut message = LinkMessage::default();
     message.header.index = index;
     message.header.flags = LinkFlags::Up;
     message.header.change_mask = LinkFlags::Up;
-    socket::request(RouteNetlinkMessage::SetLink(message), 0).map(drop)
+    socket::request_on(socket, RouteNetlinkMessage::SetLink(message), 0).map(drop)
 }
 
 /// The link's kind (`IFLA_INFO_KIND`); plain devices such as `lo` have none.

@@ -3,11 +3,11 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressScope};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -18,7 +18,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::Socket;
 
 use crate::error::{Error, check_name};
-use crate::{link, socket};
+use crate::{address, link, socket};
 
 /// The interface's name inside the pod, as Docker and CNI name it.
 pub const POD_INTERFACE: &str = "eth0";
@@ -90,13 +90,14 @@ pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
         action: action("entering"),
         source,
     })?;
-    let index = link_by_name(&inside, POD_INTERFACE)
+    let index = link::get_on(&inside, POD_INTERFACE)
         .map_err(|e| io_error(&action("looking up"), POD_INTERFACE, e))?
         .header
         .index;
     add_address(&inside, index, interface.address)
         .map_err(|e| io_error(&action("addressing"), POD_INTERFACE, e))?;
-    set_up(&inside, index).map_err(|e| io_error(&action("setting up"), POD_INTERFACE, e))?;
+    link::set_up_on(&inside, index)
+        .map_err(|e| io_error(&action("setting up"), POD_INTERFACE, e))?;
     add_default_route(&inside, index, interface.gateway)
         .map_err(|e| io_error(&action("routing"), POD_INTERFACE, e))?;
     Ok(())
@@ -104,18 +105,6 @@ pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
 
 fn io_error(action: &str, ifname: &str, e: io::Error) -> Error {
     Error::from_io(action.to_owned(), ifname, e)
-}
-
-fn link_by_name(socket: &Socket, name: &str) -> io::Result<LinkMessage> {
-    let mut query = LinkMessage::default();
-    query.attributes = vec![LinkAttribute::IfName(name.to_owned())];
-    socket::request_on(socket, RouteNetlinkMessage::GetLink(query), 0)?
-        .into_iter()
-        .find_map(|reply| match reply {
-            RouteNetlinkMessage::NewLink(link) => Some(link),
-            _ => None,
-        })
-        .ok_or_else(|| io::Error::other("the kernel acknowledged but sent no link"))
 }
 
 /// `ip link add HOST mtu M master BRIDGE up type veth peer name eth0
@@ -128,31 +117,26 @@ fn create_pair(
     netns: &File,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
+    let mtu = mtu.map(LinkAttribute::Mtu);
     let mut peer = LinkMessage::default();
     peer.attributes = vec![
         LinkAttribute::IfName(POD_INTERFACE.to_owned()),
         LinkAttribute::Address(mac.to_vec()),
         LinkAttribute::NetNsFd(netns.as_raw_fd()),
     ];
+    peer.attributes.extend(mtu.clone());
     let mut message = LinkMessage::default();
     message.header.flags = LinkFlags::Up;
     message.header.change_mask = LinkFlags::Up;
     message.attributes = vec![
         LinkAttribute::IfName(host.to_owned()),
         LinkAttribute::Controller(bridge),
-        LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]),
     ];
-    if let Some(mtu) = mtu {
-        message.attributes.push(LinkAttribute::Mtu(mtu));
-        if let Some(LinkAttribute::LinkInfo(infos)) = message.attributes.get_mut(2)
-            && let Some(LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer)))) = infos.get_mut(1)
-        {
-            peer.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-    }
+    message.attributes.extend(mtu);
+    message.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
     socket::request(
         RouteNetlinkMessage::NewLink(message),
         NLM_F_CREATE | NLM_F_EXCL,
@@ -161,31 +145,17 @@ fn create_pair(
 }
 
 fn add_address(socket: &Socket, index: u32, address: Ipv4Net) -> io::Result<()> {
-    let mut message = AddressMessage::default();
-    message.header.family = AddressFamily::Inet;
-    message.header.prefix_len = address.prefix_len();
-    message.header.index = index;
+    let mut message = address::address_message(index, address);
     message.header.scope = AddressScope::Universe;
-    let ip = IpAddr::V4(address.addr());
-    message.attributes = vec![
-        AddressAttribute::Local(ip),
-        AddressAttribute::Address(ip),
-        AddressAttribute::Broadcast(address.broadcast()),
-    ];
+    message
+        .attributes
+        .push(AddressAttribute::Broadcast(address.broadcast()));
     socket::request_on(
         socket,
         RouteNetlinkMessage::NewAddress(message),
         NLM_F_CREATE | NLM_F_EXCL,
     )
     .map(drop)
-}
-
-fn set_up(socket: &Socket, index: u32) -> io::Result<()> {
-    let mut message = LinkMessage::default();
-    message.header.index = index;
-    message.header.flags = LinkFlags::Up;
-    message.header.change_mask = LinkFlags::Up;
-    socket::request_on(socket, RouteNetlinkMessage::SetLink(message), 0).map(drop)
 }
 
 /// `ip route add default via GATEWAY dev eth0`.

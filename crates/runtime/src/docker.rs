@@ -264,16 +264,13 @@ impl Docker {
         let Some(network) = self.pod_network() else {
             return removed;
         };
-        let running = HashMap::from([("status".to_owned(), vec!["running".to_owned()])]);
-        let mut filters = running;
-        filters.insert("label".into(), vec![POD_IP_LABEL.to_owned()]);
-        let options = ListContainersOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let Ok(sandboxes) = self.docker.list_containers(Some(options)).await else {
+        let Ok(sandboxes) = self.list_summaries(&[(POD_IP_LABEL, None)]).await else {
             return removed;
         };
-        for sandbox in sandboxes {
+        let running = sandboxes
+            .into_iter()
+            .filter(|s| s.state == Some(ContainerSummaryStateEnum::RUNNING));
+        for sandbox in running {
             let (Some(id), Some(ip)) = (
                 sandbox.id,
                 sandbox
@@ -406,14 +403,14 @@ impl Docker {
     /// between a reservation and its container, or between a removal and
     /// its release), and the reservations of networks that are gone.
     async fn release_orphans(&self, network: Arc<PodNetwork>) -> Result<(), Error> {
-        let live: std::collections::HashSet<String> = self
+        let live: HashSet<String> = self
             .list_summaries(&[(crate::labels::SANDBOX, None)])
             .await?
             .into_iter()
             .flat_map(|c| c.names.unwrap_or_default())
             .map(|name| name.trim_start_matches('/').to_owned())
             .collect();
-        let networks: std::collections::HashSet<String> = self
+        let networks: HashSet<String> = self
             .docker
             .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
             .await
@@ -421,12 +418,11 @@ impl Docker {
             .into_iter()
             .filter_map(|n| n.id)
             .collect();
-        let released = tokio::task::spawn_blocking(move || {
+        let released = blocking(move || {
             pod_network::forget_removed_networks(&networks)?;
             network.release_orphans(&live, pod_network::ORPHAN_AGE)
         })
-        .await
-        .map_err(|e| Error::Engine(e.to_string()))?
+        .await?
         .map_err(|e| Error::Engine(format!("releasing addresses of removed sandboxes: {e}")))?;
         if released > 0 {
             tracing::info!(released, "released the addresses of removed sandboxes");
@@ -437,9 +433,8 @@ impl Docker {
     /// Reserves an address on `network` for sandbox `owner`.
     async fn reserve(&self, network: &Arc<PodNetwork>, owner: &str) -> Result<Ipv4Addr, Error> {
         let (network, owner) = (network.clone(), owner.to_owned());
-        tokio::task::spawn_blocking(move || network.reserve(&owner))
-            .await
-            .map_err(|e| Error::Engine(e.to_string()))?
+        blocking(move || network.reserve(&owner))
+            .await?
             .map_err(|e| Error::Engine(format!("reserving a pod address: {e}")))
     }
 
@@ -457,16 +452,19 @@ impl Docker {
                         .map_err(|e| Error::Engine(e.to_string()))?,
                     gateway: network.gateway,
                 };
-                tokio::task::spawn_blocking(move || moor_hostnet::attach_pod(&interface))
-                    .await
-                    .map_err(|e| Error::Engine(e.to_string()))?
+                blocking(move || moor_hostnet::attach_pod(&interface))
+                    .await?
                     .map_err(|e| Error::Engine(format!("attaching the pod network: {e}")))
             }
             // Best effort, as before moor attached sandboxes itself: a pod
             // that cannot reach itself through a service still runs, and a
             // container that already exited has no port left.
             Attachment::Docker => {
-                if let Err(err) = async { hairpin(id, pid?).await }.await {
+                let set = match pid {
+                    Ok(pid) => hairpin(id, pid).await,
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = set {
                     tracing::debug!(%err, "cannot set hairpin mode on the container's bridge port");
                 }
                 Ok(())
@@ -880,7 +878,7 @@ impl ContainerRuntime for Docker {
             Err(err) => return Err(engine(err)),
         }
         if let Some((network, (ip, owner))) = reservation {
-            tokio::task::spawn_blocking(move || {
+            blocking(move || {
                 // The flows of the address go before the address does, as
                 // Docker's go with its endpoints: a connection that reuses a
                 // source port would otherwise follow a dead pod's NAT entry.
@@ -889,8 +887,7 @@ impl ContainerRuntime for Docker {
                 }
                 network.release(ip, &owner)
             })
-            .await
-            .map_err(|e| Error::Engine(e.to_string()))?
+            .await?
             .map_err(|e| Error::Engine(format!("releasing pod address {ip}: {e}")))?;
         }
         Ok(())
@@ -1114,6 +1111,15 @@ impl ContainerRuntime for Docker {
             _ => inspect.exit_code,
         })
     }
+}
+
+/// Runs `work` (file or netlink I/O) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Engine(format!("a blocking task failed: {e}")))
 }
 
 /// Lets the bridge send a sandbox's own packets back to it (hairpin mode on

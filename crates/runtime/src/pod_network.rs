@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io::{self, ErrorKind};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bollard::models::NetworkInspect;
@@ -153,22 +153,13 @@ impl PodNetwork {
     /// Releases reservations older than `min_age` whose owner is not among
     /// `live` (container names); returns how many went.
     pub fn release_orphans(&self, live: &HashSet<String>, min_age: Duration) -> io::Result<usize> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(err) => return Err(err),
-        };
-        let now = SystemTime::now();
         let mut released = 0;
-        for entry in entries {
-            let path = entry?.path();
-            let old = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() >= min_age);
+        for entry in entries_older_than(&self.dir, min_age)? {
+            let path = entry.path();
             let Ok(owner) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            if old && !live.contains(&owner) && std::fs::remove_file(&path).is_ok() {
+            if !live.contains(&owner) && std::fs::remove_file(&path).is_ok() {
                 released += 1;
             }
         }
@@ -180,23 +171,32 @@ impl PodNetwork {
 /// older than [`ORPHAN_AGE`] (a network newer than the list of `live` may
 /// have one already).
 pub fn forget_removed_networks(live: &HashSet<String>) -> io::Result<()> {
-    let now = SystemTime::now();
-    let entries = match std::fs::read_dir(IPAM_DIR) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(err),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|at| now.duration_since(at).unwrap_or_default() >= ORPHAN_AGE);
-        if old && !live.contains(entry.file_name().to_string_lossy().as_ref()) {
+    for entry in entries_older_than(Path::new(IPAM_DIR), ORPHAN_AGE)? {
+        if !live.contains(entry.file_name().to_string_lossy().as_ref()) {
             std::fs::remove_dir_all(entry.path())?;
         }
     }
     Ok(())
+}
+
+/// The entries of `dir` last modified at least `min_age` ago (none when
+/// `dir` does not exist).
+fn entries_older_than(dir: &Path, min_age: Duration) -> io::Result<Vec<std::fs::DirEntry>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let now = SystemTime::now();
+    let mut old = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let modified = entry.metadata().and_then(|m| m.modified());
+        if modified.is_ok_and(|at| now.duration_since(at).unwrap_or_default() >= min_age) {
+            old.push(entry);
+        }
+    }
+    Ok(old)
 }
 
 #[cfg(test)]

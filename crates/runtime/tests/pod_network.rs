@@ -90,6 +90,20 @@ fn conntrack(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A runtime on a network of its own, made by `ensure_network`, named
+/// `prefix` and this process's id (also the run label of the containers);
+/// both go when the cleanup drops.
+async fn on_new_network(prefix: &str) -> (String, Cleanup, Docker) {
+    let run = format!("{prefix}{}", std::process::id());
+    let cleanup = Cleanup {
+        run: run.clone(),
+        network: run.clone(),
+    };
+    let docker = Docker::connect(&run).await.expect("Docker answers");
+    docker.ensure_network(&run).await.expect("network");
+    (run, cleanup, docker)
+}
+
 fn docker_cli(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
@@ -101,18 +115,7 @@ fn docker_cli(args: &[&str]) -> String {
 
 #[tokio::test]
 async fn sandboxes_get_moor_addresses_reach_each_other_and_give_them_back() {
-    let run = format!("moor-podnet-{}", std::process::id());
-    let cleanup = Cleanup {
-        run: run.clone(),
-        network: run.clone(),
-    };
-    let docker = Docker::connect(&cleanup.network)
-        .await
-        .expect("Docker answers");
-    docker
-        .ensure_network(&cleanup.network)
-        .await
-        .expect("network");
+    let (run, cleanup, docker) = on_new_network("moor-podnet-").await;
 
     // The network is split: Docker's IPRange below, moor's range above.
     let range = docker_cli(&[
@@ -256,18 +259,7 @@ async fn sandboxes_get_moor_addresses_reach_each_other_and_give_them_back() {
 
 #[tokio::test]
 async fn a_sandbox_restarted_behind_moors_back_is_removed() {
-    let run = format!("moor-podnet-restart-{}", std::process::id());
-    let cleanup = Cleanup {
-        run: run.clone(),
-        network: run.clone(),
-    };
-    let docker = Docker::connect(&cleanup.network)
-        .await
-        .expect("Docker answers");
-    docker
-        .ensure_network(&cleanup.network)
-        .await
-        .expect("network");
+    let (run, cleanup, docker) = on_new_network("moor-podnet-restart-").await;
     let net = NetworkMode::Network(cleanup.network.clone());
     let (kept, _) = start(
         &docker,

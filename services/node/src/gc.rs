@@ -48,14 +48,10 @@ async fn collect(agent: &Agent) -> Result<(), Error> {
         .map(|p| p.metadata.as_ref().map_or("", |m| m.uid.as_str()))
         .chain(statics.iter().map(String::as_str))
         .collect();
-    // Sandboxes last: their network namespace (and its address) stays
-    // until the containers that share it are gone.
-    let mut orphans: Vec<_> = containers
+    let orphans = containers
         .iter()
-        .filter(|c| !live.contains(c.label(labels::POD_UID)))
-        .collect();
-    orphans.sort_by_key(|c| c.is_sandbox());
-    for container in orphans {
+        .filter(|c| !live.contains(c.label(labels::POD_UID)));
+    for container in crate::pod::sandboxes_last(orphans) {
         tracing::info!(
             node = %agent.name,
             pod = %format!("{}/{}", container.label(labels::POD_NAMESPACE), container.label(labels::POD_NAME)),

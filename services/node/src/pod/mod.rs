@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use moor_api::core::v1::{Container, Pod, PodStatus};
 use moor_client::{Action, Context, Controller, DeleteParams, ListParams};
 use moor_runtime::{ContainerInfo, ContainerState, labels};
@@ -480,11 +482,8 @@ async fn ensure_sandbox(
         });
     }
     // A new sandbox means a new network namespace: every container of the
-    // pod is created again in it. The old sandbox goes last, with the
-    // namespace its address is in.
-    let mut old: Vec<&ContainerInfo> = existing.iter().collect();
-    old.sort_by_key(|c| c.is_sandbox());
-    for container in old {
+    // pod is created again in it.
+    for container in sandboxes_last(existing) {
         agent.runtime.remove_container(&container.id).await?;
     }
     if !checked {
@@ -524,6 +523,16 @@ async fn ensure_sandbox(
     })
 }
 
+/// `containers` in the order to remove them: a sandbox after the containers
+/// that share its network namespace, which holds its address until then.
+pub(crate) fn sandboxes_last<'a>(
+    containers: impl IntoIterator<Item = &'a ContainerInfo>,
+) -> Vec<&'a ContainerInfo> {
+    let mut ordered: Vec<&ContainerInfo> = containers.into_iter().collect();
+    ordered.sort_by_key(|c| c.is_sandbox());
+    ordered
+}
+
 /// What [`ensure_sandbox`] found or made.
 #[derive(Default)]
 struct Sandbox {
@@ -538,10 +547,7 @@ struct Sandbox {
 /// A new sandbox's start, under way while the pod's containers are created;
 /// they start once it is done. Default: nothing to wait for.
 #[derive(Default)]
-struct SandboxStart {
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), moor_runtime::Error>>>>,
-    outcome: tokio::sync::OnceCell<Result<(), String>>,
-}
+struct SandboxStart(Option<Shared<BoxFuture<'static, Result<(), String>>>>);
 
 impl SandboxStart {
     /// Starts sandbox `id` in a task of its own.
@@ -552,36 +558,25 @@ impl SandboxStart {
             async move {
                 runtime.start_container(&id).await?;
                 tracing::info!(attempt, "started pod sandbox");
-                Ok(())
+                Ok::<(), moor_runtime::Error>(())
             }
             .in_current_span(),
         );
-        Self {
-            task: std::sync::Mutex::new(Some(task)),
-            outcome: tokio::sync::OnceCell::new(),
-        }
+        let outcome = async move {
+            match task.await {
+                Ok(started) => started.map_err(|e| e.to_string()),
+                Err(panicked) => Err(panicked.to_string()),
+            }
+        };
+        Self(Some(outcome.boxed().shared()))
     }
 
     /// Waits for the start; its failure fails every caller.
     async fn wait(&self, agent: &Agent) -> Result<(), Error> {
-        let outcome = self
-            .outcome
-            .get_or_init(|| async {
-                let task = self
-                    .task
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
-                match task {
-                    None => Ok(()),
-                    Some(task) => match task.await {
-                        Ok(started) => started.map_err(|e| e.to_string()),
-                        Err(panicked) => Err(panicked.to_string()),
-                    },
-                }
-            })
-            .await;
-        outcome.clone().map_err(|message| {
+        let Some(outcome) = &self.0 else {
+            return Ok(());
+        };
+        outcome.clone().await.map_err(|message| {
             // The network may have gone behind the agent's back (a `docker
             // network prune` succeeds while no container of Docker's is on
             // it): the next sandbox checks it again.
@@ -643,11 +638,8 @@ async fn stop_pod(
         result?;
     }
     // A removal kills what still runs (the sandbox, a container that
-    // outlived its grace period); the sandbox goes last, with the network
-    // namespace its address is in.
-    let mut all: Vec<&ContainerInfo> = existing.iter().collect();
-    all.sort_by_key(|c| c.is_sandbox());
-    for container in all {
+    // outlived its grace period).
+    for container in sandboxes_last(existing) {
         agent.runtime.remove_container(&container.id).await?;
     }
     let dir = agent.pod_dir(uid);
