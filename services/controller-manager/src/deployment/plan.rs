@@ -109,40 +109,27 @@ fn scale(rs: &ReplicaSet, to: i32) -> Option<Step> {
 }
 
 /// One RollingUpdate step: the new set up within the surge (or created),
-/// else old sets down within the unavailability budget and the new set up
-/// into the room that leaves (Kubernetes takes that room on its next pass,
-/// a watch round trip later; the counts are the same). `old` is oldest
+/// else old sets down within the unavailability budget. `old` is oldest
 /// first.
 pub fn rolling(budget: Budget, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Vec<Step> {
     let desired = budget.desired;
     let old_total: i32 = old.iter().map(spec_replicas).sum();
     let new_replicas = new.map_or(0, spec_replicas);
-    let wanted = |total: i32| {
-        if new_replicas >= desired {
-            desired
-        } else {
-            let room = (desired + budget.surge - total).max(0);
-            new_replicas + room.min(desired - new_replicas)
-        }
-    };
     let total = old_total + new_replicas;
+    let wanted = if new_replicas >= desired {
+        desired
+    } else {
+        let room = (desired + budget.surge - total).max(0);
+        new_replicas + room.min(desired - new_replicas)
+    };
     let Some(new) = new else {
         // Old sets are scaled on the next pass, once the cache has the new one.
-        return vec![Step::Create(wanted(total))];
+        return vec![Step::Create(wanted)];
     };
-    if let Some(step) = scale(new, wanted(total)) {
+    if let Some(step) = scale(new, wanted) {
         return vec![step];
     }
-    let mut steps = scale_down_old(budget, new, old);
-    let freed: i32 = steps
-        .iter()
-        .map(|step| match step {
-            Step::Scale { from, to, .. } => from - to,
-            Step::Create(_) => 0,
-        })
-        .sum();
-    steps.extend(scale(new, wanted(total - freed)));
-    steps
+    scale_down_old(budget, new, old)
 }
 
 /// Old sets down, oldest first: unavailable pods wherever the total allows,
@@ -316,12 +303,8 @@ mod tests {
         let old = [rs("v1", 4, 4)];
         assert_eq!(rolling(b, None, &old), [Step::Create(1)]);
         let new = rs("v2", 1, 0);
-        // At the surge: old down by what may be unavailable, and the new
-        // set up into the room that leaves, in one pass.
-        assert_eq!(
-            rolling(b, Some(&new), &old),
-            [to("v1", 4, 3), to("v2", 1, 2)]
-        );
+        // At the surge: old down by what may be unavailable.
+        assert_eq!(rolling(b, Some(&new), &old), [to("v1", 4, 3)]);
         let old = [rs("v1", 3, 3)];
         assert_eq!(rolling(b, Some(&new), &old), [to("v2", 1, 2)]);
         let new = rs("v2", 2, 0);
@@ -344,11 +327,7 @@ mod tests {
         let b = rolling_budget(4, 1, 1);
         let old = [rs("v1", 2, 0), rs("v2", 2, 2)];
         let new = rs("v3", 1, 1);
-        // ... and the new set takes the room at once.
-        assert_eq!(
-            rolling(b, Some(&new), &old),
-            [to("v1", 2, 0), to("v3", 1, 3)]
-        );
+        assert_eq!(rolling(b, Some(&new), &old), [to("v1", 2, 0)]);
     }
 
     #[test]
