@@ -380,7 +380,14 @@ async fn failover_binds_every_pod_exactly_once() -> anyhow::Result<()> {
         bound().await
     );
 
-    // Every pod has exactly one successful bind (one Scheduled event).
+    // Every pod has exactly one successful bind (one Scheduled event). The
+    // event is written after the bind returns, so the last ones may trail
+    // the pods' own update.
+    assert_eventually!(
+        events(&client, "Scheduled").await.len() >= 200,
+        WAIT,
+        "a bind without its Scheduled event"
+    );
     let mut binds: HashMap<String, usize> = HashMap::new();
     for e in events(&client, "Scheduled").await {
         *binds
