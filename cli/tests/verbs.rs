@@ -162,6 +162,18 @@ async fn describe_and_events() {
             .replace("name: web\n", "name: other\n"),
     )
     .await;
+    // About an earlier pod of the same name: another uid, not shown.
+    c.apply(
+        "e3.yaml",
+        &EVENT
+            .replace("name: web.1", "name: web.0")
+            .replace(
+                "namespace: default\n",
+                "namespace: default\n  uid: an-earlier-web\n",
+            )
+            .replace("to node-1", "to node-0"),
+    )
+    .await;
     let text = c.ok(&["describe", "pod", "web"]).await;
     assert!(text.starts_with("Name:         web\nNamespace:    default\nKind:         Pod (v1)\nLabels:       app=web\n"), "{text}");
     assert!(
@@ -177,6 +189,7 @@ async fn describe_and_events() {
         "{text}"
     );
     assert!(!text.contains("other"), "{text}");
+    assert!(!text.contains("node-0"), "{text}");
     let err = c.fails(&["describe", "pod", "ghost"]).await;
     assert!(err.contains("NotFound"), "{err}");
 

@@ -1,6 +1,7 @@
 //! `describe KIND NAME`: the object as readable `Key: value` lines, then
-//! its recent events. The apiserver has no field selector on
-//! involvedObject, so events are filtered here.
+//! its recent events (those about this very object: same kind, name and
+//! uid). The apiserver has no field selector on involvedObject, so events are
+//! filtered here.
 
 use std::time::SystemTime;
 
@@ -42,7 +43,8 @@ pub async fn run(ctx: &Ctx, args: ObjectArgs) -> Result<()> {
         text.push_str(&line("Deleting", deleted.to_string()));
     }
     text.push_str(&sections(&moor_codec::to_yaml(&object)?));
-    text.push_str(&events(&client, info, &namespace, &name).await?);
+    let uid = str_of(&meta, "uid");
+    text.push_str(&events(&client, info, &namespace, &name, &uid).await?);
     out(&text)
 }
 
@@ -91,6 +93,7 @@ async fn events(
     info: &moor_codec::KindInfo,
     namespace: &str,
     name: &str,
+    uid: &str,
 ) -> Result<String> {
     let event_kind = kind("events")?;
     let filter = Filter {
@@ -111,6 +114,11 @@ async fn events(
                 .and_then(Value::as_str)
         };
         if involved("kind") != Some(info.kind.as_str()) || involved("name") != Some(name) {
+            continue;
+        }
+        // An earlier object of the same name (a pod deleted and created
+        // again) has its own events; they are not this one's.
+        if involved("uid").is_some_and(|u| !u.is_empty() && u != uid) {
             continue;
         }
         let cell = |p: &str| columns::cell(p, &json, &event_kind.message, now);

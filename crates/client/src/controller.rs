@@ -193,7 +193,14 @@ impl Queue {
                 let retries = self.retries.entry(key.clone()).or_insert(0);
                 let delay = retry_delay(*retries);
                 *retries = retries.saturating_add(1);
-                tracing::warn!(kind, key = %key, %error, ?delay, "reconcile failed; retrying");
+                // A single failure is usually a write that raced another
+                // (a conflict) and the prompt retry settles it; a streak is
+                // worth a warning.
+                if *retries > 1 {
+                    tracing::warn!(kind, key = %key, %error, ?delay, "reconcile failed; retrying");
+                } else {
+                    tracing::debug!(kind, key = %key, %error, ?delay, "reconcile failed; retrying");
+                }
                 self.push_at(key, now + delay);
             }
         }
