@@ -47,10 +47,8 @@ fn create(tx: &Transaction<'_>, key: &str, value: &Bytes) -> rusqlite::Result<Ap
     row.id = insert(tx, &row)?;
     // A creating row's create_revision is its own id, known only now.
     row.create_revision = row.id;
-    tx.execute(
-        "UPDATE log SET create_revision = ?1 WHERE id = ?1",
-        [row.id],
-    )?;
+    tx.prepare_cached("UPDATE log SET create_revision = ?1 WHERE id = ?1")?
+        .execute([row.id])?;
     Ok((Ok(Outcome::Written(row.id)), Some(row.event())))
 }
 
@@ -155,20 +153,21 @@ fn refused(refusal: StorageError) -> Applied {
 
 /// Appends `row` to the log and returns its id: the write's revision.
 fn insert(tx: &Transaction<'_>, row: &Row) -> rusqlite::Result<i64> {
-    let mut stmt = tx.prepare_cached(
+    // Not `RETURNING id`: SQLite buffers returned rows in a temporary table
+    // it builds and drops on every call. The writer is the only connection
+    // that writes, so the last inserted rowid is this row's.
+    tx.prepare_cached(
         "INSERT INTO log (name, created, deleted, create_revision, prev_revision, value, old_value) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
-    )?;
-    stmt.query_row(
-        params![
-            row.name.as_bytes(),
-            row.created,
-            row.deleted,
-            row.create_revision,
-            row.prev_revision,
-            row.value.as_ref(),
-            row.old_value.as_deref(),
-        ],
-        |r| r.get(0),
-    )
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        row.name.as_bytes(),
+        row.created,
+        row.deleted,
+        row.create_revision,
+        row.prev_revision,
+        row.value.as_ref(),
+        row.old_value.as_deref(),
+    ])?;
+    Ok(tx.last_insert_rowid())
 }

@@ -40,6 +40,9 @@ pub struct PodInfo {
 pub struct NodeInfo {
     /// The Node; `None` while pods name a node the cache has not seen.
     pub node: Option<Arc<Node>>,
+    /// Whether its Ready condition is True, read once per node update:
+    /// every decision looks at it on hundreds of nodes.
+    pub ready: bool,
     /// What the node offers.
     pub allocatable: Resources,
     /// Sum of the requests of its bound and assumed pods.
@@ -96,6 +99,7 @@ impl NodeInfo {
     /// A node with no pods yet.
     pub fn new(node: Node) -> Self {
         Self {
+            ready: is_ready(&node),
             allocatable: Resources::allocatable(&node),
             node: Some(Arc::new(node)),
             ..Self::default()
@@ -129,6 +133,15 @@ impl NodeInfo {
     }
 }
 
+/// Whether `node`'s Ready condition is True.
+fn is_ready(node: &Node) -> bool {
+    node.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
 // === impl Cache ===
 
 impl Cache {
@@ -140,6 +153,7 @@ impl Cache {
             .map(|m| m.name.clone())
             .unwrap_or_default();
         let info = self.nodes.entry(name).or_default();
+        info.ready = is_ready(&node);
         info.allocatable = Resources::allocatable(&node);
         info.node = Some(Arc::new(node));
     }
@@ -178,6 +192,24 @@ impl Cache {
     /// a Node object.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.values().filter(|n| n.node.is_some())
+    }
+
+    /// The nodes in name order from the `start`th slot, wrapping around:
+    /// where a decision that looks at only some nodes begins. A slot is a
+    /// node or a name pods are bound to before its Node is seen.
+    pub fn nodes_from(&self, start: usize) -> impl Iterator<Item = &NodeInfo> {
+        // No Vec of every node per decision: walking the map is cheaper than
+        // allocating and filling one, thousands of times a second.
+        let all = self.nodes.values();
+        all.clone()
+            .skip(start)
+            .chain(all.take(start))
+            .filter(|n| n.node.is_some())
+    }
+
+    /// How many slots [`Self::nodes_from`] rotates over.
+    pub fn node_slots(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Whether the pod is bound or assumed.
@@ -389,5 +421,24 @@ pub(crate) mod tests {
             cache.nodes().map(NodeInfo::name).collect::<Vec<_>>(),
             ["other"]
         );
+    }
+
+    #[test]
+    fn nodes_from_rotates_in_name_order_past_unknown_nodes() {
+        let mut cache = Cache::default();
+        for name in ["c", "a", "d"] {
+            cache.set_node(node(name));
+        }
+        cache.add_bound(&pod("p", "1"), "b");
+        assert_eq!(cache.node_slots(), 4);
+        let from = |start| {
+            cache
+                .nodes_from(start)
+                .map(NodeInfo::name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(from(0), ["a", "c", "d"]);
+        assert_eq!(from(1), ["c", "d", "a"]);
+        assert_eq!(from(3), ["d", "a", "c"]);
     }
 }

@@ -71,16 +71,7 @@ impl HostPort {
 
 /// The node reports Ready=True.
 pub fn node_ready(_: &PodSpec, _: &PodInfo, node: &NodeInfo) -> Result<(), Vec<String>> {
-    let ready = node
-        .node
-        .as_ref()
-        .and_then(|n| n.status.as_ref())
-        .is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.r#type == "Ready" && c.status == "True")
-        });
-    if ready {
+    if node.ready {
         Ok(())
     } else {
         Err(vec!["node(s) were not ready".to_string()])

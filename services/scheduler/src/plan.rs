@@ -102,21 +102,19 @@ pub async fn snapshot(client: &Client) -> Result<Cache, Error> {
 /// message covers them all.
 pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
     let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
-    let nodes: Vec<&NodeInfo> = cache.nodes().collect();
-    let want = feasible_to_find(nodes.len());
-    if want >= nodes.len() {
+    let slots = cache.node_slots();
+    let want = feasible_to_find(slots);
+    if want >= slots {
         return best_of(&plan(cache, pod), uid);
     }
     let spec = pod.spec.clone().unwrap_or_default();
     let info = PodInfo::new(pod);
-    let start = (tie_break(uid, "") % nodes.len() as u64) as usize;
-    let (before, after) = nodes.split_at(start);
-    let feasible: Vec<&NodeInfo> = after
-        .iter()
-        .chain(before)
+    let ties = TieBreak::new(uid);
+    let start = (ties.of("") % slots as u64) as usize;
+    let feasible: Vec<&NodeInfo> = cache
+        .nodes_from(start)
         .filter(|node| FILTERS.iter().all(|(_, f)| f(&spec, &info, node).is_ok()))
         .take(want)
-        .copied()
         .collect();
     if feasible.is_empty() {
         return best_of(&plan(cache, pod), uid);
@@ -125,10 +123,13 @@ pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
         services: cache.services_of(&info.namespace, &info.labels),
     };
     let scores = score_nodes(&spec, &info, &ctx, &feasible);
+    // Hashing is dearer than scoring: break ties among the top nodes only.
+    let top = scores.iter().copied().max();
     let best = feasible
         .iter()
         .zip(scores)
-        .max_by_key(|(n, s)| (*s, std::cmp::Reverse(tie_break(uid, n.name()))));
+        .filter(|(_, s)| Some(*s) == top)
+        .max_by_key(|(n, _)| std::cmp::Reverse(ties.of(n.name())));
     match best {
         Some((node, _)) => Decision::Bind(node.name().to_string()),
         None => best_of(&plan(cache, pod), uid),
@@ -148,10 +149,11 @@ fn feasible_to_find(total: usize) -> usize {
 
 /// The best-scoring node of a full plan, or why none fits.
 fn best_of(verdicts: &[NodeVerdict], uid: &str) -> Decision {
+    let ties = TieBreak::new(uid);
     let best = verdicts
         .iter()
         .filter_map(|v| v.score.map(|s| (s, v)))
-        .max_by_key(|(s, v)| (*s, std::cmp::Reverse(tie_break(uid, &v.node))));
+        .max_by_key(|(s, v)| (*s, std::cmp::Reverse(ties.of(&v.node))));
     match best {
         Some((_, v)) => Decision::Bind(v.node.clone()),
         None => Decision::Unschedulable(fit_error_message(verdicts)),
@@ -179,14 +181,30 @@ pub fn fit_error_message(verdicts: &[NodeVerdict]) -> String {
     )
 }
 
-/// FNV-1a of the uid and node name: stable across runs and Rust versions.
-fn tie_break(uid: &str, node: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in uid.bytes().chain([0]).chain(node.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+/// FNV-1a of a pod's uid and a node's name: stable across runs and Rust
+/// versions. The uid's part is hashed once per pod, not once per node.
+struct TieBreak(u64);
+
+impl TieBreak {
+    const PRIME: u64 = 0x0100_0000_01b3;
+
+    /// The hash state after `uid` and a separator.
+    fn new(uid: &str) -> Self {
+        Self(Self::extend(0xcbf2_9ce4_8422_2325, uid.bytes().chain([0])))
     }
-    hash
+
+    /// The tie-break value of `node` for this pod.
+    fn of(&self, node: &str) -> u64 {
+        Self::extend(self.0, node.bytes())
+    }
+
+    fn extend(mut hash: u64, bytes: impl Iterator<Item = u8>) -> u64 {
+        for byte in bytes {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(Self::PRIME);
+        }
+        hash
+    }
 }
 
 #[cfg(test)]
