@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use moor_api::core::v1::{Node, Pod, Service};
+use moor_api::core::v1::{Node, Pod, PodSpec, Service};
+use moor_api::meta::v1::ObjectMeta;
 
 use crate::Resources;
 use crate::filter::HostPort;
@@ -73,22 +74,23 @@ pub struct Cache {
 impl PodInfo {
     /// Extracts what scheduling needs from `pod`.
     pub fn new(pod: &Pod) -> Self {
-        let meta = pod.metadata.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
+        let (no_meta, no_spec) = (ObjectMeta::default(), PodSpec::default());
+        let meta = pod.metadata.as_ref().unwrap_or(&no_meta);
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         let owner = meta
             .owner_references
             .iter()
             .find(|o| o.controller == Some(true))
             .map(|o| o.uid.clone());
         Self {
-            uid: meta.uid,
-            namespace: meta.namespace,
-            name: meta.name,
-            labels: meta.labels,
+            uid: meta.uid.clone(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            labels: meta.labels.clone(),
             owner,
-            requests: pod_requests(&spec),
-            nonzero: nonzero_requests(&spec),
-            host_ports: HostPort::of(&spec),
+            requests: pod_requests(spec),
+            nonzero: nonzero_requests(spec),
+            host_ports: HostPort::of(spec),
         }
     }
 }
@@ -224,6 +226,23 @@ impl Cache {
 
     /// Records a pod bound to `node`, confirming an assumption.
     pub fn add_bound(&mut self, pod: &Pod, node: &str) {
+        // Every status update of a bound pod comes here. Its requests never
+        // change once bound, its labels may (spreading counts them): an
+        // unchanged pod already in place is only marked confirmed.
+        let meta = pod.metadata.as_ref();
+        let uid = meta.map_or("", |m| m.uid.as_str());
+        let same = self
+            .nodes
+            .get(node)
+            .and_then(|n| n.pods.get(uid))
+            .is_some_and(|info| meta.is_some_and(|m| m.labels == info.labels));
+        if let Some(placement) = self.pods.get_mut(uid)
+            && same
+            && placement.node == node
+        {
+            placement.assumed = false;
+            return;
+        }
         self.place(Arc::new(PodInfo::new(pod)), node, false);
     }
 
@@ -386,6 +405,25 @@ pub(crate) mod tests {
         assert_eq!(cpu_on(&cache, "a"), 1000);
         // A late failure of our own bind must not drop a confirmed pod.
         cache.forget("p");
+        assert_eq!(cpu_on(&cache, "a"), 1000);
+    }
+
+    #[test]
+    fn a_bound_pod_relabelled_is_seen_with_its_new_labels() {
+        let mut cache = Cache::default();
+        cache.set_node(node("a"));
+        cache.add_bound(&pod("p", "1"), "a");
+        let mut relabelled = pod("p", "1");
+        if let Some(meta) = relabelled.metadata.as_mut() {
+            meta.labels = HashMap::from([("tier".to_string(), "web".to_string())]);
+        }
+        cache.add_bound(&relabelled, "a");
+        let labels = cache
+            .nodes
+            .get("a")
+            .and_then(|n| n.pods.get("p"))
+            .map(|info| info.labels.clone());
+        assert_eq!(labels, relabelled.metadata.map(|m| m.labels));
         assert_eq!(cpu_on(&cache, "a"), 1000);
     }
 

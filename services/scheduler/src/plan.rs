@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use moor_api::core::v1::{Node, Pod, Service};
+use moor_api::core::v1::{Node, Pod, PodSpec, Service};
 use moor_client::{Client, ListParams};
 
 use crate::cache::PodInfo;
@@ -38,7 +38,8 @@ pub enum Decision {
 
 /// Filters and scores every node for `pod`, in node name order.
 pub fn plan(cache: &Cache, pod: &Pod) -> Vec<NodeVerdict> {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let info = PodInfo::new(pod);
     let ctx = Context {
         services: cache.services_of(&info.namespace, &info.labels),
@@ -48,7 +49,7 @@ pub fn plan(cache: &Cache, pod: &Pod) -> Vec<NodeVerdict> {
     for node in cache.nodes() {
         let failed = FILTERS
             .iter()
-            .find_map(|(name, f)| f(&spec, &info, node).err().map(|r| (*name, r)));
+            .find_map(|(name, f)| f(spec, &info, node).err().map(|r| (*name, r)));
         if failed.is_none() {
             feasible.push((verdicts.len(), node));
         }
@@ -62,7 +63,7 @@ pub fn plan(cache: &Cache, pod: &Pod) -> Vec<NodeVerdict> {
         });
     }
     let nodes: Vec<&NodeInfo> = feasible.iter().map(|(_, n)| *n).collect();
-    let scores = score_nodes(&spec, &info, &ctx, &nodes);
+    let scores = score_nodes(spec, &info, &ctx, &nodes);
     for ((i, _), score) in feasible.iter().zip(scores) {
         verdicts[*i].score = Some(score);
     }
@@ -107,13 +108,14 @@ pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
     if want >= slots {
         return best_of(&plan(cache, pod), uid);
     }
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let info = PodInfo::new(pod);
     let ties = TieBreak::new(uid);
     let start = (ties.of("") % slots as u64) as usize;
     let feasible: Vec<&NodeInfo> = cache
         .nodes_from(start)
-        .filter(|node| FILTERS.iter().all(|(_, f)| f(&spec, &info, node).is_ok()))
+        .filter(|node| FILTERS.iter().all(|(_, f)| f(spec, &info, node).is_ok()))
         .take(want)
         .collect();
     if feasible.is_empty() {
@@ -122,7 +124,7 @@ pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
     let ctx = Context {
         services: cache.services_of(&info.namespace, &info.labels),
     };
-    let scores = score_nodes(&spec, &info, &ctx, &feasible);
+    let scores = score_nodes(spec, &info, &ctx, &feasible);
     // Hashing is dearer than scoring: break ties among the top nodes only.
     let top = scores.iter().copied().max();
     let best = feasible

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use moor_api::core::v1::{Node, Pod, Service};
+use moor_api::core::v1::{Node, Pod, PodSpec, Service};
 use moor_client::watcher::Event;
 use moor_client::{Client, ListParams, ObjectKey, watcher};
 use tokio::sync::watch;
@@ -154,7 +154,8 @@ fn schedule_one(shared: &Arc<Shared>, key: ObjectKey, cycle: u64, binds: &mut Jo
 
 /// Whether this scheduler should place `pod` now.
 fn wants(pod: &Pod) -> bool {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let deleting = pod
         .metadata
         .as_ref()
