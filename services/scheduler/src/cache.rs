@@ -77,11 +77,7 @@ impl PodInfo {
         let (no_meta, no_spec) = (ObjectMeta::default(), PodSpec::default());
         let meta = pod.metadata.as_ref().unwrap_or(&no_meta);
         let spec = pod.spec.as_ref().unwrap_or(&no_spec);
-        let owner = meta
-            .owner_references
-            .iter()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.clone());
+        let owner = controller_of(meta).map(str::to_owned);
         Self {
             uid: meta.uid.clone(),
             namespace: meta.namespace.clone(),
@@ -133,6 +129,14 @@ impl NodeInfo {
             self.nonzero_requested = self.nonzero_requested - old.nonzero;
         }
     }
+}
+
+/// The uid of the object's controlling owner, if any.
+fn controller_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
 }
 
 /// Whether `node`'s Ready condition is True.
@@ -227,15 +231,19 @@ impl Cache {
     /// Records a pod bound to `node`, confirming an assumption.
     pub fn add_bound(&mut self, pod: &Pod, node: &str) {
         // Every status update of a bound pod comes here. Its requests never
-        // change once bound, its labels may (spreading counts them): an
-        // unchanged pod already in place is only marked confirmed.
+        // change once bound, its labels and controller may (spreading counts
+        // them): an unchanged pod already in place is only marked confirmed.
         let meta = pod.metadata.as_ref();
         let uid = meta.map_or("", |m| m.uid.as_str());
         let same = self
             .nodes
             .get(node)
             .and_then(|n| n.pods.get(uid))
-            .is_some_and(|info| meta.is_some_and(|m| m.labels == info.labels));
+            .is_some_and(|info| {
+                meta.is_some_and(|m| {
+                    m.labels == info.labels && controller_of(m) == info.owner.as_deref()
+                })
+            });
         if let Some(placement) = self.pods.get_mut(uid)
             && same
             && placement.node == node
@@ -409,7 +417,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_bound_pod_relabelled_is_seen_with_its_new_labels() {
+    fn a_bound_pod_relabelled_or_adopted_is_seen_as_it_is_now() {
         let mut cache = Cache::default();
         cache.set_node(node("a"));
         cache.add_bound(&pod("p", "1"), "a");
@@ -423,7 +431,22 @@ pub(crate) mod tests {
             .get("a")
             .and_then(|n| n.pods.get("p"))
             .map(|info| info.labels.clone());
-        assert_eq!(labels, relabelled.metadata.map(|m| m.labels));
+        assert_eq!(labels, relabelled.metadata.clone().map(|m| m.labels));
+        // Adopted by a controller: spreading counts it as that one's.
+        if let Some(meta) = relabelled.metadata.as_mut() {
+            meta.owner_references = vec![moor_api::meta::v1::OwnerReference {
+                uid: "rs-1".to_string(),
+                controller: Some(true),
+                ..Default::default()
+            }];
+        }
+        cache.add_bound(&relabelled, "a");
+        let owner = cache
+            .nodes
+            .get("a")
+            .and_then(|n| n.pods.get("p"))
+            .and_then(|info| info.owner.clone());
+        assert_eq!(owner.as_deref(), Some("rs-1"));
         assert_eq!(cpu_on(&cache, "a"), 1000);
     }
 
