@@ -111,9 +111,17 @@ fn scale(rs: &ReplicaSet, to: i32) -> Option<Step> {
 /// One RollingUpdate step: the new set up within the surge (or created),
 /// else old sets down within the unavailability budget. `old` is oldest
 /// first.
+///
+/// An old set counts the pods it still has while it scales down (its
+/// status), not only its new spec: the new set's pods would otherwise be
+/// created while the old set's are still being deleted, past maxSurge.
+/// Kubernetes counts specs alone, and can overshoot so for a moment.
 pub fn rolling(budget: Budget, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Vec<Step> {
     let desired = budget.desired;
-    let old_total: i32 = old.iter().map(spec_replicas).sum();
+    let old_total: i32 = old
+        .iter()
+        .map(|rs| spec_replicas(rs).max(status_replicas(rs)))
+        .sum();
     let new_replicas = new.map_or(0, spec_replicas);
     let total = old_total + new_replicas;
     let wanted = if new_replicas >= desired {
@@ -273,6 +281,20 @@ mod tests {
             from,
             to,
         }
+    }
+
+    #[test]
+    fn the_new_set_waits_for_the_old_sets_pods_to_go() {
+        let b = rolling_budget(4, 1, 1);
+        let new = rs("v2", 1, 0);
+        // Scaled down to 3, its fourth pod not yet gone: no room yet.
+        let mut old = rs("v1", 3, 3);
+        if let Some(status) = old.status.as_mut() {
+            status.replicas = 4;
+        }
+        assert_eq!(rolling(b, Some(&new), std::slice::from_ref(&old)), []);
+        let old = rs("v1", 3, 3);
+        assert_eq!(rolling(b, Some(&new), &[old]), [to("v2", 1, 2)]);
     }
 
     #[test]
