@@ -19,9 +19,32 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// The meta row holding the compaction point.
 pub(crate) const COMPACT_REVISION: &str = "compact_revision";
 
-/// Columns of a log row, in the order [`Row::read`] expects.
-const COLUMNS: &str =
-    "id, name, created, deleted, create_revision, prev_revision, value, old_value";
+/// `SELECT` of a log row's columns, in the order [`Row::read`] expects,
+/// followed by the rest of the statement: the SQL is a constant, with no
+/// text built on the writer's hot path.
+macro_rules! select_rows {
+    ($($rest:literal)+) => {
+        concat!(
+            "SELECT id, name, created, deleted, create_revision, prev_revision, value, old_value ",
+            $($rest),+
+        )
+    };
+}
+
+/// A key's latest row.
+const LATEST: &str =
+    select_rows!("FROM log WHERE name = CAST(?1 AS BLOB) ORDER BY id DESC LIMIT 1");
+/// The live rows under a key range.
+const LIST: &str = select_rows!(
+    "FROM log WHERE id IN "
+    "(SELECT MAX(id) FROM log WHERE name >= ?1 AND name < ?2 GROUP BY name) "
+    "AND deleted = 0 ORDER BY name"
+);
+/// Writes under a key range after a revision, at most a limit.
+const HISTORY: &str = select_rows!(
+    "FROM log WHERE id > ?1 AND name >= ?2 AND name < ?3 "
+    "ORDER BY id LIMIT CAST(?4 AS INTEGER)"
+);
 
 /// One row of the log: one write.
 #[derive(Clone, Debug)]
@@ -47,7 +70,7 @@ pub(crate) struct Row {
 // === impl Row ===
 
 impl Row {
-    /// Decodes a row selected with [`COLUMNS`].
+    /// Decodes a row selected with `select_rows!`.
     fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         let name: Vec<u8> = row.get(1)?;
         let name = String::from_utf8(name)
@@ -113,13 +136,9 @@ pub(crate) fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 
 /// The latest row of `key`, tombstone or not.
 pub(crate) fn latest(conn: &Connection, key: &str) -> rusqlite::Result<Option<Row>> {
-    conn.prepare_cached(&latest_sql())?
+    conn.prepare_cached(LATEST)?
         .query_row([key.as_bytes()], Row::read)
         .optional()
-}
-
-fn latest_sql() -> String {
-    format!("SELECT {COLUMNS} FROM log WHERE name = CAST(?1 AS BLOB) ORDER BY id DESC LIMIT 1")
 }
 
 /// The store's revision: the last id ever handed out. `AUTOINCREMENT` keeps
@@ -145,12 +164,7 @@ pub(crate) fn compact_revision(conn: &Connection) -> rusqlite::Result<i64> {
 /// The live keys under `prefix`, in key order.
 pub(crate) fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<KeyValue>> {
     let (start, end) = prefix_range(prefix);
-    let sql = format!(
-        "SELECT {COLUMNS} FROM log WHERE id IN \
-         (SELECT MAX(id) FROM log WHERE name >= ?1 AND name < ?2 GROUP BY name) \
-         AND deleted = 0 ORDER BY name"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(LIST)?;
     let rows = stmt.query_map(params![start, end], Row::read)?;
     rows.map(|row| row.map(|row| row.key_value())).collect()
 }
@@ -165,16 +179,9 @@ pub(crate) fn history(
 ) -> rusqlite::Result<Vec<Row>> {
     let (start, end) = prefix_range(prefix);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(&history_sql())?;
+    let mut stmt = conn.prepare_cached(HISTORY)?;
     let rows = stmt.query_map(params![after, start, end, limit], Row::read)?;
     rows.collect()
-}
-
-fn history_sql() -> String {
-    format!(
-        "SELECT {COLUMNS} FROM log WHERE id > ?1 AND name >= ?2 AND name < ?3 \
-         ORDER BY id LIMIT CAST(?4 AS INTEGER)"
-    )
 }
 
 #[cfg(test)]
@@ -194,8 +201,8 @@ mod tests {
             latest(&conn, &format!("/k/{i}")).expect("latest");
             history(&conn, &format!("/k/{i}"), i, 10 + i as usize).expect("history");
         }
-        for sql in [latest_sql(), history_sql()] {
-            let stmt = conn.prepare_cached(&sql).expect("cached");
+        for sql in [LATEST, HISTORY] {
+            let stmt = conn.prepare_cached(sql).expect("cached");
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
         }
     }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use moor_api::Resource;
 use moor_api::core::v1::{Node, Pod, PodSpec, Service};
 use moor_api::meta::v1::ObjectMeta;
 
@@ -74,9 +75,7 @@ pub struct Cache {
 impl PodInfo {
     /// Extracts what scheduling needs from `pod`.
     pub fn new(pod: &Pod) -> Self {
-        let (no_meta, no_spec) = (ObjectMeta::default(), PodSpec::default());
-        let meta = pod.metadata.as_ref().unwrap_or(&no_meta);
-        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+        let (meta, spec) = (pod.meta(), spec_of(pod));
         let owner = controller_of(meta).map(str::to_owned);
         Self {
             uid: meta.uid.clone(),
@@ -129,6 +128,15 @@ impl NodeInfo {
             self.nonzero_requested = self.nonzero_requested - old.nonzero;
         }
     }
+}
+
+/// The pod's spec, or an empty one: borrowed, as the meta of
+/// [`Resource::meta`], since decisions read it on every watch event.
+pub(crate) fn spec_of(pod: &Pod) -> &PodSpec {
+    static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
+    pod.spec
+        .as_ref()
+        .unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
 }
 
 /// The uid of the object's controlling owner, if any.
@@ -233,21 +241,12 @@ impl Cache {
         // Every status update of a bound pod comes here. Its requests never
         // change once bound, its labels and controller may (spreading counts
         // them): an unchanged pod already in place is only marked confirmed.
-        let meta = pod.metadata.as_ref();
-        let uid = meta.map_or("", |m| m.uid.as_str());
-        let same = self
-            .nodes
-            .get(node)
-            .and_then(|n| n.pods.get(uid))
-            .is_some_and(|info| {
-                meta.is_some_and(|m| {
-                    m.labels == info.labels && controller_of(m) == info.owner.as_deref()
-                })
-            });
-        if let Some(placement) = self.pods.get_mut(uid)
-            && same
-            && placement.node == node
-        {
+        let meta = pod.meta();
+        let in_place = self.nodes.get(node).and_then(|n| n.pods.get(&meta.uid));
+        let same = in_place.is_some_and(|info| {
+            meta.labels == info.labels && controller_of(meta) == info.owner.as_deref()
+        });
+        if same && let Some(placement) = self.pods.get_mut(&meta.uid) {
             placement.assumed = false;
             return;
         }
@@ -397,6 +396,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// What the cache holds of pod `uid` on node `name`.
+    fn placed<'a>(cache: &'a Cache, name: &str, uid: &str) -> Option<&'a PodInfo> {
+        cache
+            .nodes
+            .get(name)
+            .and_then(|n| n.pods.get(uid))
+            .map(Arc::as_ref)
+    }
+
     fn cpu_on(cache: &Cache, name: &str) -> i128 {
         cache.nodes.get(name).map_or(0, |n| n.requested.milli_cpu)
     }
@@ -426,11 +434,7 @@ pub(crate) mod tests {
             meta.labels = HashMap::from([("tier".to_string(), "web".to_string())]);
         }
         cache.add_bound(&relabelled, "a");
-        let labels = cache
-            .nodes
-            .get("a")
-            .and_then(|n| n.pods.get("p"))
-            .map(|info| info.labels.clone());
+        let labels = placed(&cache, "a", "p").map(|info| info.labels.clone());
         assert_eq!(labels, relabelled.metadata.clone().map(|m| m.labels));
         // Adopted by a controller: spreading counts it as that one's.
         if let Some(meta) = relabelled.metadata.as_mut() {
@@ -441,11 +445,7 @@ pub(crate) mod tests {
             }];
         }
         cache.add_bound(&relabelled, "a");
-        let owner = cache
-            .nodes
-            .get("a")
-            .and_then(|n| n.pods.get("p"))
-            .and_then(|info| info.owner.clone());
+        let owner = placed(&cache, "a", "p").and_then(|info| info.owner.clone());
         assert_eq!(owner.as_deref(), Some("rs-1"));
         assert_eq!(cpu_on(&cache, "a"), 1000);
     }

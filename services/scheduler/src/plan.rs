@@ -6,10 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use moor_api::core::v1::{Node, Pod, PodSpec, Service};
+use moor_api::core::v1::{Node, Pod, Service};
 use moor_client::{Client, ListParams};
 
-use crate::cache::PodInfo;
+use crate::cache::{PodInfo, spec_of};
 use crate::filter::FILTERS;
 use crate::score::{Context, score_nodes};
 use crate::{Cache, Error, NodeInfo};
@@ -38,8 +38,7 @@ pub enum Decision {
 
 /// Filters and scores every node for `pod`, in node name order.
 pub fn plan(cache: &Cache, pod: &Pod) -> Vec<NodeVerdict> {
-    let no_spec = PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+    let spec = spec_of(pod);
     let info = PodInfo::new(pod);
     let ctx = Context {
         services: cache.services_of(&info.namespace, &info.labels),
@@ -108,8 +107,7 @@ pub fn schedule(cache: &Cache, pod: &Pod) -> Decision {
     if want >= slots {
         return best_of(&plan(cache, pod), uid);
     }
-    let no_spec = PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+    let spec = spec_of(pod);
     let info = PodInfo::new(pod);
     let ties = TieBreak::new(uid);
     let start = (ties.of("") % slots as u64) as usize;

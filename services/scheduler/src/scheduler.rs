@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use moor_api::core::v1::{Node, Pod, PodSpec, Service};
+use moor_api::core::v1::{Node, Pod, Service};
 use moor_client::watcher::Event;
 use moor_client::{Client, ListParams, ObjectKey, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::spec_of;
 use crate::queue::Queue;
 use crate::{Cache, Config, DEFAULT_SCHEDULER, Decision, Error, schedule};
 
@@ -154,8 +155,7 @@ fn schedule_one(shared: &Arc<Shared>, key: ObjectKey, cycle: u64, binds: &mut Jo
 
 /// Whether this scheduler should place `pod` now.
 fn wants(pod: &Pod) -> bool {
-    let no_spec = PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+    let spec = spec_of(pod);
     let deleting = pod
         .metadata
         .as_ref()
