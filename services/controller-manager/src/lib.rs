@@ -93,8 +93,9 @@ async fn run_controllers(config: &Config, client: Client, shutdown: Cancellation
     rc.register(&mut rcs, &mut pods);
     let rs = replica::Controller::<ReplicaSet>::new(&client, rss.reader(), pods.reader(), config);
     rs.register(&mut rss, &mut pods);
-    let deploy = deployment::Controller::new(&client, deployments.reader(), rss.reader());
-    deploy.register(&mut deployments, &mut rss);
+    let deploy =
+        deployment::Controller::new(&client, deployments.reader(), rss.reader(), pods.reader());
+    deploy.register(&mut deployments, &mut rss, &mut pods);
     let ep = endpoints::Controller::new(
         &client,
         services.reader(),

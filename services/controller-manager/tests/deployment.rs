@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use moor_api::Resource;
@@ -16,7 +17,7 @@ use moor_api::apps::v1::{
 use moor_api::core::v1::Pod;
 use moor_api::meta::v1::int_or_string::Value;
 use moor_api::meta::v1::{EventType, IntOrString, LabelSelector};
-use moor_client::{Client, ListParams, WatchParams};
+use moor_client::{Client, DeleteParams, ListParams, WatchParams};
 use moor_testkit::assert_eventually;
 use tokio::task::JoinHandle;
 
@@ -31,7 +32,9 @@ struct Census {
 }
 
 /// Marks every new pod ready (as a node agent would) and keeps a census.
-async fn agent(client: Client) -> (JoinHandle<()>, Arc<Mutex<Census>>) {
+/// A pod deleted gracefully (one bound to a node) goes after `linger`, as
+/// its containers' grace period would let it.
+async fn agent(client: Client, linger: Duration) -> (JoinHandle<()>, Arc<Mutex<Census>>) {
     let census = Arc::new(Mutex::new(Census::default()));
     let seen = census.clone();
     let mut events = client
@@ -59,6 +62,19 @@ async fn agent(client: Client) -> (JoinHandle<()>, Arc<Mutex<Census>>) {
                 }
                 Some(EventType::Deleted) => {
                     seen.lock().unwrap().live.remove(&name);
+                }
+                Some(EventType::Modified) if pod.meta().deletion_timestamp.is_some() => {
+                    let (client, uid) = (client.clone(), pod.meta().uid.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(linger).await;
+                        let params = DeleteParams {
+                            uid: Some(uid),
+                            grace_period_seconds: Some(0),
+                            ..Default::default()
+                        };
+                        // Gone already is fine: the census counts the Deleted event.
+                        let _ = client.api::<Pod>().delete("default", &name, &params).await;
+                    });
                 }
                 _ => {}
             }
@@ -160,7 +176,7 @@ async fn rolled_out(client: &Client, replicas: i32, image: &str) -> bool {
 #[tokio::test]
 async fn rolling_update_stays_within_surge_and_finishes() {
     let cluster = Cluster::start().await.unwrap();
-    let (agent, census) = agent(cluster.client.clone()).await;
+    let (agent, census) = agent(cluster.client.clone(), Duration::ZERO).await;
     let api = cluster.client.api::<Deployment>();
     api.create(&deployment("RollingUpdate", 4, "app:v1"))
         .await
@@ -199,11 +215,14 @@ async fn rolling_update_stays_within_surge_and_finishes() {
 #[tokio::test]
 async fn recreate_removes_old_pods_before_starting_new_ones() {
     let cluster = Cluster::start().await.unwrap();
-    let (agent, census) = agent(cluster.client.clone()).await;
+    let (agent, census) = agent(cluster.client.clone(), Duration::from_millis(500)).await;
     let api = cluster.client.api::<Deployment>();
-    api.create(&deployment("Recreate", 3, "app:v1"))
-        .await
-        .unwrap();
+    // Bound pods are deleted gracefully: each stays, terminating, until
+    // the agent above lets it go.
+    let mut recreate = deployment("Recreate", 3, "app:v1");
+    let template = recreate.spec.as_mut().unwrap().template.as_mut().unwrap();
+    template.spec.as_mut().unwrap().node_name = "node-a".into();
+    api.create(&recreate).await.unwrap();
     assert_eventually!(rolled_out(&cluster.client, 3, "app:v1").await, CONVERGE);
     set_image(&cluster.client, "app:v2").await;
     assert_eventually!(
@@ -214,7 +233,7 @@ async fn recreate_removes_old_pods_before_starting_new_ones() {
     let census = census.lock().unwrap();
     assert_eq!(
         census.max_templates, 1,
-        "old and new pods never ran together"
+        "old and new pods never ran together, terminating ones included"
     );
     assert!(census.max_total <= 3);
     drop(census);

@@ -22,7 +22,7 @@ mod status;
 
 use moor_api::Resource;
 use moor_api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
-use moor_api::core::v1::PodTemplateSpec;
+use moor_api::core::v1::{Pod, PodTemplateSpec};
 use moor_client::{Action, Api, Client, DeleteParams, ObjectKey, Reader};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +42,9 @@ pub struct Controller {
     replica_sets: Api<ReplicaSet>,
     deployment_cache: Reader<Deployment>,
     rs_cache: Reader<ReplicaSet>,
+    /// Recreate waits on the pods themselves: a deleted pod still runs
+    /// until its grace period ends, and its set no longer counts it.
+    pod_cache: Reader<Pod>,
     events: crate::events::Recorder,
     queue: Queue<ObjectKey>,
     worker: Worker<ObjectKey>,
@@ -55,6 +58,7 @@ impl Controller {
         client: &Client,
         deployment_cache: Reader<Deployment>,
         rs_cache: Reader<ReplicaSet>,
+        pod_cache: Reader<Pod>,
     ) -> Self {
         let (queue, worker) = queue::queue();
         Self {
@@ -62,17 +66,20 @@ impl Controller {
             replica_sets: client.api(),
             deployment_cache,
             rs_cache,
+            pod_cache,
             events: crate::events::Recorder::new(client, COMPONENT),
             queue,
             worker,
         }
     }
 
-    /// Subscribes to deployment and replica set changes.
+    /// Subscribes to deployment and replica set changes, and to pods of
+    /// replica sets leaving (for Recreate).
     pub fn register(
         &self,
         deployments: &mut Informer<Deployment>,
         replica_sets: &mut Informer<ReplicaSet>,
+        pods: &mut Informer<Pod>,
     ) {
         let queue = self.queue.clone();
         deployments.on_change(move |change| match change {
@@ -93,6 +100,23 @@ impl Controller {
                     .list()
                     .iter()
                     .for_each(|d| queue.add(ObjectKey::of(d.as_ref())));
+            }
+        });
+        let queue = self.queue.clone();
+        let rs_cache = self.rs_cache.clone();
+        pods.on_change(move |change| {
+            let left = match change {
+                Change::Deleted(pod) => Some(pod),
+                Change::Applied { old, new } if !is_running(new) && old.is_some_and(is_running) => {
+                    Some(new)
+                }
+                Change::Applied { .. } | Change::Restarted(_) => None,
+            };
+            let deployment = left
+                .and_then(|pod| set_of(&rs_cache, pod))
+                .and_then(|rs| owning_deployment(&rs));
+            if let Some(key) = deployment {
+                queue.add(key);
             }
         });
     }
@@ -138,7 +162,8 @@ impl Controller {
         } else if budget.rolling {
             plan::rolling(budget, new.as_ref(), &old)
         } else {
-            plan::recreate(budget, new.as_ref(), &old)
+            let old_pods_run = self.pods_run(&old);
+            plan::recreate(budget, new.as_ref(), &old, old_pods_run)
         };
         let existing: Vec<&ReplicaSet> = new.iter().chain(&old).collect();
         let created = self
@@ -177,6 +202,17 @@ impl Controller {
             }
         }
         Ok(created)
+    }
+
+    /// Whether any pod of the replica sets `old` may still run, deleted
+    /// or not.
+    fn pods_run(&self, old: &[ReplicaSet]) -> bool {
+        let uids: std::collections::HashSet<&str> =
+            old.iter().map(|rs| rs.meta().uid.as_str()).collect();
+        self.pod_cache.list().iter().any(|pod| {
+            is_running(pod)
+                && pods::controller_of(pod.meta()).is_some_and(|r| uids.contains(r.uid.as_str()))
+        })
     }
 
     /// The live replica sets `deployment` controls: the one running
@@ -417,6 +453,21 @@ fn progress(
 }
 
 /// The deployment controlling `rs`, if any.
+/// Whether a pod may still run (terminating ones too, as Kubernetes'
+/// Recreate counts them): it has not finished.
+fn is_running(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+    !matches!(phase, "Succeeded" | "Failed")
+}
+
+/// The replica set controlling `pod`, from the cache.
+fn set_of(rs_cache: &Reader<ReplicaSet>, pod: &Pod) -> Option<std::sync::Arc<ReplicaSet>> {
+    let owner = pods::controller_of(pod.meta()).filter(|r| r.kind == ReplicaSet::KIND)?;
+    rs_cache
+        .get(&pod.meta().namespace, &owner.name)
+        .filter(|rs| rs.meta().uid == owner.uid)
+}
+
 fn owning_deployment(rs: &ReplicaSet) -> Option<ObjectKey> {
     let meta = rs.meta();
     pods::controller_of(meta)

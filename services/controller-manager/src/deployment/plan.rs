@@ -170,11 +170,18 @@ fn scale_down_old(budget: Budget, new: &ReplicaSet, old: &[ReplicaSet]) -> Vec<S
     steps
 }
 
-/// One Recreate step: every old set to zero; once their pods are gone, the
-/// new set created or scaled to `desired`.
-pub fn recreate(budget: Budget, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Vec<Step> {
+/// One Recreate step: every old set to zero; once their pods are gone (none
+/// counted by their sets, and `old_pods_run` false: terminating pods run on
+/// until their grace period ends), the new set created or scaled to
+/// `desired`.
+pub fn recreate(
+    budget: Budget,
+    new: Option<&ReplicaSet>,
+    old: &[ReplicaSet],
+    old_pods_run: bool,
+) -> Vec<Step> {
     let steps: Vec<Step> = old.iter().filter_map(|rs| scale(rs, 0)).collect();
-    if !steps.is_empty() || old.iter().map(status_replicas).sum::<i32>() > 0 {
+    if !steps.is_empty() || old_pods_run || old.iter().map(status_replicas).sum::<i32>() > 0 {
         return steps;
     }
     match new {
@@ -360,11 +367,19 @@ mod tests {
             unavailable: 0,
             rolling: false,
         };
-        assert_eq!(recreate(b, None, &[rs("v1", 3, 3)]), [to("v1", 3, 0)]);
+        assert_eq!(recreate(b, None, &[rs("v1", 3, 3)], true), [to("v1", 3, 0)]);
         let mut leaving = rs("v1", 0, 0);
         leaving.status.as_mut().unwrap().replicas = 2;
-        assert_eq!(recreate(b, None, &[leaving]), Vec::<Step>::new());
-        assert_eq!(recreate(b, None, &[rs("v1", 0, 0)]), [Step::Create(3)]);
+        assert_eq!(recreate(b, None, &[leaving], true), Vec::<Step>::new());
+        // Deleted, so no longer counted by their set, but still running.
+        assert_eq!(
+            recreate(b, None, &[rs("v1", 0, 0)], true),
+            Vec::<Step>::new()
+        );
+        assert_eq!(
+            recreate(b, None, &[rs("v1", 0, 0)], false),
+            [Step::Create(3)]
+        );
     }
 
     #[test]
