@@ -79,6 +79,14 @@ impl Expectations {
         }
     }
 
+    /// Whether the owner deleted pod `pod` and has not yet seen it on the
+    /// watch (the delete went through: a failed one counts as observed).
+    pub fn deleting(&self, owner: &ObjectKey, pod: &str) -> bool {
+        self.lock()
+            .get(owner)
+            .is_some_and(|p| p.deletes.contains(pod))
+    }
+
     /// Drops a deleted owner's record.
     pub fn forget(&self, owner: &ObjectKey) {
         self.lock().remove(owner);
@@ -114,7 +122,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(e.satisfied(&key()), "stale expectations expire");
         e.expect_deletes(&key(), ["a".to_string()]);
+        assert!(e.deleting(&key(), "a"));
+        assert!(!e.deleting(&key(), "b"));
         e.deletion_observed(&key(), "a");
         assert!(e.satisfied(&key()));
+        assert!(!e.deleting(&key(), "a"));
     }
 }

@@ -154,10 +154,15 @@ impl<O: ReplicaOwner> Controller<O> {
             }
         };
         let owned = self.claim(&owner, &selector).await?;
-        let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| pods::is_active(p)).collect();
+        let mut active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| pods::is_active(p)).collect();
         if self.expectations.satisfied(key) && owner.meta().deletion_timestamp.is_none() {
             self.manage(key, &owner, &active).await?;
         }
+        // A pod this controller deleted is no longer active, though the
+        // cache has not seen it yet: the status says so at once, rather than
+        // once the deletion comes back through the watch (a rolling update
+        // waits for it before its next step).
+        active.retain(|p| !self.expectations.deleting(key, &p.meta().name));
         self.update_status(&owner, &active).await
     }
 

@@ -126,3 +126,58 @@ async fn a_lagging_pod_cache_never_overshoots() {
     shutdown.cancel();
     tasks.abort_all();
 }
+
+#[tokio::test]
+async fn the_status_counts_a_deleted_pod_out_before_the_cache_sees_it_go() {
+    let apiserver = Apiserver::start().await.unwrap();
+    let url = format!("http://{}", apiserver.addr);
+    let client = Client::new(&url).unwrap();
+    let config = Config::new(url);
+    let mut pods = Informer::<Pod>::new();
+    let mut rcs = Informer::<ReplicationController>::new();
+    let controller = Controller::new(&client, rcs.reader(), pods.reader(), &config);
+    controller.register(&mut rcs, &mut pods);
+    // A pod cache that never learns of deletions: only the controller's own
+    // record of the deletes it issued can take the pods out of the count.
+    let blind = moor_client::watcher(client.api::<Pod>(), ListParams::default()).filter(|e| {
+        let deletion = match e {
+            Ok(moor_client::watcher::Event::Deleted(_)) => true,
+            Ok(moor_client::watcher::Event::Applied(pod)) => {
+                pod.meta().deletion_timestamp.is_some()
+            }
+            _ => false,
+        };
+        std::future::ready(!deletion)
+    });
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(pods.run_stream(blind, shutdown.clone()));
+    tasks.spawn(rcs.run(client.api(), shutdown.clone()));
+    tasks.spawn(controller.run(shutdown.clone()));
+
+    let api = client.api::<ReplicationController>();
+    let replicas = |n: i32| {
+        let api = api.clone();
+        async move {
+            api.get("default", "web")
+                .await
+                .unwrap()
+                .status
+                .is_some_and(|s| s.replicas == n)
+        }
+    };
+    api.create(&web(3)).await.unwrap();
+    assert_eventually!(replicas(3).await, Duration::from_secs(30));
+    let mut rc = api.get("default", "web").await.unwrap();
+    rc.spec.as_mut().unwrap().replicas = Some(1);
+    api.update(&rc).await.unwrap();
+    assert_eventually!(replicas(1).await, Duration::from_secs(30));
+    let (left, _) = client
+        .api::<Pod>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "two of the three pods went");
+    shutdown.cancel();
+    tasks.abort_all();
+}
