@@ -1,6 +1,8 @@
 //! Small read-modify-write verbs: `label`, `annotate`, `scale`, `cordon`
-//! and `uncordon`. Each update carries the resourceVersion just read, so a
-//! concurrent change makes it fail instead of being lost.
+//! and `uncordon`. Each update but the scale's carries the resourceVersion
+//! just read, so a concurrent change makes it fail instead of being lost;
+//! a scale sets one field, which the apiserver applies to the latest
+//! object.
 
 use prost_reflect::{DynamicMessage, MapKey, Value};
 
@@ -134,6 +136,14 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
         .and_then(Value::as_message_mut)
     {
         spec.set_field_by_name("replicas", Value::I32(args.replicas));
+    }
+    // As kubectl: the new count applies to the workload as it is now, so a
+    // controller writing its status meanwhile is no conflict.
+    if let Some(meta) = scale
+        .get_field_by_name_mut("metadata")
+        .and_then(Value::as_message_mut)
+    {
+        meta.clear_field_by_name("resource_version");
     }
     let update = Client::method(&info.service, "UpdateScale")?;
     client.unary(&update, scale).await?;

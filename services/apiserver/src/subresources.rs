@@ -105,17 +105,28 @@ impl<K: Scalable> Registry<K> {
                 format!("Invalid value: {replicas}: must be greater than or equal to 0"),
             ));
         }
-        let mut object = self
-            .get(&GetRequest {
-                namespace: meta.namespace.clone(),
-                name: meta.name.clone(),
-            })
-            .await?;
-        object.set_replicas(replicas);
-        // The scale's own resourceVersion (or none) is the precondition.
-        object.meta_mut().resource_version = meta.resource_version.clone();
-        let updated = self.update(object, Part::Main).await?;
-        Ok(scale_of(&updated))
+        loop {
+            let mut object = self
+                .get(&GetRequest {
+                    namespace: meta.namespace.clone(),
+                    name: meta.name.clone(),
+                })
+                .await?;
+            object.set_replicas(replicas);
+            // The scale's own resourceVersion is the precondition. Without
+            // one (`kubectl scale`'s way) the scale applies to the latest
+            // object, read again when a writer (a controller's status)
+            // came in between: never to a stale copy of the rest of it.
+            let unconditional = meta.resource_version.is_empty();
+            if !unconditional {
+                object.meta_mut().resource_version = meta.resource_version.clone();
+            }
+            match self.update(object, Part::Main).await {
+                Ok(updated) => return Ok(scale_of(&updated)),
+                Err(Error::Conflict(_)) if unconditional => {}
+                Err(err) => return Err(err),
+            }
+        }
     }
 }
 

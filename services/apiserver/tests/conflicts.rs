@@ -77,3 +77,73 @@ async fn increments_on_sqlite_are_exact() -> anyhow::Result<()> {
 async fn increments_on_etcd_are_exact() -> anyhow::Result<()> {
     increments(&TestServer::etcd().await?).await
 }
+
+/// A scale read before a controller wrote the status: with its
+/// resourceVersion it is stale (as any update); without one, as `kubectl
+/// scale` sends it, it applies to the latest object and keeps the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_without_resource_version_applies_to_the_latest_object() -> anyhow::Result<()> {
+    use moor_api::core::v1::replication_controllers_client::ReplicationControllersClient;
+    use moor_api::core::v1::{
+        PodSpec, PodTemplateSpec, ReplicationController, ReplicationControllerSpec,
+        ReplicationControllerStatus,
+    };
+    let server = TestServer::sqlite().await?;
+    let mut client = ReplicationControllersClient::new(server.channel());
+    let labels = std::collections::HashMap::from([("app".to_string(), "web".to_string())]);
+    let container = moor_api::core::v1::Container {
+        name: "web".into(),
+        image: "moor/echo:0.1".into(),
+        ..Default::default()
+    };
+    let rc = ReplicationController {
+        metadata: Some(ObjectMeta {
+            name: "web".into(),
+            ..Default::default()
+        }),
+        spec: Some(ReplicationControllerSpec {
+            replicas: Some(1),
+            selector: labels.clone(),
+            template: Some(PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels,
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = client.create(rc).await?.into_inner();
+    let get = GetRequest {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    let mut scale = client.get_scale(get.clone()).await?.into_inner();
+    // A controller writes the status in between.
+    let mut status = created;
+    status.status = Some(ReplicationControllerStatus {
+        replicas: 1,
+        ..Default::default()
+    });
+    client.update_status(status).await?;
+
+    scale.spec.as_mut().expect("spec").replicas = 3;
+    let stale = client.update_scale(scale.clone()).await.unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    scale
+        .metadata
+        .as_mut()
+        .expect("metadata")
+        .resource_version
+        .clear();
+    client.update_scale(scale).await?;
+    let rc = client.get(get).await?.into_inner();
+    assert_eq!(rc.spec.expect("spec").replicas, Some(3));
+    assert_eq!(rc.status.expect("status").replicas, 1, "the status stays");
+    Ok(())
+}
