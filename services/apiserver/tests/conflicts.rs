@@ -85,22 +85,14 @@ async fn increments_on_etcd_are_exact() -> anyhow::Result<()> {
 async fn a_scale_without_resource_version_applies_to_the_latest_object() -> anyhow::Result<()> {
     use moor_api::core::v1::replication_controllers_client::ReplicationControllersClient;
     use moor_api::core::v1::{
-        PodSpec, PodTemplateSpec, ReplicationController, ReplicationControllerSpec,
+        PodTemplateSpec, ReplicationController, ReplicationControllerSpec,
         ReplicationControllerStatus,
     };
     let server = TestServer::sqlite().await?;
     let mut client = ReplicationControllersClient::new(server.channel());
     let labels = std::collections::HashMap::from([("app".to_string(), "web".to_string())]);
-    let container = moor_api::core::v1::Container {
-        name: "web".into(),
-        image: "moor/echo:0.1".into(),
-        ..Default::default()
-    };
     let rc = ReplicationController {
-        metadata: Some(ObjectMeta {
-            name: "web".into(),
-            ..Default::default()
-        }),
+        metadata: common::pod("web").metadata,
         spec: Some(ReplicationControllerSpec {
             replicas: Some(1),
             selector: labels.clone(),
@@ -109,10 +101,7 @@ async fn a_scale_without_resource_version_applies_to_the_latest_object() -> anyh
                     labels,
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    ..Default::default()
-                }),
+                spec: common::pod("web").spec,
             }),
             ..Default::default()
         }),

@@ -56,21 +56,66 @@ pub(crate) fn web(replicas: i32) -> ReplicationController {
     }
 }
 
+/// The pods' watch as the test feeds it to the controller's pod cache.
+type PodEvents = futures::stream::BoxStream<
+    'static,
+    Result<moor_client::watcher::Event<Pod>, moor_client::Error>,
+>;
+
+/// A replication controller running against a real apiserver.
+struct Harness {
+    _apiserver: Apiserver,
+    client: Client,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Harness {
+    /// Starts the apiserver and the controller, whose pod cache gets the
+    /// pods' watch through `feed` (delayed, filtered).
+    async fn start(feed: impl FnOnce(PodEvents) -> PodEvents) -> Self {
+        let apiserver = Apiserver::start().await.unwrap();
+        let url = format!("http://{}", apiserver.addr);
+        let client = Client::new(&url).unwrap();
+        let config = Config::new(url);
+        let mut pods = Informer::<Pod>::new();
+        let mut rcs = Informer::<ReplicationController>::new();
+        let controller = Controller::new(&client, rcs.reader(), pods.reader(), &config);
+        controller.register(&mut rcs, &mut pods);
+        let events = feed(moor_client::watcher(client.api::<Pod>(), ListParams::default()).boxed());
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(pods.run_stream(events, shutdown.clone()));
+        tasks.spawn(rcs.run(client.api(), shutdown.clone()));
+        tasks.spawn(controller.run(shutdown.clone()));
+        Self {
+            _apiserver: apiserver,
+            client,
+            shutdown,
+            tasks,
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.tasks.abort_all();
+    }
+}
+
 #[tokio::test]
 async fn a_lagging_pod_cache_never_overshoots() {
-    let apiserver = Apiserver::start().await.unwrap();
-    let url = format!("http://{}", apiserver.addr);
-    let client = Client::new(&url).unwrap();
-    let config = Config::new(url);
-    let mut pods = Informer::<Pod>::new();
-    let mut rcs = Informer::<ReplicationController>::new();
-    let controller = Controller::new(&client, rcs.reader(), pods.reader(), &config);
-    controller.register(&mut rcs, &mut pods);
-    let lagging =
-        moor_client::watcher(client.api::<Pod>(), ListParams::default()).then(|e| async {
-            tokio::time::sleep(LAG).await;
-            e
-        });
+    let mut harness = Harness::start(|events| {
+        events
+            .then(|e| async {
+                tokio::time::sleep(LAG).await;
+                e
+            })
+            .boxed()
+    })
+    .await;
+    let client = harness.client.clone();
 
     // Count the pods that exist at once, from an undelayed watch.
     let mut events = client
@@ -80,9 +125,7 @@ async fn a_lagging_pod_cache_never_overshoots() {
         .unwrap();
     let max_seen = Arc::new(AtomicUsize::new(0));
     let seen = max_seen.clone();
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(async move {
+    harness.tasks.spawn(async move {
         let mut names = HashSet::new();
         while let Some(Ok(event)) = events.next().await {
             let Some(pod) = event.object.as_ref() else {
@@ -96,9 +139,6 @@ async fn a_lagging_pod_cache_never_overshoots() {
             seen.fetch_max(names.len(), Ordering::SeqCst);
         }
     });
-    tasks.spawn(pods.run_stream(lagging, shutdown.clone()));
-    tasks.spawn(rcs.run(client.api(), shutdown.clone()));
-    tasks.spawn(controller.run(shutdown.clone()));
 
     let api = client.api::<ReplicationController>();
     api.create(&web(6)).await.unwrap();
@@ -123,37 +163,28 @@ async fn a_lagging_pod_cache_never_overshoots() {
         6,
         "no pod beyond the 6 asked for"
     );
-    shutdown.cancel();
-    tasks.abort_all();
 }
 
 #[tokio::test]
 async fn the_status_counts_a_deleted_pod_out_before_the_cache_sees_it_go() {
-    let apiserver = Apiserver::start().await.unwrap();
-    let url = format!("http://{}", apiserver.addr);
-    let client = Client::new(&url).unwrap();
-    let config = Config::new(url);
-    let mut pods = Informer::<Pod>::new();
-    let mut rcs = Informer::<ReplicationController>::new();
-    let controller = Controller::new(&client, rcs.reader(), pods.reader(), &config);
-    controller.register(&mut rcs, &mut pods);
     // A pod cache that never learns of deletions: only the controller's own
     // record of the deletes it issued can take the pods out of the count.
-    let blind = moor_client::watcher(client.api::<Pod>(), ListParams::default()).filter(|e| {
-        let deletion = match e {
-            Ok(moor_client::watcher::Event::Deleted(_)) => true,
-            Ok(moor_client::watcher::Event::Applied(pod)) => {
-                pod.meta().deletion_timestamp.is_some()
-            }
-            _ => false,
-        };
-        std::future::ready(!deletion)
-    });
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(pods.run_stream(blind, shutdown.clone()));
-    tasks.spawn(rcs.run(client.api(), shutdown.clone()));
-    tasks.spawn(controller.run(shutdown.clone()));
+    let harness = Harness::start(|events| {
+        events
+            .filter(|e| {
+                let deletion = match e {
+                    Ok(moor_client::watcher::Event::Deleted(_)) => true,
+                    Ok(moor_client::watcher::Event::Applied(pod)) => {
+                        pod.meta().deletion_timestamp.is_some()
+                    }
+                    _ => false,
+                };
+                std::future::ready(!deletion)
+            })
+            .boxed()
+    })
+    .await;
+    let client = &harness.client;
 
     let api = client.api::<ReplicationController>();
     let replicas = |n: i32| {
@@ -178,6 +209,4 @@ async fn the_status_counts_a_deleted_pod_out_before_the_cache_sees_it_go() {
         .await
         .unwrap();
     assert_eq!(left.len(), 1, "two of the three pods went");
-    shutdown.cancel();
-    tasks.abort_all();
 }
