@@ -128,6 +128,7 @@ impl Controller {
             () = async {
                 self.deployment_cache.wait_until_ready().await;
                 self.rs_cache.wait_until_ready().await;
+                self.pod_cache.wait_until_ready().await;
             } => {}
         }
         while let Some(key) = self.worker.next(&shutdown).await {
