@@ -453,7 +453,6 @@ fn progress(
     status
 }
 
-/// The deployment controlling `rs`, if any.
 /// Whether a pod may still run (terminating ones too, as Kubernetes'
 /// Recreate counts them): it has not finished.
 fn is_running(pod: &Pod) -> bool {
@@ -469,6 +468,7 @@ fn set_of(rs_cache: &Reader<ReplicaSet>, pod: &Pod) -> Option<std::sync::Arc<Rep
         .filter(|rs| rs.meta().uid == owner.uid)
 }
 
+/// The deployment controlling `rs`, if any.
 fn owning_deployment(rs: &ReplicaSet) -> Option<ObjectKey> {
     let meta = rs.meta();
     pods::controller_of(meta)
