@@ -186,6 +186,12 @@ pub struct ScaleArgs {
     /// The desired number of replicas.
     #[arg(long, value_name = "N")]
     pub replicas: i32,
+    /// Scale only if the workload asks for this many replicas now.
+    #[arg(long, value_name = "N")]
+    pub current_replicas: Option<i32>,
+    /// Scale only if the workload is still at this resourceVersion.
+    #[arg(long, value_name = "VERSION")]
+    pub resource_version: Option<String>,
 }
 
 /// Arguments of `label` and `annotate`.

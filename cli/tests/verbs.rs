@@ -93,6 +93,58 @@ async fn scale_label_annotate() {
         .fails(&["scale", "configmap", "x", "--replicas", "1"])
         .await;
     assert_eq!(err, "error: configmaps cannot be scaled");
+    // Preconditions, as kubectl's: nothing changes when one does not hold.
+    let err = c
+        .fails(&[
+            "scale",
+            "deploy/web",
+            "--replicas=5",
+            "--current-replicas=3",
+        ])
+        .await;
+    assert_eq!(err, "error: Expected replicas to be 3, was 2");
+    let err = c
+        .fails(&[
+            "scale",
+            "deploy/web",
+            "--replicas=5",
+            "--resource-version=1",
+        ])
+        .await;
+    assert!(err.contains("Conflict"), "{err}");
+    assert_eq!(
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "2"
+    );
+    let version = c
+        .ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .await;
+    c.ok(&[
+        "scale",
+        "deploy/web",
+        "--replicas=3",
+        "--current-replicas=2",
+    ])
+    .await;
+    let err = c
+        .fails(&[
+            "scale",
+            "deploy/web",
+            "--replicas=4",
+            &format!("--resource-version={version}"),
+        ])
+        .await;
+    assert!(
+        err.contains("Conflict"),
+        "a version from before the last scale: {err}"
+    );
 
     c.apply("p.yaml", &pod("web", "app: web")).await;
     assert_eq!(

@@ -135,15 +135,32 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
         .get_field_by_name_mut("spec")
         .and_then(Value::as_message_mut)
     {
+        let current = spec
+            .get_field_by_name("replicas")
+            .and_then(|v| v.as_i32())
+            .unwrap_or(0);
+        if let Some(expected) = args.current_replicas
+            && expected != current
+        {
+            return Err(Error::Usage(format!(
+                "Expected replicas to be {expected}, was {current}"
+            )));
+        }
         spec.set_field_by_name("replicas", Value::I32(args.replicas));
     }
-    // As kubectl: the new count applies to the workload as it is now, so a
-    // controller writing its status meanwhile is no conflict.
+    // As kubectl: unless asked for a version, the new count applies to the
+    // workload as it is now, so a controller writing its status meanwhile
+    // is no conflict.
     if let Some(meta) = scale
         .get_field_by_name_mut("metadata")
         .and_then(Value::as_message_mut)
     {
-        meta.clear_field_by_name("resource_version");
+        match &args.resource_version {
+            Some(version) => {
+                meta.set_field_by_name("resource_version", Value::String(version.clone()));
+            }
+            None => meta.clear_field_by_name("resource_version"),
+        }
     }
     let update = Client::method(&info.service, "UpdateScale")?;
     client.unary(&update, scale).await?;
