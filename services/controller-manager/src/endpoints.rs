@@ -237,9 +237,7 @@ impl Controller {
         }
         if !problems.is_empty() {
             tracing::warn!(%message, "service target ports do not resolve");
-            self.events
-                .warning(service, "PortNameNotFound", message)
-                .await;
+            self.events.warning(service, "PortNameNotFound", message);
         }
         Ok(())
     }

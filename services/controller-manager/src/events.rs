@@ -1,4 +1,10 @@
-//! Events about an object, as `kubectl describe` shows them.
+//! Events about an object, as `kubectl describe` shows them. Recording is
+//! in the background, as kubelet's and the node agent's are: an event never
+//! delays the decision it reports (a rolling update's next step waits on
+//! the controller's next write, not on its events).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use moor_api::Resource;
 use moor_api::core::v1::{Event, EventSource};
@@ -7,12 +13,18 @@ use moor_client::{Api, Client};
 
 use crate::pods;
 
+/// Events being written at most, per recorder; past it new ones are
+/// dropped (as Kubernetes' broadcaster drops past its queue), so a storm of
+/// decisions cannot pile up writes without bound.
+const MAX_IN_FLIGHT: usize = 1000;
+
 /// Writes events on behalf of one component; failures are logged, never
 /// returned: an event is worth less than the decision it reports.
 #[derive(Clone, Debug)]
 pub struct Recorder {
     api: Api<Event>,
     component: &'static str,
+    in_flight: Arc<AtomicUsize>,
 }
 
 // === impl Recorder ===
@@ -23,20 +35,26 @@ impl Recorder {
         Self {
             api: client.api(),
             component,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Records a Normal event about `object`.
-    pub async fn normal<K: Resource>(&self, object: &K, reason: &str, message: String) {
-        self.record(object, "Normal", reason, message).await;
+    pub fn normal<K: Resource>(&self, object: &K, reason: &str, message: String) {
+        self.record(object, "Normal", reason, message);
     }
 
     /// Records a Warning event about `object`: something a user must fix.
-    pub async fn warning<K: Resource>(&self, object: &K, reason: &str, message: String) {
-        self.record(object, "Warning", reason, message).await;
+    pub fn warning<K: Resource>(&self, object: &K, reason: &str, message: String) {
+        self.record(object, "Warning", reason, message);
     }
 
-    async fn record<K: Resource>(&self, object: &K, kind: &str, reason: &str, message: String) {
+    fn record<K: Resource>(&self, object: &K, kind: &str, reason: &str, message: String) {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(component = self.component, %reason, "event dropped: too many being written");
+            return;
+        }
         let meta = object.meta();
         let now = pods::now();
         let event = Event {
@@ -67,8 +85,14 @@ impl Recorder {
             reporting_component: self.component.to_string(),
             ..Default::default()
         };
-        if let Err(error) = self.api.create(&event).await {
-            tracing::debug!(component = self.component, %reason, %error, "event not recorded");
-        }
+        let (api, component, in_flight) =
+            (self.api.clone(), self.component, self.in_flight.clone());
+        let reason = reason.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = api.create(&event).await {
+                tracing::debug!(component, %reason, %error, "event not recorded");
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }

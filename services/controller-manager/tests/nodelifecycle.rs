@@ -256,22 +256,32 @@ async fn pods_leave_a_node_whose_agent_stopped_and_it_comes_back_clean() {
     );
     assert_eq!(pod_ready(&tolerant), Some("False"), "but is not ready");
 
-    let evictions = cluster.events("TaintManagerEviction").await;
-    let mut evicted: Vec<String> = evictions
-        .iter()
-        .filter_map(|e| e.involved_object.as_ref().map(|o| o.name.clone()))
-        .collect();
-    evicted.sort();
+    // Events are written in the background: wait for them.
     let mut expected = doomed.clone();
     expected.sort();
-    assert_eq!(evicted, expected, "one eviction Event per evicted pod");
-    let not_ready = cluster.events("NodeNotReady").await;
-    assert!(
-        not_ready.iter().any(|e| e
+    let evicted = || async {
+        let mut names: Vec<String> = cluster
+            .events("TaintManagerEviction")
+            .await
+            .iter()
+            .filter_map(|e| e.involved_object.as_ref().map(|o| o.name.clone()))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eventually!(
+        evicted().await == expected,
+        CONVERGE,
+        "one eviction Event per evicted pod: {:?}",
+        evicted().await
+    );
+    assert_eventually!(
+        cluster.events("NodeNotReady").await.iter().any(|e| e
             .involved_object
             .as_ref()
             .is_some_and(|o| o.name == "node-a")),
-        "NodeNotReady recorded for node-a: {not_ready:?}"
+        CONVERGE,
+        "NodeNotReady recorded for node-a"
     );
 
     cluster.start_agent("node-a");

@@ -110,18 +110,31 @@ async fn scales_up_and_down_without_overshooting() {
     assert!(all.iter().all(|p| controlled_by(p, &uid)));
     assert!(all.iter().all(|p| p.meta().name.starts_with("web-")));
 
-    let (events, _) = cluster
-        .client
-        .api::<Event>()
-        .list(&ListParams::default().namespace("default"))
-        .await
-        .unwrap();
-    let reasons: HashMap<&str, usize> = events.iter().fold(HashMap::new(), |mut m, e| {
-        *m.entry(e.reason.as_str()).or_default() += 1;
-        m
-    });
-    assert_eq!(reasons.get("SuccessfulCreate"), Some(&8), "{reasons:?}");
-    assert_eq!(reasons.get("SuccessfulDelete"), Some(&6), "{reasons:?}");
+    // Events are written in the background: wait for all of them.
+    let reasons = || async {
+        let (events, _) = cluster
+            .client
+            .api::<Event>()
+            .list(&ListParams::default().namespace("default"))
+            .await
+            .unwrap();
+        events
+            .iter()
+            .fold(HashMap::<String, usize>::new(), |mut m, e| {
+                *m.entry(e.reason.clone()).or_default() += 1;
+                m
+            })
+    };
+    assert_eventually!(
+        {
+            let reasons = reasons().await;
+            reasons.get("SuccessfulCreate") == Some(&8)
+                && reasons.get("SuccessfulDelete") == Some(&6)
+        },
+        CONVERGE,
+        "8 creates and 6 deletes recorded: {:?}",
+        reasons().await
+    );
     watcher.abort();
 }
 

@@ -192,16 +192,18 @@ async fn revisions_grow_and_rollback_brings_the_first_set_back() {
     assert!(pods.iter().all(|p| &p.meta().labels[HASH] == hash));
 
     // Every scale was reported, kubectl's way.
-    let (events, _) = client
-        .api::<Event>()
-        .list(&ListParams::default().namespace("default"))
-        .await
-        .unwrap();
     let scaled_up = format!("Scaled up replica set {} from 0 to 1", first.meta().name);
-    assert!(
-        events
+    // Events are written in the background: wait for it.
+    assert_eventually!(
+        client
+            .api::<Event>()
+            .list(&ListParams::default().namespace("default"))
+            .await
+            .unwrap()
+            .0
             .iter()
             .any(|e| e.reason == "ScalingReplicaSet" && e.message == scaled_up),
+        CONVERGE,
         "no event {scaled_up:?}"
     );
     agent.abort();

@@ -330,9 +330,7 @@ impl Controller {
     async fn scaled_event(&self, deployment: &Deployment, rs: &str, from: i32, to: i32) {
         let verb = if to > from { "up" } else { "down" };
         let message = format!("Scaled {verb} replica set {rs} from {from} to {to}");
-        self.events
-            .normal(deployment, "ScalingReplicaSet", message)
-            .await;
+        self.events.normal(deployment, "ScalingReplicaSet", message);
     }
 
     /// Creates the replica set of the current template. A name taken by a

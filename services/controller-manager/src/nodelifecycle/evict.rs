@@ -175,7 +175,7 @@ impl Evictor {
                 let message = format!(
                     "deleted from node {node_name}: taint {taint} is not tolerated any longer"
                 );
-                self.recorder.normal(pod.as_ref(), REASON, message).await;
+                self.recorder.normal(pod.as_ref(), REASON, message);
             }
             // Gone already, or a new pod took the name.
             Err(moor_client::Error::NotFound(_) | moor_client::Error::Conflict(_)) => {}

@@ -194,11 +194,11 @@ impl Monitor {
         match (before, readiness) {
             (Readiness::Ready, Readiness::NotReady | Readiness::Unknown) => {
                 let message = format!("node {name} is not ready: {message}");
-                self.recorder.normal(node, "NodeNotReady", message).await;
+                self.recorder.normal(node, "NodeNotReady", message);
             }
             (Readiness::NotReady | Readiness::Unknown, Readiness::Ready) => {
                 let message = format!("node {name} is ready again");
-                self.recorder.normal(node, "NodeReady", message).await;
+                self.recorder.normal(node, "NodeReady", message);
             }
             _ => {}
         }

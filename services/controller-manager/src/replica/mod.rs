@@ -270,7 +270,7 @@ impl<O: ReplicaOwner> Controller<O> {
         let name = &created.meta().name;
         tracing::debug!(pod = %name, "created pod");
         let message = format!("Created pod: {name}");
-        self.events.normal(owner, "SuccessfulCreate", message).await;
+        self.events.normal(owner, "SuccessfulCreate", message);
         Ok(())
     }
 
@@ -301,7 +301,7 @@ impl<O: ReplicaOwner> Controller<O> {
         match self.pods.delete(&meta.namespace, &meta.name, &params).await {
             Ok(_) => {
                 let message = format!("Deleted pod: {}", meta.name);
-                self.events.normal(owner, "SuccessfulDelete", message).await;
+                self.events.normal(owner, "SuccessfulDelete", message);
                 Ok(())
             }
             Err(moor_client::Error::NotFound(_)) => {
