@@ -70,25 +70,18 @@ async fn delete_by_name_and_file() {
 async fn scale_label_annotate() {
     let c = Cluster::start().await;
     c.apply("d.yaml", DEPLOYMENT).await;
+    let replicas = || c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]);
     assert_eq!(
         c.ok(&["scale", "deployment", "web", "--replicas", "4"])
             .await,
         "deployment.apps/web scaled\n"
     );
-    assert_eq!(
-        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
-            .await,
-        "4"
-    );
+    assert_eq!(replicas().await, "4");
     assert_eq!(
         c.ok(&["scale", "deploy/web", "--replicas=2"]).await,
         "deployment.apps/web scaled\n"
     );
-    assert_eq!(
-        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
-            .await,
-        "2"
-    );
+    assert_eq!(replicas().await, "2");
     let err = c
         .fails(&["scale", "configmap", "x", "--replicas", "1"])
         .await;
@@ -112,11 +105,7 @@ async fn scale_label_annotate() {
         ])
         .await;
     assert!(err.contains("Conflict"), "{err}");
-    assert_eq!(
-        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
-            .await,
-        "2"
-    );
+    assert_eq!(replicas().await, "2");
     let version = c
         .ok(&[
             "get",

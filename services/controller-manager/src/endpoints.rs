@@ -250,12 +250,7 @@ pub fn unresolved_ports<'a>(
     pods: impl Iterator<Item = &'a Pod> + Clone,
 ) -> Vec<String> {
     let spec = service.spec.clone().unwrap_or_default();
-    let live: Vec<&Pod> = pods
-        .filter(|p| {
-            let phase = p.status.as_ref().map_or("", |s| s.phase.as_str());
-            p.meta().deletion_timestamp.is_none() && !matches!(phase, "Succeeded" | "Failed")
-        })
-        .collect();
+    let live: Vec<&Pod> = pods.filter(|p| pods::is_active(p)).collect();
     if live.is_empty() {
         return Vec::new();
     }
@@ -316,8 +311,7 @@ pub fn subsets<'a>(service: &Service, pods: impl Iterator<Item = &'a Pod>) -> Ve
         if ip.is_empty() || (terminating && !spec.publish_not_ready_addresses) {
             continue;
         }
-        let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
-        if matches!(phase, "Succeeded" | "Failed") {
+        if pods::is_finished(pod) {
             continue;
         }
         let ports: PortsKey = spec

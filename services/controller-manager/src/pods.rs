@@ -10,8 +10,14 @@ use moor_api::meta::v1::{ObjectMeta, OwnerReference};
 /// Whether the pod counts towards its owner's replicas: not being deleted
 /// and not finished.
 pub fn is_active(pod: &Pod) -> bool {
+    pod.meta().deletion_timestamp.is_none() && !is_finished(pod)
+}
+
+/// Whether the pod is done for good (Succeeded or Failed): nothing of it
+/// runs again. A terminating pod is not finished until it is gone.
+pub fn is_finished(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-    pod.meta().deletion_timestamp.is_none() && !matches!(phase, "Succeeded" | "Failed")
+    matches!(phase, "Succeeded" | "Failed")
 }
 
 /// The time the pod's Ready condition turned True, if it is True.

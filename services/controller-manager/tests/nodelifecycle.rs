@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use moor_api::Resource;
 use moor_api::core::v1::{Event, Node, Pod, ReplicationController, Toleration};
-use moor_client::{Client, ListParams};
+use moor_client::Client;
 use moor_integration_tests::Apiserver;
 use moor_testkit::assert_eventually;
 use tokio::task::JoinHandle;
@@ -97,13 +97,7 @@ impl Cluster {
     }
 
     async fn events(&self, reason: &str) -> Vec<Event> {
-        let (events, _) = self
-            .client
-            .api::<Event>()
-            .list(&ListParams::default().namespace("default"))
-            .await
-            .unwrap();
-        events.into_iter().filter(|e| e.reason == reason).collect()
+        support::events(&self.client, reason).await
     }
 }
 

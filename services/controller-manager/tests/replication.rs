@@ -4,16 +4,16 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use moor_api::Resource;
 use moor_api::apps::v1::{ReplicaSet, ReplicaSetSpec};
-use moor_api::core::v1::{Event, Pod, ReplicationController};
+use moor_api::core::v1::{Pod, ReplicationController};
 use moor_api::meta::v1::{EventType, LabelSelector, LabelSelectorRequirement};
-use moor_client::{DeleteParams, ListParams, WatchParams};
+use moor_client::{DeleteParams, WatchParams};
 use moor_testkit::assert_eventually;
 
 use support::{CONVERGE, Cluster, live_pods, pod, rc, set_ready};
@@ -111,29 +111,14 @@ async fn scales_up_and_down_without_overshooting() {
     assert!(all.iter().all(|p| p.meta().name.starts_with("web-")));
 
     // Events are written in the background: wait for all of them.
-    let reasons = || async {
-        let (events, _) = cluster
-            .client
-            .api::<Event>()
-            .list(&ListParams::default().namespace("default"))
-            .await
-            .unwrap();
-        events
-            .iter()
-            .fold(HashMap::<String, usize>::new(), |mut m, e| {
-                *m.entry(e.reason.clone()).or_default() += 1;
-                m
-            })
-    };
+    let client = &cluster.client;
+    let count = |reason| async move { support::events(client, reason).await.len() };
     assert_eventually!(
-        {
-            let reasons = reasons().await;
-            reasons.get("SuccessfulCreate") == Some(&8)
-                && reasons.get("SuccessfulDelete") == Some(&6)
-        },
+        count("SuccessfulCreate").await == 8 && count("SuccessfulDelete").await == 6,
         CONVERGE,
-        "8 creates and 6 deletes recorded: {:?}",
-        reasons().await
+        "8 creates and 6 deletes recorded: {} and {}",
+        count("SuccessfulCreate").await,
+        count("SuccessfulDelete").await
     );
     watcher.abort();
 }
@@ -217,15 +202,10 @@ async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
     // arrive on separate watches, so the controller may see the controller
     // before the orphan and create one pod too many, then delete it (as
     // Kubernetes' controllers may): the net is one created pod.
+    let client = &cluster.client;
     let net_creates = || async {
-        let (events, _) = cluster
-            .client
-            .api::<Event>()
-            .list(&ListParams::default().namespace("default"))
-            .await
-            .unwrap();
-        let count = |reason: &str| events.iter().filter(|e| e.reason == reason).count() as i64;
-        count("SuccessfulCreate") - count("SuccessfulDelete")
+        let count = |reason| async move { support::events(client, reason).await.len() as i64 };
+        count("SuccessfulCreate").await - count("SuccessfulDelete").await
     };
     assert_eventually!(
         net_creates().await == 1,

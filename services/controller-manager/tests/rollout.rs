@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use futures::StreamExt;
 use moor_api::Resource;
 use moor_api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
-use moor_api::core::v1::{Event, Pod};
+use moor_api::core::v1::Pod;
 use moor_api::meta::v1::{Condition, EventType, LabelSelector};
 use moor_client::{Client, ListParams, WatchParams};
 use moor_testkit::assert_eventually;
 use tokio::task::JoinHandle;
 
-use support::{CONVERGE, Cluster, set_ready};
+use support::{CONVERGE, Cluster, events, set_ready};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 const HASH: &str = "pod-template-hash";
@@ -195,14 +195,10 @@ async fn revisions_grow_and_rollback_brings_the_first_set_back() {
     let scaled_up = format!("Scaled up replica set {} from 0 to 1", first.meta().name);
     // Events are written in the background: wait for it.
     assert_eventually!(
-        client
-            .api::<Event>()
-            .list(&ListParams::default().namespace("default"))
+        events(client, "ScalingReplicaSet")
             .await
-            .unwrap()
-            .0
             .iter()
-            .any(|e| e.reason == "ScalingReplicaSet" && e.message == scaled_up),
+            .any(|e| e.message == scaled_up),
         CONVERGE,
         "no event {scaled_up:?}"
     );

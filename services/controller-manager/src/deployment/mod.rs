@@ -107,7 +107,9 @@ impl Controller {
         pods.on_change(move |change| {
             let left = match change {
                 Change::Deleted(pod) => Some(pod),
-                Change::Applied { old, new } if !is_running(new) && old.is_some_and(is_running) => {
+                Change::Applied { old, new }
+                    if pods::is_finished(new) && old.is_some_and(|o| !pods::is_finished(o)) =>
+                {
                     Some(new)
                 }
                 Change::Applied { .. } | Change::Restarted(_) => None,
@@ -210,8 +212,9 @@ impl Controller {
     fn pods_run(&self, old: &[ReplicaSet]) -> bool {
         let uids: std::collections::HashSet<&str> =
             old.iter().map(|rs| rs.meta().uid.as_str()).collect();
+        // Terminating pods count, as Kubernetes' Recreate counts them.
         self.pod_cache.list().iter().any(|pod| {
-            is_running(pod)
+            !pods::is_finished(pod)
                 && pods::controller_of(pod.meta()).is_some_and(|r| uids.contains(r.uid.as_str()))
         })
     }
@@ -449,13 +452,6 @@ fn progress(
         status::rollout_condition(deployment, &mut status, name, now);
     }
     status
-}
-
-/// Whether a pod may still run (terminating ones too, as Kubernetes'
-/// Recreate counts them): it has not finished.
-fn is_running(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-    !matches!(phase, "Succeeded" | "Failed")
 }
 
 /// The replica set controlling `pod`, from the cache.

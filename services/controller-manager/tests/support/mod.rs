@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use moor_api::Resource;
 use moor_api::core::v1::{
-    Container, ContainerPort, Pod, PodSpec, PodStatus, PodTemplateSpec, ReplicationController,
-    ReplicationControllerSpec,
+    Container, ContainerPort, Event, Pod, PodSpec, PodStatus, PodTemplateSpec,
+    ReplicationController, ReplicationControllerSpec,
 };
 use moor_api::meta::v1::{Condition, ObjectMeta};
 use moor_client::{Client, ListParams};
@@ -126,6 +126,14 @@ pub async fn live_pods(client: &Client, namespace: &str, selector: &str) -> Vec<
     pods.into_iter()
         .filter(|p| p.meta().deletion_timestamp.is_none())
         .collect()
+}
+
+/// The events of namespace `default` with `reason`. Controllers write
+/// them in the background: tests wait for the ones they expect.
+pub async fn events(client: &Client, reason: &str) -> Vec<Event> {
+    let params = ListParams::default().namespace("default");
+    let (events, _) = client.api::<Event>().list(&params).await.unwrap();
+    events.into_iter().filter(|e| e.reason == reason).collect()
 }
 
 /// Sets the pod Running with `ip` and Ready=`ready`, as a node agent would;
