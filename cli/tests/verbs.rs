@@ -231,6 +231,32 @@ async fn describe_and_events() {
     );
     assert!(!text.contains("other"), "{text}");
     assert!(!text.contains("node-0"), "{text}");
+    // Oldest first, whatever their names: a later event named to sort
+    // before the first one is listed after it.
+    c.apply(
+        "e4.yaml",
+        &format!(
+            "{}lastTimestamp: \"2999-01-01T00:00:00Z\"\n",
+            EVENT
+                .replace("name: web.1", "name: web.00")
+                .replace("reason: Scheduled", "reason: Pulled")
+        ),
+    )
+    .await;
+    c.apply(
+        "e5.yaml",
+        &format!(
+            "{}lastTimestamp: \"2000-01-01T00:00:00Z\"\n",
+            EVENT
+                .replace("name: web.1", "name: web.zz")
+                .replace("reason: Scheduled", "reason: Created")
+        ),
+    )
+    .await;
+    let text = c.ok(&["describe", "pod", "web"]).await;
+    let created = text.find("Normal   Created").expect("the old event");
+    let pulled = text.find("Normal   Pulled").expect("the new event");
+    assert!(created < pulled, "oldest first: {text}");
     let err = c.fails(&["describe", "pod", "ghost"]).await;
     assert!(err.contains("NotFound"), "{err}");
 

@@ -5,6 +5,7 @@
 
 use std::time::SystemTime;
 
+use prost_reflect::DynamicMessage;
 use serde_json::Value;
 
 use crate::args::ObjectArgs;
@@ -88,6 +89,21 @@ fn sections(yaml: &str) -> String {
     text
 }
 
+/// When an event was last seen (its first time when it has no last), as
+/// (seconds, nanoseconds); events without either sort first.
+fn last_seen(event: &DynamicMessage) -> (i64, i32) {
+    let stamp = |field: &str| {
+        let time = event.get_field_by_name(field)?;
+        let time = time.as_message()?;
+        let seconds = time.get_field_by_name("seconds")?.as_i64()?;
+        let nanos = time.get_field_by_name("nanos")?.as_i32()?;
+        Some((seconds, nanos))
+    };
+    stamp("last_timestamp")
+        .or_else(|| stamp("first_timestamp"))
+        .unwrap_or_default()
+}
+
 async fn events(
     client: &crate::rpc::Client,
     info: &moor_codec::KindInfo,
@@ -126,14 +142,22 @@ async fn events(
             .pointer("/source/component")
             .and_then(Value::as_str)
             .unwrap_or("");
-        rows.push(vec![
-            cell(".type"),
-            cell(".reason"),
-            cell("@lastSeen"),
-            source.to_string(),
-            cell(".message"),
-        ]);
+        rows.push((
+            last_seen(event),
+            vec![
+                cell(".type"),
+                cell(".reason"),
+                cell("@lastSeen"),
+                source.to_string(),
+                cell(".message"),
+            ],
+        ));
     }
+    // Oldest first, as kubectl shows them: names do not order events (a
+    // controller's carry a random suffix), and they are written in the
+    // background, so the list's order is not theirs.
+    rows.sort_by_key(|(seen, _)| *seen);
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
     if rows.is_empty() {
         return Ok("Events:       <none>\n".to_string());
     }
