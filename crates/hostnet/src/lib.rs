@@ -17,7 +17,7 @@ mod socket;
 mod veth;
 
 pub use address::{add_address, list_addresses, remove_address};
-pub use conntrack::{delete_flows, delete_flows_of};
+pub use conntrack::{Filter, delete_flows_of, delete_matching};
 pub use error::Error;
 pub use ipnet::Ipv4Net;
 pub use link::{DummyOutcome, ensure_dummy, interface_index, remove_link};

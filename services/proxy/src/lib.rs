@@ -20,6 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use moor_api::proxy::v1::proxy_config_client::ProxyConfigClient;
 use moor_api::proxy::v1::{ClusterNetwork, ProxyConfigRequest};
 use moor_dns::Records;
@@ -229,16 +230,33 @@ impl Proxy {
             let Some(update) = update else {
                 return Ok(());
             };
-            let applied = update.version.clone();
-            let kind = if update.snapshot {
-                "snapshot"
-            } else {
-                "changes"
-            };
+            let mut applied = update.version.clone();
+            let mut snapshot = update.snapshot;
             self.model.apply(update);
+            // Whatever else already arrived goes in too: the host converges
+            // to the latest configuration, not to each one in between (an
+            // iptables rewrite takes tens of milliseconds; under churn the
+            // stale states in between would be served, late, one by one).
+            let mut taken = 1;
+            let mut closed = false;
+            while let Some(next) = updates.message().now_or_never() {
+                match next? {
+                    Some(update) => {
+                        applied = update.version.clone();
+                        snapshot |= update.snapshot;
+                        self.model.apply(update);
+                        taken += 1;
+                    }
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            let kind = if snapshot { "snapshot" } else { "changes" };
             let problems = self.converge().await;
             if problems.is_empty() {
-                tracing::debug!(version = %applied, kind, frontends = self.forwarding.size(), "applied");
+                tracing::debug!(version = %applied, kind, updates = taken, frontends = self.forwarding.size(), "applied");
             } else {
                 tracing::warn!(version = %applied, problems = %problems.join("; "), "applied in part");
             }
@@ -248,7 +266,7 @@ impl Proxy {
                 error: problems.join("; "),
                 ..Default::default()
             };
-            if tx.send(ack).await.is_err() {
+            if tx.send(ack).await.is_err() || closed {
                 return Ok(());
             }
         }

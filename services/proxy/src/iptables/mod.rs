@@ -9,20 +9,20 @@
 //! died without closing. Other chains (Docker's, ...) are never touched.
 //!
 //! Once new rules are in, the conntrack entries they leave stale (UDP flows
-//! to removed endpoints, or to a service that had none) are deleted, as
-//! kube-proxy does (see `conntrack`).
+//! and dead TCP entries NATed to removed endpoints, untranslated flows of a
+//! service that had none) are deleted (see `conntrack`).
 
 mod command;
 mod conntrack;
 mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::IpAddr;
 
 pub use command::cleanup;
 pub use rules::{Chain, Chains, Kind, MASQ_MARK, Ruleset};
 
-use crate::table::Table;
+use crate::table::{Frontend, Table};
 
 /// What went wrong running iptables.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +56,8 @@ pub struct Kernel {
     present: BTreeSet<Chain>,
     /// The input last applied.
     applied: Option<String>,
-    /// The UDP frontends and endpoint addresses of the rules in place.
-    udp: BTreeMap<SocketAddrV4, BTreeSet<IpAddr>>,
+    /// The frontends and endpoint addresses of the rules in place.
+    routes: BTreeMap<Frontend, BTreeSet<IpAddr>>,
     closed: bool,
 }
 
@@ -85,7 +85,7 @@ impl Kernel {
             chains,
             present,
             applied: None,
-            udp: BTreeMap::new(),
+            routes: BTreeMap::new(),
             closed: false,
         })
     }
@@ -110,16 +110,13 @@ impl Kernel {
                 tracing::debug!(chains = ruleset.chains.len(), "iptables rules applied");
                 self.present = ruleset.chains;
                 self.applied = Some(ruleset.text);
-                let udp = conntrack::udp_routes(table);
-                let stale = conntrack::stale(&self.udp, &udp);
-                self.udp = udp;
+                let routes = conntrack::routes(table);
+                let stale = conntrack::stale(&self.routes, &routes);
+                self.routes = routes;
                 if stale.is_empty() {
                     return Vec::new();
                 }
-                tracing::debug!(
-                    entries = stale.len(),
-                    "deleting stale UDP conntrack entries"
-                );
+                tracing::debug!(entries = stale.len(), "deleting stale conntrack entries");
                 blocking(move || conntrack::delete(&stale)).await
             }
             Err(err) => {
