@@ -1,8 +1,12 @@
 //! The one way moor builds gRPC servers and client channels.
 //!
 //! Every component serves through [`Server`] and connects through
-//! [`channel`], so message limits, keepalives, health, reflection, tracing and
-//! (later) TLS and authentication are decided here once.
+//! [`channel`], so message limits, keepalives, health, reflection, tracing,
+//! TLS and (later) authentication are decided here once.
+
+mod tls;
+
+pub use tls::{Caller, ClientAuth, ClientTls, ServerTls, caller};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,12 +39,16 @@ pub enum Error {
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),
+    /// The TLS settings were refused.
+    #[error("TLS settings: {0}")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// A gRPC server under construction: add services, then serve.
 pub struct Server {
     routes: RoutesBuilder,
     health: tonic_health::server::HealthReporter,
+    tls: Option<ServerTls>,
 }
 
 // === impl Server ===
@@ -64,7 +72,11 @@ impl Server {
             .map_err(Error::Reflection)?;
         routes.add_service(v1);
         routes.add_service(v1alpha);
-        Ok(Self { routes, health })
+        Ok(Self {
+            routes,
+            health,
+            tls: None,
+        })
     }
 
     /// Adds a service; it is reported SERVING by the health service.
@@ -88,6 +100,12 @@ impl Server {
         self
     }
 
+    /// Serves TLS with `tls` instead of plain text.
+    pub fn tls(&mut self, tls: ServerTls) -> &mut Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Serves on `listener` until `shutdown` is cancelled, then drains.
     pub async fn serve(
         self,
@@ -101,7 +119,11 @@ impl Server {
         // it, small responses waited for the peer's delayed ACK (about 40 ms,
         // the p99 of every call under concurrent load).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.config()).map_err(Error::Tls)?;
+        }
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.routes.routes())
@@ -126,11 +148,20 @@ pub fn host_ip() -> std::net::IpAddr {
 /// A lazily connecting channel to `url` (`http://HOST:PORT`): the first call
 /// connects, and a broken connection is re-established on the next call.
 pub fn channel(url: &str) -> Result<Channel, Error> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|source| Error::InvalidUrl {
+    channel_with(url, None)
+}
+
+/// [`channel`], over TLS with `tls` (for an `https://HOST:PORT` URL).
+pub fn channel_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel, Error> {
+    let mut endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|source| Error::InvalidUrl {
             url: url.to_string(),
             source,
-        })?
+        })?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.config()).map_err(Error::Tls)?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
