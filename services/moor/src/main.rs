@@ -17,6 +17,9 @@ struct Cli {
     /// Log filter, e.g. "info" or "moor_apiserver=debug" (also $RUST_LOG).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
     log: String,
+    /// Log lines as text (coloured only on a terminal) or as one JSON object each, for log shippers.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// What to run.
     #[command(subcommand)]
     command: Command,
@@ -79,7 +82,8 @@ struct SchedulerArgs {
     #[command(flatten)]
     control: ControlArgs,
     /// Address of the plan service (`moorctl schedule --dry-run`); port 0 picks one.
-    #[arg(long, default_value = "0.0.0.0:10259")]
+    /// Loopback by default: the service has no TLS yet.
+    #[arg(long, default_value = "127.0.0.1:10259")]
     listen: SocketAddr,
 }
 
@@ -91,9 +95,9 @@ struct NodeArgs {
     /// Node name (with --count: the prefix of NAME-0 ... NAME-(N-1)).
     #[arg(long)]
     name: String,
-    /// Directory for pod volumes (emptyDir).
+    /// Directory for pod volumes (emptyDir); default ~/.moor/nodes/NAME.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// Container runtime: docker, or fake for simulated nodes.
     #[arg(long, default_value = "docker", value_parser = ["docker", "fake"])]
     runtime: String,
@@ -200,9 +204,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
-        .init();
+        // Colour codes are for a person at a terminal, not for a file or pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -252,7 +262,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Node(args) => {
-                let mut config = moor_node::Config::new(args.server, args.name, args.data_dir);
+                let data_dir = match args.data_dir {
+                    Some(dir) => dir,
+                    None => home()?.join(".moor").join("nodes").join(&args.name),
+                };
+                let mut config = moor_node::Config::new(args.server, args.name, data_dir);
                 config.runtime = match args.runtime.as_str() {
                     "fake" => moor_node::RuntimeKind::Fake,
                     _ => moor_node::RuntimeKind::Docker,
