@@ -194,20 +194,27 @@ impl ApiServer {
         bootstrap(&namespaces)
             .await
             .map_err(StartError::Bootstrap)?;
+        // Every service takes and sends messages up to one limit, so a
+        // request too large is the apiserver's own RESOURCE_EXHAUSTED (its
+        // object size check) for every kind, never tonic's OUT_OF_RANGE
+        // (which clients read as "history gone, re-list").
+        macro_rules! limited {
+            ($server:expr) => {
+                $server
+                    .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
+            };
+        }
         server
-            .add(core::v1::namespaces_server::NamespacesServer::new(
-                Api::new(namespaces),
+            .add(limited!(
+                core::v1::namespaces_server::NamespacesServer::new(Api::new(namespaces),)
             ))
             .await;
         macro_rules! add {
             ($kind:ty, $server:ty) => {
                 let registry = registry::<$kind>(&shared, size, &mut tasks);
                 server
-                    .add(
-                        <$server>::new(Api::new(registry))
-                            .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
-                            .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES),
-                    )
+                    .add(limited!(<$server>::new(Api::new(registry))))
                     .await;
             };
         }
@@ -221,52 +228,54 @@ impl ApiServer {
             .await
             .map_err(StartError::Bootstrap)?;
         server
-            .add(core::v1::nodes_server::NodesServer::new(Api::new(nodes)))
+            .add(limited!(core::v1::nodes_server::NodesServer::new(
+                Api::new(nodes)
+            )))
             .await;
         server
-            .add(
-                core::v1::secrets_server::SecretsServer::new(Api::new(secrets))
-                    .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES),
-            )
+            .add(limited!(core::v1::secrets_server::SecretsServer::new(
+                Api::new(secrets)
+            )))
             .await;
         let pods = registry::<core::v1::Pod>(&shared, size, &mut tasks);
         server
-            .add(
-                core::v1::pods_server::PodsServer::new(Api::new(pods).with_pod_io(pod_io))
-                    .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(moor_rpc::MAX_MESSAGE_BYTES),
-            )
+            .add(limited!(core::v1::pods_server::PodsServer::new(
+                Api::new(pods).with_pod_io(pod_io)
+            )))
             .await;
         let services = registry::<core::v1::Service>(&shared, size, &mut tasks);
         let endpoints = registry::<core::v1::Endpoints>(&shared, size, &mut tasks);
         server
             .add(
-                proxy::v1::proxy_config_server::ProxyConfigServer::new(ProxyConfigService::new(
-                    services.cache().clone(),
-                    endpoints.cache().clone(),
-                    proxy_config::cluster_network(
-                        self.config.service_cidr,
-                        self.config.dns_ip(),
-                        &self.config.cluster_domain,
-                        &self.config.node_ports,
-                    ),
-                    shutdown.clone(),
+                // A snapshot of every service and endpoints goes in one
+                // message, however large the cluster.
+                limited!(proxy::v1::proxy_config_server::ProxyConfigServer::new(
+                    ProxyConfigService::new(
+                        services.cache().clone(),
+                        endpoints.cache().clone(),
+                        proxy_config::cluster_network(
+                            self.config.service_cidr,
+                            self.config.dns_ip(),
+                            &self.config.cluster_domain,
+                            &self.config.node_ports,
+                        ),
+                        shutdown.clone(),
+                    )
                 ))
                 .max_encoding_message_size(usize::MAX),
             )
             .await;
         server
-            .add(core::v1::services_server::ServicesServer::new(Api::new(
-                services,
+            .add(limited!(core::v1::services_server::ServicesServer::new(
+                Api::new(services)
             )))
             .await;
         server
-            .add(
+            .add(limited!(
                 core::v1::endpoints_service_server::EndpointsServiceServer::new(Api::new(
-                    endpoints,
-                )),
-            )
+                    endpoints
+                ))
+            ))
             .await;
         add!(
             core::v1::ConfigMap,

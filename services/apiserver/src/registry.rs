@@ -367,7 +367,12 @@ impl<K: Kind> Registry<K> {
                 return Ok(object);
             }
             if start {
-                meta.deletion_timestamp = Some(seconds_from_now(grace));
+                let deadline = seconds_from_now(grace).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "gracePeriodSeconds: {grace} puts the deletion past the year 9999"
+                    ))
+                })?;
+                meta.deletion_timestamp = Some(deadline);
                 meta.deletion_grace_period_seconds = Some(grace);
             }
             object.mark_deleting();
@@ -543,17 +548,20 @@ fn stale(kind: &str, name: &str) -> Error {
 
 /// The current time as a protobuf timestamp, whole seconds as Kubernetes keeps them.
 pub fn now() -> prost_types::Timestamp {
-    seconds_from_now(0)
+    // Before the year 10000, whatever the clock says: zero otherwise.
+    seconds_from_now(0).unwrap_or_default()
 }
 
-fn seconds_from_now(seconds: i64) -> prost_types::Timestamp {
+/// The time `seconds` from now; `None` past the last second a timestamp can
+/// hold (9999-12-31T23:59:59Z, as RFC 3339 and Kubernetes' JSON allow).
+fn seconds_from_now(seconds: i64) -> Option<prost_types::Timestamp> {
+    const LAST: i64 = 253_402_300_799;
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: since.as_secs() as i64 + seconds,
-        nanos: 0,
-    }
+    let now = i64::try_from(since.as_secs()).ok()?;
+    let seconds = now.checked_add(seconds).filter(|s| *s <= LAST)?;
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
 }
 
 fn random_suffix() -> String {

@@ -307,6 +307,127 @@ async fn oversized_objects_are_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A grace period that would put the deletion past what a timestamp holds
+/// is refused, naming the field, and changes nothing (it overflowed before:
+/// a panic in debug builds, a deletion time in the past in release).
+#[tokio::test]
+async fn a_grace_period_beyond_any_date_is_refused() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut pods = server.pods();
+    pods.create(pod("web")).await?;
+    pods.bind(Binding {
+        metadata: Some(ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        target: Some(ObjectReference {
+            kind: "Node".into(),
+            name: "node-1".into(),
+            ..Default::default()
+        }),
+    })
+    .await?;
+    for grace in [i64::MAX, i64::MAX - 1_000, 300_000_000_000] {
+        let err = pods
+            .delete(DeleteRequest {
+                namespace: "default".into(),
+                name: "web".into(),
+                grace_period_seconds: Some(grace),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("gracePeriodSeconds"), "{err:?}");
+    }
+    let web = pods
+        .get(GetRequest {
+            namespace: "default".into(),
+            name: "web".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(
+        web.metadata.unwrap().deletion_timestamp.is_none(),
+        "nothing was written"
+    );
+    Ok(())
+}
+
+/// A request past gRPC's default 4 MiB decode limit is read and refused by
+/// the apiserver's own checks for every kind (one limit, set in one place),
+/// never tonic's OUT_OF_RANGE, which clients read as "re-list".
+#[tokio::test]
+async fn requests_over_four_mib_are_too_large_for_every_kind() -> anyhow::Result<()> {
+    use moor_api::core::v1::endpoints_service_client::EndpointsServiceClient as EndpointsClient;
+    use moor_api::core::v1::nodes_client::NodesClient;
+    use moor_api::core::v1::{Endpoints, Namespace, Node};
+    let server = TestServer::sqlite().await?;
+    let big = |name: &str| {
+        let mut meta = meta(name).unwrap();
+        meta.annotations
+            .insert("blob".into(), "x".repeat(5 * 1024 * 1024));
+        Some(meta)
+    };
+    fn too_large<T: std::fmt::Debug>(
+        kind: &str,
+        result: Result<tonic::Response<T>, tonic::Status>,
+    ) {
+        let err = result.expect_err(kind);
+        assert!(
+            matches!(err.code(), Code::ResourceExhausted | Code::InvalidArgument)
+                && err.message().to_lowercase().contains("too "),
+            "{kind}: {err:?}"
+        );
+    }
+    let namespace = Namespace {
+        metadata: big("huge"),
+        ..Default::default()
+    };
+    too_large(
+        "namespace",
+        NamespacesClient::new(server.channel())
+            .create(namespace)
+            .await,
+    );
+    let node = Node {
+        metadata: big("huge"),
+        ..Default::default()
+    };
+    too_large(
+        "node",
+        NodesClient::new(server.channel()).create(node).await,
+    );
+    let mut service = service("huge", None);
+    service.metadata = big("huge");
+    too_large(
+        "service",
+        ServicesClient::new(server.channel()).create(service).await,
+    );
+    let endpoints = Endpoints {
+        metadata: big("huge"),
+        ..Default::default()
+    };
+    too_large(
+        "endpoints",
+        EndpointsClient::new(server.channel())
+            .create(endpoints)
+            .await,
+    );
+    let config_map = ConfigMap {
+        metadata: big("huge"),
+        ..Default::default()
+    };
+    too_large(
+        "configmap",
+        ConfigMapsClient::new(server.channel())
+            .create(config_map)
+            .await,
+    );
+    Ok(())
+}
+
 fn service(name: &str, node_port: Option<i32>) -> Service {
     Service {
         metadata: meta(name),

@@ -90,9 +90,9 @@ fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
         Some(Value::StrVal(s)) => s.trim_end_matches('%').parse().unwrap_or(25),
         None => 25,
     };
-    let scaled = i64::from(total) * percent;
+    let scaled = i64::from(total).saturating_mul(percent);
     let count = if round_up {
-        (scaled + 99) / 100
+        scaled.saturating_add(99) / 100
     } else {
         scaled / 100
     };
@@ -118,16 +118,20 @@ fn scale(rs: &ReplicaSet, to: i32) -> Option<Step> {
 /// Kubernetes counts specs alone, and can overshoot so for a moment.
 pub fn rolling(budget: Budget, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Vec<Step> {
     let desired = budget.desired;
-    let old_total: i32 = old
+    // Saturating: replicas and maxSurge are clients' numbers, up to i32::MAX.
+    let old_total = old
         .iter()
         .map(|rs| spec_replicas(rs).max(status_replicas(rs)))
-        .sum();
+        .fold(0i32, i32::saturating_add);
     let new_replicas = new.map_or(0, spec_replicas);
-    let total = old_total + new_replicas;
+    let total = old_total.saturating_add(new_replicas);
     let wanted = if new_replicas >= desired {
         desired
     } else {
-        let room = (desired + budget.surge - total).max(0);
+        let room = desired
+            .saturating_add(budget.surge)
+            .saturating_sub(total)
+            .max(0);
         new_replicas + room.min(desired - new_replicas)
     };
     let Some(new) = new else {
@@ -145,11 +149,16 @@ pub fn rolling(budget: Budget, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> 
 fn scale_down_old(budget: Budget, new: &ReplicaSet, old: &[ReplicaSet]) -> Vec<Step> {
     let min_available = budget.min_available();
     let all = || std::iter::once(new).chain(old);
-    let total: i32 = all().map(spec_replicas).sum();
-    let available: i32 = all().map(available_replicas).sum();
-    let new_unavailable = spec_replicas(new) - available_replicas(new);
-    let mut cleanup = (total - min_available - new_unavailable).max(0);
-    let mut budget = (available - min_available).max(0);
+    let total = all().map(spec_replicas).fold(0i32, i32::saturating_add);
+    let available = all()
+        .map(available_replicas)
+        .fold(0i32, i32::saturating_add);
+    let new_unavailable = spec_replicas(new).saturating_sub(available_replicas(new));
+    let mut cleanup = total
+        .saturating_sub(min_available)
+        .saturating_sub(new_unavailable)
+        .max(0);
+    let mut budget = available.saturating_sub(min_available).max(0);
     let mut steps = Vec::new();
     for rs in old {
         let replicas = spec_replicas(rs);
@@ -212,8 +221,14 @@ pub fn paused(budget: Budget, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> V
     if !budget.rolling {
         return Vec::new();
     }
-    let total: i32 = active.iter().map(|rs| spec_replicas(rs)).sum();
-    let mut change = budget.desired + budget.surge - total;
+    let total = active
+        .iter()
+        .map(|rs| spec_replicas(rs))
+        .fold(0i32, i32::saturating_add);
+    let mut change = budget
+        .desired
+        .saturating_add(budget.surge)
+        .saturating_sub(total);
     let mut steps = Vec::new();
     for rs in active {
         if change == 0 {
@@ -302,6 +317,33 @@ mod tests {
         assert_eq!(rolling(b, Some(&new), std::slice::from_ref(&old)), []);
         let old = rs("v1", 3, 3);
         assert_eq!(rolling(b, Some(&new), &[old]), [to("v2", 1, 2)]);
+    }
+
+    #[test]
+    fn the_largest_budgets_a_client_can_write_plan_without_overflow() {
+        // maxSurge 2147483647 (accepted by the API) once panicked here and
+        // took the deployment controller down.
+        let b = rolling_budget(4, i32::MAX, 1);
+        let old = [rs("v1", 4, 4)];
+        assert_eq!(rolling(b, None, &old), [Step::Create(4)]);
+        let new = rs("v2", 4, 0);
+        assert_eq!(rolling(b, Some(&new), &old), [to("v1", 4, 3)]);
+        let huge = rolling_budget(i32::MAX, i32::MAX, 0);
+        let many = [rs("v1", i32::MAX, i32::MAX), rs("v0", i32::MAX, i32::MAX)];
+        assert_eq!(rolling(huge, None, &many), [Step::Create(0)]);
+        // Sums past i32::MAX saturate: no panic, and no scale below zero.
+        let new = rs("v2", i32::MAX, i32::MAX);
+        let steps = rolling(huge, Some(&new), &many);
+        assert!(
+            steps
+                .iter()
+                .all(|s| matches!(s, Step::Scale { to, .. } if *to >= 0)),
+            "{steps:?}"
+        );
+        let pct = IntOrString {
+            value: Some(Value::StrVal(format!("{}%", i64::MAX))),
+        };
+        assert_eq!(resolve(Some(&pct), i32::MAX, true), i32::MAX);
     }
 
     #[test]
