@@ -53,7 +53,7 @@ pub fn parse(text: &str) -> Option<i128> {
         base.checked_mul(10_i128.checked_pow(u32::try_from(exp).ok()?)?)?
     } else {
         let div = 10_i128.checked_pow(u32::try_from(-exp).ok()?)?;
-        (base + div - 1) / div
+        base.checked_add(div - 1)? / div
     };
     Some(if negative { -value } else { value })
 }
@@ -82,6 +82,17 @@ mod tests {
         assert_eq!(parse("1e3"), Some(1_000_000));
         assert_eq!(parse("1n"), Some(1));
         assert_eq!(parse("-2"), Some(-2000));
+    }
+
+    #[test]
+    fn values_past_the_range_are_not_quantities() {
+        // A mantissa near i128::MAX once overflowed rounding up (a panic in
+        // debug builds); now, as any value out of range, it is no quantity.
+        let near = format!("{}n", i128::MAX);
+        assert_eq!(parse(&near), None);
+        assert_eq!(parse(&format!("{}", i128::MAX)), None);
+        assert_eq!(parse("1e40"), None);
+        assert_eq!(parse("9Ei"), Some(9 * (1 << 60) * 1000));
     }
 
     #[test]

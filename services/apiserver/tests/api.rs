@@ -307,6 +307,28 @@ async fn oversized_objects_are_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kubernetes refuses negative resource quantities; so does moor, naming
+/// the field (it accepted `-2` before).
+#[tokio::test]
+async fn negative_quantities_are_refused() -> anyhow::Result<()> {
+    let server = TestServer::sqlite().await?;
+    let mut web = pod("web");
+    let container = &mut web.spec.as_mut().unwrap().containers[0];
+    container.resources = Some(moor_api::core::v1::ResourceRequirements {
+        requests: [("cpu".to_string(), "-2".to_string())].into(),
+        ..Default::default()
+    });
+    let err = server.pods().create(web).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("resources.requests[cpu]")
+            && err.message().contains("greater than or equal to 0"),
+        "{}",
+        err.message()
+    );
+    Ok(())
+}
+
 /// A grace period that would put the deletion past what a timestamp holds
 /// is refused, naming the field, and changes nothing (it overflowed before:
 /// a panic in debug builds, a deletion time in the past in release).

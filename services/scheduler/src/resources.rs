@@ -60,13 +60,16 @@ impl Resources {
     }
 }
 
+// Saturating: requests are clients' numbers, each up to i128::MAX
+// thousandths; a sum past the range is "more than any node has", not a
+// panic in the scheduler.
 impl Add for Resources {
     type Output = Self;
     fn add(self, o: Self) -> Self {
         Self {
-            milli_cpu: self.milli_cpu + o.milli_cpu,
-            memory: self.memory + o.memory,
-            pods: self.pods + o.pods,
+            milli_cpu: self.milli_cpu.saturating_add(o.milli_cpu),
+            memory: self.memory.saturating_add(o.memory),
+            pods: self.pods.saturating_add(o.pods),
         }
     }
 }
@@ -75,9 +78,9 @@ impl Sub for Resources {
     type Output = Self;
     fn sub(self, o: Self) -> Self {
         Self {
-            milli_cpu: self.milli_cpu - o.milli_cpu,
-            memory: self.memory - o.memory,
-            pods: self.pods - o.pods,
+            milli_cpu: self.milli_cpu.saturating_sub(o.milli_cpu),
+            memory: self.memory.saturating_sub(o.memory),
+            pods: self.pods.saturating_sub(o.pods),
         }
     }
 }
@@ -162,6 +165,17 @@ pub(crate) mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn requests_past_the_range_saturate_instead_of_panicking() {
+        // Each parses (up to i128::MAX thousandths); their sum did overflow.
+        let huge = format!("{}m", i128::MAX);
+        let spec = PodSpec {
+            containers: vec![container(&huge, ""), container(&huge, "")],
+            ..Default::default()
+        };
+        assert_eq!(pod_requests(&spec).milli_cpu, i128::MAX);
     }
 
     #[test]

@@ -91,7 +91,12 @@ fn fraction(used: i128, have: i128) -> i64 {
     {
         return (scaled / h).min(MAX_SCORE);
     }
-    let f = (used * i128::from(MAX_SCORE) / have).min(i128::from(MAX_SCORE));
+    // Past i128 too (requests near its range): divide first.
+    let max = i128::from(MAX_SCORE);
+    let f = used
+        .checked_mul(max)
+        .map_or_else(|| used / (have / max).max(1), |scaled| scaled / have)
+        .min(max);
     i64::try_from(f).unwrap_or(MAX_SCORE)
 }
 
@@ -197,6 +202,12 @@ mod tests {
 
     fn info_of(p: &Pod) -> (PodSpec, PodInfo) {
         (p.spec.clone().unwrap_or_default(), PodInfo::new(p))
+    }
+
+    #[test]
+    fn fractions_of_requests_near_the_range_are_full() {
+        assert_eq!(fraction(i128::MAX, 4000), MAX_SCORE);
+        assert_eq!(fraction(i128::MAX / 2, i128::MAX), MAX_SCORE / 2);
     }
 
     #[test]

@@ -407,12 +407,17 @@ fn validate_container(c: &Container, path: &str, volumes: &HashSet<&str>, errors
             ("requests", &resources.requests),
         ] {
             for (key, value) in crate::validate::sorted(map) {
-                if moor_quantity::parse(value).is_none() {
-                    errors.invalid(
-                        format!("{path}.resources.{kind}[{key}]"),
+                let field = format!("{path}.resources.{kind}[{key}]");
+                match moor_quantity::parse(value) {
+                    None => errors.invalid(
+                        field,
                         value,
                         "must be a quantity such as 500m, 1, 128Mi or 1Gi",
-                    );
+                    ),
+                    Some(milli) if milli < 0 => {
+                        errors.invalid(field, value, "must be greater than or equal to 0");
+                    }
+                    Some(_) => {}
                 }
             }
         }
