@@ -35,6 +35,7 @@ mod pods;
 mod queue;
 mod replica;
 mod selector;
+mod supervise;
 
 pub use config::{Config, LeaseConfig};
 pub use error::Error;
@@ -72,8 +73,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     Ok(())
 }
 
-/// Starts the informers and controllers and waits for all of them to stop.
+/// How long controllers that crashed wait before they start again.
+const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the informers and controllers until `shutdown`, all started again
+/// when one of them panics.
 async fn run_controllers(config: &Config, client: Client, shutdown: CancellationToken) {
+    supervise::supervise(shutdown, RESTART_PAUSE, |term| {
+        start_controllers(config, client.clone(), term)
+    })
+    .await;
+    tracing::info!("controller-manager stopped");
+}
+
+/// Starts the informers and controllers, each ending when `shutdown` is
+/// cancelled.
+fn start_controllers(config: &Config, client: Client, shutdown: CancellationToken) -> JoinSet<()> {
     let mut pods = Informer::<Pod>::new();
     let mut rcs = Informer::<ReplicationController>::new();
     let mut rss = Informer::<ReplicaSet>::new();
@@ -150,10 +165,5 @@ async fn run_controllers(config: &Config, client: Client, shutdown: Cancellation
     tasks.spawn(ns.run(shutdown.clone()));
     tasks.spawn(lifecycle.run(client.clone(), shutdown.clone()));
     tracing::info!(server = %config.server, "controller-manager running");
-    while let Some(done) = tasks.join_next().await {
-        if let Err(error) = done {
-            tracing::error!(%error, "controller task panicked");
-        }
-    }
-    tracing::info!("controller-manager stopped");
+    tasks
 }
