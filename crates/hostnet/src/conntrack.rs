@@ -26,6 +26,8 @@ pub struct Filter {
     pub protocol: Option<&'static str>,
     /// A TCP state as conntrack names it (`SYN_SENT`, `CLOSE`, ...).
     pub state: Option<&'static str>,
+    /// The original source address.
+    pub orig_src: Option<Ipv4Addr>,
     /// The original destination address.
     pub orig_dst: Option<Ipv4Addr>,
     /// The original destination port.
@@ -45,6 +47,7 @@ struct Flow {
     protocol: String,
     /// TCP only.
     state: Option<String>,
+    orig_src: Option<Ipv4Addr>,
     orig_dst: Option<Ipv4Addr>,
     orig_port_dst: Option<u16>,
     reply_src: Option<Ipv4Addr>,
@@ -64,6 +67,7 @@ impl Filter {
         };
         push("-p", self.protocol.map(str::to_owned));
         push("--state", self.state.map(str::to_owned));
+        push("--orig-src", self.orig_src.map(|ip| ip.to_string()));
         push("--orig-dst", self.orig_dst.map(|ip| ip.to_string()));
         push("--orig-port-dst", self.orig_port_dst.map(|p| p.to_string()));
         push("--dst-nat", self.dst_nat.map(|ip| ip.to_string()));
@@ -83,6 +87,7 @@ impl Filter {
         let translated = flow.reply_src.is_some() && flow.reply_src != flow.orig_dst;
         self.protocol.is_none_or(|p| flow.protocol == p)
             && self.state.is_none_or(|s| flow.state.as_deref() == Some(s))
+            && is(self.orig_src, flow.orig_src)
             && is(self.orig_dst, flow.orig_dst)
             && port(self.orig_port_dst, flow.orig_port_dst)
             && (self.dst_nat.is_none() || translated && is(self.dst_nat, flow.reply_src))
@@ -120,8 +125,10 @@ impl Flow {
             match key {
                 "src" => {
                     srcs += 1;
-                    if srcs == 2 {
-                        flow.reply_src = value.parse().ok();
+                    match srcs {
+                        1 => flow.orig_src = value.parse().ok(),
+                        2 => flow.reply_src = value.parse().ok(),
+                        _ => {}
                     }
                 }
                 "dst" => {
@@ -198,22 +205,26 @@ pub fn delete_matching(filters: &[Filter]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Deletes every flow from, to or translated to or from `ip`: what a pod
-/// address leaves behind, so that an address used again, or a service's
-/// flows that went to it, start afresh (Docker does this when an endpoint
-/// leaves its network).
+/// Deletes every flow from, to or translated to `ip`: what a pod address
+/// leaves behind, so that an address used again, or a service's flows that
+/// went to it, start afresh (Docker does this when an endpoint leaves its
+/// network). A pod that never talked (most of those a rollout removes) has
+/// nothing to delete, and the listing tells without running conntrack.
 pub fn delete_flows_of(ip: Ipv4Addr) -> Result<(), Error> {
-    // Each `conntrack -D` is a process that dumps the whole table; a pod
-    // that never talked (most of those a rollout removes) has nothing to
-    // delete, and one read of the table tells.
-    if listed_flows_of(ip, PROC_TABLE) == Some(false) {
-        return Ok(());
-    }
-    let ip = ip.to_string();
-    for direction in ["--orig-src", "--orig-dst", "--dst-nat"] {
-        delete_flows(&[direction.to_owned(), ip.clone()])?;
-    }
-    Ok(())
+    delete_matching(&[
+        Filter {
+            orig_src: Some(ip),
+            ..Filter::default()
+        },
+        Filter {
+            orig_dst: Some(ip),
+            ..Filter::default()
+        },
+        Filter {
+            dst_nat: Some(ip),
+            ..Filter::default()
+        },
+    ])
 }
 
 /// The flows listed in file `table`; `None` when it cannot be read (a
@@ -222,24 +233,6 @@ pub fn delete_flows_of(ip: Ipv4Addr) -> Result<(), Error> {
 fn listed_flows(table: &str) -> Option<Vec<Flow>> {
     let text = std::fs::read_to_string(table).ok()?;
     Some(text.lines().filter_map(Flow::parse).collect())
-}
-
-/// Whether the table listed in file `table` holds a flow with `ip` as a
-/// source or destination, in either direction (which covers every flow
-/// [`delete_flows_of`] deletes); `None` when the file cannot be read.
-fn listed_flows_of(ip: Ipv4Addr, table: &str) -> Option<bool> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(table).ok()?;
-    // A flow line reads `... src=10.0.0.2 dst=10.0.0.3 sport=...`: the
-    // trailing space keeps 10.0.0.2 from matching 10.0.0.23.
-    let (src, dst) = (format!("src={ip} "), format!("dst={ip} "));
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.ok()?;
-        if line.contains(&src) || line.contains(&dst) {
-            return Some(true);
-        }
-    }
-    Some(false)
 }
 
 #[cfg(test)]
@@ -252,14 +245,34 @@ ipv4     2 udp      17 20 src=10.0.0.5 dst=10.96.0.10 sport=5353 dport=53 src=10
 ipv4     2 tcp      6 55 SYN_SENT src=10.96.0.4 dst=10.96.0.4 sport=36404 dport=80 [UNREPLIED] src=10.0.0.8 dst=10.96.0.4 sport=8080 dport=36404 mark=0 zone=0 use=2
 ";
 
+    /// Whether a flow of `TABLE` is one [`delete_flows_of`] deletes.
     fn listed(ip: &str) -> Option<bool> {
         // One file per address: the tests run in parallel.
         let table =
             std::env::temp_dir().join(format!("moor-conntrack-{}-{ip}", std::process::id()));
         std::fs::write(&table, TABLE).unwrap();
-        let found = listed_flows_of(ip.parse().unwrap(), table.to_str().unwrap());
+        let flows = listed_flows(table.to_str().unwrap());
         std::fs::remove_file(&table).unwrap();
-        found
+        let ip = ip.parse().unwrap();
+        let filters = [
+            Filter {
+                orig_src: Some(ip),
+                ..Filter::default()
+            },
+            Filter {
+                orig_dst: Some(ip),
+                ..Filter::default()
+            },
+            Filter {
+                dst_nat: Some(ip),
+                ..Filter::default()
+            },
+        ];
+        flows.map(|flows| {
+            flows
+                .iter()
+                .any(|flow| filters.iter().any(|f| f.matches(flow)))
+        })
     }
 
     fn flows() -> Vec<Flow> {
@@ -286,8 +299,6 @@ ipv4     2 tcp      6 55 SYN_SENT src=10.96.0.4 dst=10.96.0.4 sport=36404 dport=
 
     #[test]
     fn an_unreadable_table_tells_nothing() {
-        let found = listed_flows_of("10.0.0.1".parse().unwrap(), "/nonexistent/nf_conntrack");
-        assert_eq!(found, None);
         assert_eq!(listed_flows("/nonexistent/nf_conntrack"), None);
     }
 
@@ -299,6 +310,7 @@ ipv4     2 tcp      6 55 SYN_SENT src=10.96.0.4 dst=10.96.0.4 sport=36404 dport=
             Flow {
                 protocol: "tcp".into(),
                 state: Some("SYN_SENT".into()),
+                orig_src: ip("10.96.0.4"),
                 orig_dst: ip("10.96.0.4"),
                 orig_port_dst: Some(80),
                 reply_src: ip("10.0.0.8"),

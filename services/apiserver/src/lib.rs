@@ -207,7 +207,7 @@ impl ApiServer {
         }
         server
             .add(limited!(
-                core::v1::namespaces_server::NamespacesServer::new(Api::new(namespaces),)
+                core::v1::namespaces_server::NamespacesServer::new(Api::new(namespaces))
             ))
             .await;
         macro_rules! add {

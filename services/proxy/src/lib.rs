@@ -230,30 +230,32 @@ impl Proxy {
             let Some(update) = update else {
                 return Ok(());
             };
-            let mut applied = update.version.clone();
-            let mut snapshot = update.snapshot;
-            self.model.apply(update);
             // Whatever else already arrived goes in too: the host converges
             // to the latest configuration, not to each one in between (an
             // iptables rewrite takes tens of milliseconds; under churn the
             // stale states in between would be served, late, one by one).
-            let mut taken = 1;
+            let mut batch = vec![update];
             let mut closed = false;
             while let Some(next) = updates.message().now_or_never() {
                 match next? {
-                    Some(update) => {
-                        applied = update.version.clone();
-                        snapshot |= update.snapshot;
-                        self.model.apply(update);
-                        taken += 1;
-                    }
+                    Some(update) => batch.push(update),
                     None => {
                         closed = true;
                         break;
                     }
                 }
             }
-            let kind = if snapshot { "snapshot" } else { "changes" };
+            let taken = batch.len();
+            let kind = if batch.iter().any(|u| u.snapshot) {
+                "snapshot"
+            } else {
+                "changes"
+            };
+            let mut applied = String::new();
+            for update in batch {
+                applied = update.version.clone();
+                self.model.apply(update);
+            }
             let problems = self.converge().await;
             if problems.is_empty() {
                 tracing::debug!(version = %applied, kind, updates = taken, frontends = self.forwarding.size(), "applied");
