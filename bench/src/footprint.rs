@@ -59,6 +59,8 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let up = Process::moor_with_home(
         &[
             "up",
+            // Plain text: the client below has no credentials.
+            "--insecure",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--node-name",

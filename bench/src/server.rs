@@ -23,6 +23,7 @@ impl Apiserver {
         let mut cmd = Command::new(&moor);
         cmd.args([
             "apiserver",
+            "--insecure",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log",

@@ -76,6 +76,16 @@ pub enum Command {
     Drain(DrainArgs),
     /// Edit a resource in $EDITOR (default vi) and apply it on save.
     Edit(EditArgs),
+    /// Ask the server about your credentials: whoami.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+/// `auth` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print the user and groups the server takes you to be.
+    Whoami,
 }
 
 /// Arguments of `edit`.
@@ -517,6 +527,18 @@ pub enum ConfigCommand {
         /// Also make it the current context.
         #[arg(long)]
         current: bool,
+        /// The cluster CA certificate (PEM file) to check the server against; its contents are stored.
+        #[arg(long, value_name = "FILE")]
+        certificate_authority: Option<std::path::PathBuf>,
+        /// Your client certificate (PEM file), signed by the cluster CA; its contents are stored.
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_certificate: Option<std::path::PathBuf>,
+        /// The private key (PEM file) of --client-certificate; its contents are stored.
+        #[arg(long, value_name = "FILE", requires = "client_certificate")]
+        client_key: Option<std::path::PathBuf>,
+        /// A bearer token, instead of a client certificate.
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 

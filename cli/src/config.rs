@@ -1,6 +1,8 @@
 //! The client config file (`~/.moor/config`, or `$MOOR_CONFIG`): named
-//! contexts with a server and a default namespace, and the current one; and
-//! the choice of server: `--server`, then `$MOOR_SERVER`, then the context.
+//! contexts with a server, the credentials for it and a default namespace,
+//! and the current one; and the choice of server: `--server`, then
+//! `$MOOR_SERVER`, then the context. The file holds private keys and
+//! tokens, so it is written readable by its owner alone.
 
 use std::path::{Path, PathBuf};
 
@@ -25,20 +27,33 @@ pub struct Config {
     pub contexts: Vec<Context>,
 }
 
-/// A named server and default namespace.
+/// A named server, the credentials for it, and a default namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Context {
     /// The context's name.
     pub name: String,
-    /// Server URL, `http://HOST:PORT`.
+    /// Server URL, `https://HOST:PORT` (`http://` for an `--insecure` server).
     pub server: String,
     /// Namespace used when a command names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The cluster CA certificate (PEM text) the server's must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority_data: Option<String>,
+    /// The user's client certificate (PEM text), signed by the cluster CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_data: Option<String>,
+    /// The private key of the client certificate (PEM text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_data: Option<String>,
+    /// A bearer token, instead of a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// The server to talk to, and how it was chosen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Target {
     /// Server URL.
     pub server: String,
@@ -46,6 +61,8 @@ pub struct Target {
     pub chosen_by: String,
     /// The context's default namespace, if any.
     pub namespace: Option<String>,
+    /// The current context's credentials, for an `https://` server.
+    pub credentials: moor_rpc::Credentials,
 }
 
 // === impl Config ===
@@ -73,18 +90,59 @@ impl Config {
         serde_yaml_ng::from_str(&text).map_err(|e| config_error(path, e))
     }
 
-    /// Writes the config, creating its directory.
+    /// Writes the config, creating its directory: to a temporary file of
+    /// mode 0600 (it holds keys and tokens) renamed over the old one, so a
+    /// failed write leaves the old config whole.
     pub fn save(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| config_error(path, e))?;
-        }
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| config_error(path, e))?;
         let text = self.to_yaml(path)?;
-        std::fs::write(path, text).map_err(|e| config_error(path, e))
+        let temp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name()
+                .map_or_else(|| "config".into(), |n| n.to_string_lossy()),
+            std::process::id()
+        ));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&temp, path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(config_error(path, e));
+        }
+        Ok(())
     }
 
     /// The config as YAML.
     pub fn to_yaml(&self, path: &Path) -> Result<String> {
         serde_yaml_ng::to_string(self).map_err(|e| config_error(path, e))
+    }
+
+    /// The config as YAML with private keys and tokens replaced by
+    /// `REDACTED`, for showing (`moorctl config view`).
+    pub fn to_redacted_yaml(&self, path: &Path) -> Result<String> {
+        let mut shown = self.clone();
+        for context in &mut shown.contexts {
+            for secret in [&mut context.client_key_data, &mut context.token] {
+                if secret.is_some() {
+                    *secret = Some("REDACTED".to_string());
+                }
+            }
+        }
+        shown.to_yaml(path)
     }
 
     /// The current context, if it exists.
@@ -95,6 +153,28 @@ impl Config {
     /// The context of this name.
     pub fn context(&self, name: &str) -> Option<&Context> {
         self.contexts.iter().find(|c| c.name == name)
+    }
+
+    /// Sets the credentials of context `name` (created if missing): the CA,
+    /// and a client certificate and key, replacing what it had.
+    pub fn set_credentials(&mut self, name: &str, ca: &str, cert: &str, key: &str) {
+        self.set_context(name, None, None);
+        if let Some(context) = self.contexts.iter_mut().find(|c| c.name == name) {
+            context.certificate_authority_data = Some(ca.to_string());
+            context.client_certificate_data = Some(cert.to_string());
+            context.client_key_data = Some(key.to_string());
+            context.token = None;
+        }
+    }
+
+    /// Removes the CA, certificate, key and token of context `name`.
+    pub fn clear_credentials(&mut self, name: &str) {
+        if let Some(context) = self.contexts.iter_mut().find(|c| c.name == name) {
+            context.certificate_authority_data = None;
+            context.client_certificate_data = None;
+            context.client_key_data = None;
+            context.token = None;
+        }
     }
 
     /// Adds or changes a context; fields left `None` keep their value.
@@ -127,7 +207,7 @@ fn config_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 /// Where `moor apiserver` and `moor up` listen unless told otherwise.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:6443";
 
 /// Picks the server: the flag, then `$MOOR_SERVER`, then the current
 /// context, then [`DEFAULT_SERVER`]. The context's namespace is kept in every case, as kubectl does.
@@ -154,19 +234,67 @@ pub fn target(flag: Option<&str>, env: Option<&str>, path: &Path) -> Result<Targ
             ),
         )
     };
+    let server = normalize(&server);
+    // The context's credentials go with whichever server was chosen (as
+    // kubectl's do), but never over plain text.
+    let credentials = match context {
+        Some(context) if server.starts_with("https://") => credentials(context, path)?,
+        _ => moor_rpc::Credentials::default(),
+    };
     Ok(Target {
-        server: normalize(&server),
+        server,
         chosen_by,
         namespace,
+        credentials,
     })
 }
 
-/// Adds `http://` to a bare `HOST:PORT`.
+/// The TLS settings and token of `context`.
+fn credentials(context: &Context, path: &Path) -> Result<moor_rpc::Credentials> {
+    let field_error = |field: &str, reason: String| Error::Config {
+        path: path.to_path_buf(),
+        reason: format!("context {:?}: {field}: {reason}", context.name),
+    };
+    let tls = match &context.certificate_authority_data {
+        Some(ca) => {
+            moor_pki::certs_from_pem(ca)
+                .map_err(|e| field_error("certificate-authority-data", e.to_string()))?;
+            let tls = moor_rpc::ClientTls::new(ca);
+            match (&context.client_certificate_data, &context.client_key_data) {
+                (Some(cert), Some(key)) => {
+                    let identity = moor_pki::Identity::from_pem(cert.as_str(), key.as_str())
+                        .map_err(|e| field_error("client-certificate-data", e.to_string()))?;
+                    Some(tls.identity(&identity))
+                }
+                (None, None) => Some(tls),
+                (Some(_), None) => {
+                    return Err(field_error(
+                        "client-key-data",
+                        "missing (client-certificate-data needs its key)".to_string(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(field_error(
+                        "client-certificate-data",
+                        "missing (client-key-data needs its certificate)".to_string(),
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
+    Ok(moor_rpc::Credentials {
+        tls,
+        token: context.token.clone(),
+    })
+}
+
+/// Adds `https://` to a bare `HOST:PORT`.
 fn normalize(server: &str) -> String {
     if server.contains("://") {
         server.to_string()
     } else {
-        format!("http://{server}")
+        format!("https://{server}")
     }
 }
 
@@ -186,7 +314,7 @@ mod tests {
         let t = target(Some("h:2"), Some("http://env:3"), &path).unwrap();
         assert_eq!(
             (t.server.as_str(), t.chosen_by.as_str()),
-            ("http://h:2", "the --server flag")
+            ("https://h:2", "the --server flag")
         );
         let t = target(None, Some("http://env:3"), &path).unwrap();
         assert_eq!(t.chosen_by, "$MOOR_SERVER");

@@ -5,11 +5,11 @@
 use std::str::FromStr;
 
 use futures::{Stream, StreamExt};
+use moor_rpc::Channel;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
 
 use crate::config::Target;
 use crate::error::{Error, Result};
@@ -39,8 +39,27 @@ struct DynamicDecoder {
 impl Client {
     /// A lazily connecting client of `target`.
     pub fn new(target: Target) -> Result<Self> {
-        let channel = moor_rpc::channel(&target.server)?;
+        if target.server.starts_with("https://") && target.credentials.tls.is_none() {
+            return Err(Error::Usage(format!(
+                "{} (chosen by {}) is https:// but no cluster CA is known to check it against: \
+                 run `moor up` (it writes a context), or set one up with `moorctl config set-context \
+                 NAME --server URL --certificate-authority CA.crt --client-certificate CERT.crt \
+                 --client-key KEY.key --current`; an apiserver started with --insecure is \
+                 --server http://HOST:PORT",
+                target.server, target.chosen_by
+            )));
+        }
+        let channel = moor_rpc::connect(&target.server, &target.credentials)?;
         Ok(Self { channel, target })
+    }
+
+    /// The typed client of the Authentication service.
+    pub fn authentication(
+        &self,
+    ) -> moor_api::authentication::v1::authentication_client::AuthenticationClient<Channel> {
+        moor_api::authentication::v1::authentication_client::AuthenticationClient::new(
+            self.channel.clone(),
+        )
     }
 
     /// The typed client of the Pods service, for the streams of `logs` and
@@ -156,7 +175,12 @@ impl Client {
     /// A status as an error: transport failures name the server and how it
     /// was chosen; others carry the server's message.
     pub fn status(&self, status: Status) -> Error {
-        if status.code() == tonic::Code::Unavailable && is_transport(&status) {
+        // A TLS handshake refused by either side surfaces as UNKNOWN with
+        // the transport's error as its source.
+        let refused_handshake =
+            status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some();
+        if (status.code() == tonic::Code::Unavailable && is_transport(&status)) || refused_handshake
+        {
             return self.unreachable(status);
         }
         Error::Server {
@@ -165,13 +189,8 @@ impl Client {
         }
     }
 
-    fn unreachable(&self, err: impl std::error::Error) -> Error {
-        let mut reason = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            reason = cause.to_string();
-            source = cause.source();
-        }
+    fn unreachable(&self, err: impl std::error::Error + 'static) -> Error {
+        let mut reason = moor_rpc::transport_failure(&err).unwrap_or_else(|| err.to_string());
         if reason.contains("refused") {
             reason = "connection refused".to_string();
         }

@@ -2,7 +2,10 @@
 """A moor client in Python: create a pod, list it, watch it change, delete it.
 
 Generate the stubs first:  ./generate.sh gen
-Then:                      PYTHONPATH=gen ./example.py --server 127.0.0.1:6443
+Then, against `moor up` (TLS, as its administrator):
+    PYTHONPATH=gen ./example.py --server 127.0.0.1:6443 --ca ~/.moor/data/pki/ca.crt \
+        --cert ~/.moor/data/pki/admin.crt --key ~/.moor/data/pki/admin.key
+or, against an apiserver started with --insecure, without --ca, --cert and --key.
 Prints one line per step and exits non-zero if anything is not as expected.
 """
 import argparse
@@ -21,9 +24,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="127.0.0.1:6443", help="apiserver host:port")
     parser.add_argument("--name", default="py-demo", help="name of the pod to create")
+    parser.add_argument("--ca", help="the cluster CA certificate (PEM file); without it, plain text")
+    parser.add_argument("--cert", help="client certificate (PEM file) signed by the cluster CA")
+    parser.add_argument("--key", help="private key (PEM file) of --cert")
     args = parser.parse_args()
 
-    channel = grpc.insecure_channel(args.server)
+    if args.ca:
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(args.ca),
+            private_key=read(args.key) if args.key else None,
+            certificate_chain=read(args.cert) if args.cert else None,
+        )
+        channel = grpc.secure_channel(args.server, credentials)
+    else:
+        channel = grpc.insecure_channel(args.server)
     pods = services_pb2_grpc.PodsStub(channel)
 
     pod = pod_pb2.Pod(

@@ -1,5 +1,5 @@
 //! Verbs about the API itself: `api-resources`, `call`, `version`,
-//! `completion`.
+//! `completion`, `auth whoami`.
 
 use std::io::Read;
 
@@ -116,6 +116,32 @@ pub async fn version(ctx: &Ctx) -> Result<()> {
         "Server: reachable at {}\n",
         client.target().server
     ))
+}
+
+/// Runs `auth whoami`: the user and groups the server authenticated.
+pub async fn whoami(ctx: &Ctx) -> Result<()> {
+    let client = ctx.client()?;
+    let info = client
+        .authentication()
+        .who_am_i(moor_api::authentication::v1::WhoAmIRequest {})
+        .await
+        .map_err(|s| client.status(s))?
+        .into_inner();
+    if info.username.is_empty() {
+        return out(&format!(
+            "The server at {} authenticates nobody (it was started with --insecure): \
+             every caller may do anything.\n",
+            client.target().server
+        ));
+    }
+    let table = Table {
+        headers: ["ATTRIBUTE", "VALUE"].map(String::from).to_vec(),
+        rows: vec![
+            vec!["Username".to_string(), info.username],
+            vec!["Groups".to_string(), format!("[{}]", info.groups.join(" "))],
+        ],
+    };
+    out(&table.render(true))
 }
 
 /// Runs `completion SHELL`.

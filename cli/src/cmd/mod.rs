@@ -127,5 +127,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Schedule(args) => schedule::run(&ctx, args).await,
         Command::Drain(args) => drain::run(&ctx, args).await,
         Command::Edit(args) => edit::run(&ctx, args).await,
+        Command::Auth(crate::args::AuthCommand::Whoami) => info::whoami(&ctx).await,
     }
 }

@@ -30,6 +30,7 @@ pub async fn run(ctx: &Ctx, args: ScheduleArgs) -> Result<()> {
             server: url.clone(),
             chosen_by: "the --scheduler flag".to_string(),
             namespace: None,
+            credentials: moor_rpc::Credentials::default(),
         },
         None => find(&ctx.client()?).await?,
     };
@@ -107,6 +108,7 @@ async fn find(client: &Client) -> Result<Target> {
         server,
         chosen_by: format!("the Endpoints {namespace}/{name}"),
         namespace: None,
+        credentials: moor_rpc::Credentials::default(),
     })
 }
 

@@ -18,6 +18,11 @@ mod generated {
                 tonic::include_proto!("moor.meta.v1");
             }
         }
+        pub mod authentication {
+            pub mod v1 {
+                tonic::include_proto!("moor.authentication.v1");
+            }
+        }
         pub mod core {
             pub mod v1 {
                 tonic::include_proto!("moor.core.v1");
@@ -51,7 +56,7 @@ mod generated {
     }
 }
 
-pub use generated::moor::{apps, coordination, core, meta, node, proxy, scheduler};
+pub use generated::moor::{apps, authentication, coordination, core, meta, node, proxy, scheduler};
 
 /// The encoded `FileDescriptorSet` of every file in proto/ and its imports,
 /// with comments: served by gRPC reflection and read by the codec and the CLI.

@@ -11,9 +11,9 @@ use futures::stream::BoxStream;
 use moor_api::core::v1::{Binding, Pod};
 use moor_api::meta::v1::{DeleteRequest, GetRequest, ListRequest, Scale, WatchRequest};
 use moor_api::{Resource, WatchEvent, apps, core};
+use moor_rpc::Channel;
 use tonic::GrpcMethod;
 use tonic::client::Grpc;
-use tonic::transport::Channel;
 
 use crate::Error;
 
@@ -75,11 +75,23 @@ impl Scalable for apps::v1::Deployment {}
 // === impl Client ===
 
 impl Client {
-    /// A client for the apiserver at `url` (`http://HOST:PORT`); connects
-    /// lazily and reconnects on the next call after a failure.
+    /// A client for the plain-text apiserver at `url` (`http://HOST:PORT`,
+    /// an `--insecure` server); connects lazily and reconnects on the next
+    /// call after a failure.
     pub fn new(url: &str) -> Result<Self, Error> {
-        let channel = moor_rpc::channel(url).map_err(Error::Channel)?;
+        Self::connect(url, &moor_rpc::Credentials::default())
+    }
+
+    /// A client for the apiserver at `url` (`https://HOST:PORT`) that
+    /// proves itself with `credentials`.
+    pub fn connect(url: &str, credentials: &moor_rpc::Credentials) -> Result<Self, Error> {
+        let channel = moor_rpc::connect(url, credentials).map_err(Error::Channel)?;
         Ok(Self { channel })
+    }
+
+    /// The channel, for services outside the kinds' (the proxy's stream).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// Typed access to kind `K`.

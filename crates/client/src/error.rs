@@ -23,8 +23,9 @@ pub enum Error {
     /// (OUT_OF_RANGE): list again.
     #[error("resource version gone: {}", .0.message())]
     Gone(#[source] tonic::Status),
-    /// The apiserver could not be reached (UNAVAILABLE or a transport error).
-    #[error("apiserver unavailable: {}", .0.message())]
+    /// The apiserver could not be reached (UNAVAILABLE or a transport
+    /// error, a refused TLS handshake among them).
+    #[error("apiserver unavailable: {}", unavailable(.0))]
     Unavailable(#[source] tonic::Status),
     /// Any other status.
     #[error("{}: {}", .0.code(), .0.message())]
@@ -54,9 +55,22 @@ impl Error {
     }
 }
 
+/// The message of an UNAVAILABLE status, with the transport's cause.
+fn unavailable(status: &tonic::Status) -> String {
+    match moor_rpc::transport_failure(status) {
+        Some(cause) => format!("{}: {cause}", status.message()),
+        None => status.message().to_string(),
+    }
+}
+
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
+        // A TLS handshake refused by either side comes as UNKNOWN with the
+        // transport's error as its source: the server is not usable.
+        if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+            return Self::Unavailable(status);
+        }
         // Exhaustive on purpose: a new code must be placed here.
         match status.code() {
             Code::NotFound => Self::NotFound(status),

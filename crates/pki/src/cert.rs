@@ -119,10 +119,30 @@ impl CertInfo {
         self.remaining(now) < self.lifetime() / 3
     }
 
-    /// Whether `now` lies within `not_before..=not_after`.
+    /// Whether `now` lies within `not_before..=not_after`, in whole
+    /// seconds as certificates and TLS stacks count them: a certificate is
+    /// still valid during the second its `not_after` names (rustls agrees).
     pub fn is_valid_at(&self, now: SystemTime) -> bool {
+        let now = now.duration_since(UNIX_EPOCH).map_or(now, |since| {
+            UNIX_EPOCH + Duration::from_secs(since.as_secs())
+        });
         self.not_before <= now && now <= self.not_after
     }
+}
+
+/// Whether the first certificate of `cert_pem` carries a signature by the
+/// CA certificate `ca_der`'s key.
+pub(crate) fn issued_by(cert_pem: &str, ca_der: &[u8]) -> bool {
+    let Ok(der) = first_cert_der(cert_pem) else {
+        return false;
+    };
+    let (Ok((_, cert)), Ok((_, ca))) = (
+        X509Certificate::from_der(&der),
+        X509Certificate::from_der(ca_der),
+    ) else {
+        return false;
+    };
+    cert.verify_signature(Some(ca.public_key())).is_ok()
 }
 
 /// The CA digest of a PEM certificate: SHA-256 of its DER encoding, as

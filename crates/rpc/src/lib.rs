@@ -1,12 +1,18 @@
 //! The one way moor builds gRPC servers and client channels.
 //!
 //! Every component serves through [`Server`] and connects through
-//! [`channel`], so message limits, keepalives, health, reflection, tracing,
-//! TLS and (later) authentication are decided here once.
+//! [`connect`], so message limits, keepalives, health, reflection, tracing,
+//! TLS and authentication are decided here once.
 
+mod auth;
+mod channel;
 mod tls;
 
+pub use auth::{AUTHENTICATED_GROUP, Authenticator, CertificatesOnly, TokenFuture};
+pub use channel::{Channel, Credentials, channel, connect, transport_failure};
 pub use tls::{Caller, ClientAuth, ClientTls, ServerTls, caller};
+
+use std::sync::Arc;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +21,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint};
 
 /// Largest message accepted or sent: objects are capped at 1.5 MiB by the
 /// apiserver, lists of many objects need more.
@@ -42,6 +47,14 @@ pub enum Error {
     /// The TLS settings were refused.
     #[error("TLS settings: {0}")]
     Tls(#[source] tonic::transport::Error),
+    /// The credentials do not fit the URL.
+    #[error("cannot connect to {url}: {reason}")]
+    Credentials {
+        /// The server URL.
+        url: String,
+        /// What does not fit.
+        reason: String,
+    },
 }
 
 /// A gRPC server under construction: add services, then serve.
@@ -49,6 +62,7 @@ pub struct Server {
     routes: RoutesBuilder,
     health: tonic_health::server::HealthReporter,
     tls: Option<ServerTls>,
+    authenticator: Arc<dyn Authenticator>,
 }
 
 // === impl Server ===
@@ -76,6 +90,7 @@ impl Server {
             routes,
             health,
             tls: None,
+            authenticator: Arc::new(CertificatesOnly),
         })
     }
 
@@ -100,9 +115,17 @@ impl Server {
         self
     }
 
-    /// Serves TLS with `tls` instead of plain text.
+    /// Serves TLS with `tls` instead of plain text. Every call but health
+    /// checks must then come from an authenticated caller: a verified
+    /// client certificate, or a bearer token the authenticator knows.
     pub fn tls(&mut self, tls: ServerTls) -> &mut Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Checks bearer tokens with `authenticator` (by default none is known).
+    pub fn authenticate(&mut self, authenticator: Arc<dyn Authenticator>) -> &mut Self {
+        self.authenticator = authenticator;
         self
     }
 
@@ -123,7 +146,12 @@ impl Server {
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls.config()).map_err(Error::Tls)?;
         }
+        let auth = auth::AuthLayer {
+            enabled: self.tls.is_some(),
+            authenticator: self.authenticator,
+        };
         builder
+            .layer(auth)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.routes.routes())
@@ -143,29 +171,4 @@ pub fn host_ip() -> std::net::IpAddr {
             s.local_addr()
         })
         .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip())
-}
-
-/// A lazily connecting channel to `url` (`http://HOST:PORT`): the first call
-/// connects, and a broken connection is re-established on the next call.
-pub fn channel(url: &str) -> Result<Channel, Error> {
-    channel_with(url, None)
-}
-
-/// [`channel`], over TLS with `tls` (for an `https://HOST:PORT` URL).
-pub fn channel_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel, Error> {
-    let mut endpoint =
-        Endpoint::from_shared(url.to_string()).map_err(|source| Error::InvalidUrl {
-            url: url.to_string(),
-            source,
-        })?;
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.config()).map_err(Error::Tls)?;
-    }
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
 }

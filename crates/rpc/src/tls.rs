@@ -32,7 +32,8 @@ pub struct ClientTls {
     domain: Option<String>,
 }
 
-/// Who a request comes from, as its verified client certificate says.
+/// Who a request comes from: as its verified client certificate says
+/// (Kubernetes' convention), or as the token it presented stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// The certificate's common name.
@@ -103,15 +104,9 @@ impl ClientTls {
     }
 }
 
-/// The caller of `request` by its client certificate, verified during the
-/// handshake against the server's client CA; `None` without one (plain
-/// text, or a TLS client that presented none).
+/// The authenticated caller of `request`: by its verified client
+/// certificate or its bearer token. `None` on a plain-text server, which
+/// authenticates nobody.
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<Caller> {
-    let certs = request.peer_certs()?;
-    let leaf = certs.first()?;
-    let info = moor_pki::CertInfo::from_der(leaf.as_ref()).ok()?;
-    Some(Caller {
-        user: info.common_name?,
-        groups: info.organizations,
-    })
+    request.extensions().get::<Caller>().cloned()
 }

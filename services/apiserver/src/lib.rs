@@ -6,6 +6,7 @@
 //! watcher. `ApiServer::bind` then `run`, or `run(config, shutdown)`.
 
 mod alloc;
+mod authentication;
 mod cache;
 mod error;
 mod grpc;
@@ -69,6 +70,19 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// How often store history older than one interval is compacted.
     pub compaction_interval: Duration,
+    /// Serve TLS and authenticate every caller; `None`: plain text, and
+    /// every caller may do anything (`--insecure`, or a test on loopback).
+    pub tls: Option<Tls>,
+}
+
+/// The apiserver's TLS: its certificate, and the CA its clients'
+/// certificates must chain to.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// The server certificate and key.
+    pub identity: moor_pki::Identity,
+    /// The cluster CA, PEM.
+    pub ca_pem: String,
 }
 
 impl Config {
@@ -90,6 +104,7 @@ impl Config {
             watch_cache_events: 10_000,
             bookmark_interval: Duration::from_secs(10),
             compaction_interval: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -189,6 +204,21 @@ impl ApiServer {
         });
         let mut tasks = JoinSet::new();
         let mut server = moor_rpc::Server::new()?;
+        if let Some(tls) = &self.config.tls {
+            server.tls(moor_rpc::ServerTls::new(
+                &tls.identity,
+                &tls.ca_pem,
+                // Optional: a caller without a certificate may bring a token.
+                moor_rpc::ClientAuth::Optional,
+            ));
+        }
+        server
+            .add(
+                moor_api::authentication::v1::authentication_server::AuthenticationServer::new(
+                    authentication::WhoAmI,
+                ),
+            )
+            .await;
 
         let namespaces = registry_with(&shared, namespace_cache, &mut tasks);
         bootstrap(&namespaces)
@@ -309,7 +339,12 @@ impl ApiServer {
             self.config.compaction_interval,
             shutdown.clone(),
         ));
-        tracing::info!(addr = %self.local_addr(), storage = ?self.config.storage, "apiserver ready");
+        tracing::info!(
+            addr = %self.local_addr(),
+            storage = ?self.config.storage,
+            tls = self.config.tls.is_some(),
+            "apiserver ready"
+        );
         let served = server.serve(self.listener, shutdown.clone()).await;
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}

@@ -11,11 +11,11 @@ use moor_api::core::v1::{
 use moor_api::meta::v1::GetRequest;
 use moor_api::node::v1::node_agent_client::NodeAgentClient;
 use moor_api::well_known::NODE_AGENT_TOKEN;
+use moor_rpc::Channel;
 use tokio::sync::mpsc;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::cache::Cache;

@@ -12,8 +12,8 @@ use moor_api::core::v1::config_maps_client::ConfigMapsClient;
 use moor_api::core::v1::nodes_client::NodesClient;
 use moor_api::core::v1::{Binding, ConfigMap, Node};
 use moor_api::meta::v1::{DeleteRequest, GetRequest, ObjectMeta, ObjectReference};
+use moor_rpc::Channel;
 use tonic::Code;
-use tonic::transport::Channel;
 
 fn config_map(name: &str) -> ConfigMap {
     ConfigMap {

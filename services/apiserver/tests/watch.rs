@@ -293,10 +293,7 @@ fn uuid_like() -> u128 {
 
 /// Whether a watch from `rv` fails with OUT_OF_RANGE, at the call or as the
 /// stream's first item (rather than replaying history).
-async fn watch_is_out_of_range(
-    client: &mut ConfigMapsClient<tonic::transport::Channel>,
-    rv: &str,
-) -> bool {
+async fn watch_is_out_of_range(client: &mut ConfigMapsClient<moor_rpc::Channel>, rv: &str) -> bool {
     let req = WatchRequest {
         namespace: "default".into(),
         resource_version: rv.to_string(),

@@ -5,8 +5,11 @@ use std::time::Duration;
 /// Settings of [`crate::run`].
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Apiserver URL, `http://HOST:PORT`.
+    /// Apiserver URL, `https://HOST:PORT` (`http://` for an `--insecure` one).
     pub server: String,
+    /// How to prove who this component is to the apiserver (and which CA
+    /// to trust): a client certificate, or none for an `--insecure` server.
+    pub credentials: moor_rpc::Credentials,
     /// Run only while holding the controller-manager lease.
     pub leader_elect: bool,
     /// Lease timing for leader election.
@@ -38,6 +41,7 @@ impl Config {
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             server: server.into(),
+            credentials: moor_rpc::Credentials::default(),
             leader_elect: false,
             lease: LeaseConfig::default(),
             identity: format!("moor-controller-manager-{}", std::process::id()),

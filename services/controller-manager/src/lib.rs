@@ -55,7 +55,7 @@ use crate::informer::Informer;
 /// `moor-system/moor-controller-manager` (a standby takes over when the
 /// leader stops renewing it).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let client = Client::new(&config.server)?;
+    let client = Client::connect(&config.server, &config.credentials)?;
     if !config.leader_elect {
         run_controllers(&config, client, shutdown).await;
         return Ok(());

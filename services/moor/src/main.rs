@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod pki;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,9 +46,8 @@ enum Command {
 /// Flags of the components that talk to the apiserver under leader election.
 #[derive(Args)]
 struct ControlArgs {
-    /// URL of the apiserver.
-    #[arg(long, default_value = "http://127.0.0.1:6443")]
-    server: String,
+    #[command(flatten)]
+    client: pki::ClientArgs,
     /// Take part in leader election (a Lease in moor-system); only the leader acts.
     #[arg(long)]
     leader_elect: bool,
@@ -89,9 +89,8 @@ struct SchedulerArgs {
 
 #[derive(Args)]
 struct NodeArgs {
-    /// URL of the apiserver, e.g. http://127.0.0.1:6443.
-    #[arg(long, default_value = "http://127.0.0.1:6443")]
-    server: String,
+    #[command(flatten)]
+    client: pki::ClientArgs,
     /// Node name (with --count: the prefix of NAME-0 ... NAME-(N-1)).
     #[arg(long)]
     name: String,
@@ -124,9 +123,8 @@ struct NodeArgs {
 
 #[derive(Args)]
 struct ProxyArgs {
-    /// URL of the apiserver.
-    #[arg(long, default_value = "http://127.0.0.1:6443")]
-    server: String,
+    #[command(flatten)]
+    client: pki::ClientArgs,
     /// Name of the node this proxy serves (reported to the apiserver).
     #[arg(long)]
     node: String,
@@ -151,15 +149,17 @@ struct ProxyArgs {
 }
 
 impl ProxyArgs {
-    fn config(self) -> moor_proxy::Config {
-        let mut config = moor_proxy::Config::new(self.server, self.node);
+    fn config(self) -> anyhow::Result<moor_proxy::Config> {
+        let (server, credentials) = self.client.resolve()?;
+        let mut config = moor_proxy::Config::new(server, self.node);
+        config.credentials = credentials;
         config.interface = self.interface;
         config.drain = Duration::from_secs(self.drain_seconds);
         config.udp_idle = Duration::from_secs(self.udp_idle_seconds.max(1));
         config.dns = !self.no_dns;
         config.dns_upstreams = self.dns_upstream;
         config.mode = self.mode;
-        config
+        Ok(config)
     }
 }
 
@@ -189,6 +189,8 @@ struct ApiserverArgs {
     /// Seconds between bookmarks sent to watchers that ask for them.
     #[arg(long, default_value_t = 10)]
     bookmark_interval_seconds: u64,
+    #[command(flatten)]
+    tls: pki::ServeTlsArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -228,7 +230,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 pod_eviction_timeout_seconds,
                 eviction_rate,
             }) => {
-                let mut config = moor_controller_manager::Config::new(args.server.clone());
+                let (server, credentials) = args.client.resolve()?;
+                let mut config = moor_controller_manager::Config::new(server);
+                config.credentials = credentials;
                 config.node_monitor_grace_period =
                     Duration::from_secs(node_monitor_grace_period_seconds.max(1));
                 config.pod_eviction_timeout = Duration::from_secs(pod_eviction_timeout_seconds);
@@ -246,7 +250,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 control: args,
                 listen,
             }) => {
-                let mut config = moor_scheduler::Config::new(args.server);
+                let (server, credentials) = args.client.resolve()?;
+                let mut config = moor_scheduler::Config::new(server);
+                config.credentials = credentials;
                 config.listen = Some(listen);
                 config.leader_elect = args.leader_elect;
                 config.lease = moor_scheduler::LeaseConfig {
@@ -258,7 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Proxy(args) => {
-                moor_proxy::run(args.config(), shutdown).await?;
+                moor_proxy::run(args.config()?, shutdown).await?;
                 Ok(())
             }
             Command::Node(args) => {
@@ -266,7 +272,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Some(dir) => dir,
                     None => home()?.join(".moor").join("nodes").join(&args.name),
                 };
-                let mut config = moor_node::Config::new(args.server, args.name, data_dir);
+                let (server, credentials) = args.client.resolve()?;
+                let mut config = moor_node::Config::new(server, args.name, data_dir);
+                config.credentials = credentials;
                 config.runtime = match args.runtime.as_str() {
                     "fake" => moor_node::RuntimeKind::Fake,
                     _ => moor_node::RuntimeKind::Docker,
@@ -289,16 +297,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let storage = if args.etcd_endpoints.is_empty() {
+    let (storage, pki_dir) = if args.etcd_endpoints.is_empty() {
         let dir = match args.data_dir {
             Some(dir) => dir,
             None => default_data_dir()?,
         };
-        moor_apiserver::Storage::DataDir(dir)
+        let pki_dir = dir.join("pki");
+        (moor_apiserver::Storage::DataDir(dir), pki_dir)
     } else {
-        moor_apiserver::Storage::Etcd(args.etcd_endpoints)
+        let pki_dir = home()?.join(".moor").join("pki");
+        (moor_apiserver::Storage::Etcd(args.etcd_endpoints), pki_dir)
     };
     let mut config = moor_apiserver::Config::new(storage);
+    if args.tls.insecure {
+        pki::warn_insecure(args.listen);
+    } else {
+        let pki = pki::open(args.tls.pki_dir.as_deref().unwrap_or(&pki_dir))?;
+        config.tls = Some(pki::apiserver_tls(&pki, args.listen, &args.tls)?);
+    }
     config.listen = args.listen;
     config.service_cidr = args.service_cidr;
     config.node_ports = args.service_node_port_range;
@@ -330,6 +346,15 @@ fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String>
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(home()?.join(".moor").join("data"))
+}
+
+/// This machine's host name, lower case ("local" when it has none).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_string())
 }
 
 /// The user's home directory.

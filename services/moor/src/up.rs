@@ -28,6 +28,8 @@ pub struct UpArgs {
     /// Name of this machine's node (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    #[command(flatten)]
+    tls: crate::pki::ServeTlsArgs,
 }
 
 /// Runs the cluster until `shutdown`.
@@ -44,6 +46,24 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     };
     let mut config = moor_apiserver::Config::new(storage);
     config.listen = args.listen;
+    let pki = if args.tls.insecure {
+        crate::pki::warn_insecure(args.listen);
+        None
+    } else {
+        let dir = match &args.tls.pki_dir {
+            Some(dir) => dir.clone(),
+            None => home.join("data").join("pki"),
+        };
+        let pki = crate::pki::open(&dir)?;
+        config.tls = Some(crate::pki::apiserver_tls(&pki, args.listen, &args.tls)?);
+        Some(pki)
+    };
+    // Each component proves who it is with a certificate of its own, as
+    // when it runs on another machine (Kubernetes' user names).
+    let credentials = |name: &str, user: &str, groups: &[&str]| match &pki {
+        Some(pki) => crate::pki::component(pki, name, user, groups),
+        None => Ok(moor_rpc::Credentials::default()),
+    };
     let apiserver = moor_apiserver::ApiServer::bind(config)
         .await
         .map_err(|err| match err {
@@ -53,19 +73,21 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             ),
             other => anyhow::Error::from(other),
         })?;
-    let url = format!("http://{}", apiserver.local_addr());
+    let url = crate::pki::local_url(apiserver.local_addr(), pki.is_some());
+    let admin = credentials("admin", crate::pki::ADMIN.0, crate::pki::ADMIN.1)?;
     let mut tasks = JoinSet::new();
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { apiserver.run(shutdown).await.context("apiserver") });
     }
-    moor_client::Client::new(&url)?
+    moor_client::Client::connect(&url, &admin)?
         .wait_ready(Duration::from_secs(10))
         .await
         .with_context(|| format!("the apiserver at {url} did not become ready"))?;
     tracing::info!(%url, "apiserver ready");
 
-    let scheduler = moor_scheduler::Config::new(url.clone());
+    let mut scheduler = moor_scheduler::Config::new(url.clone());
+    scheduler.credentials = credentials("scheduler", "system:kube-scheduler", &[])?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -75,7 +97,9 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         });
     }
     tracing::info!("scheduler started");
-    let controllers = moor_controller_manager::Config::new(url.clone());
+    let mut controllers = moor_controller_manager::Config::new(url.clone());
+    controllers.credentials =
+        credentials("controller-manager", "system:kube-controller-manager", &[])?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -88,22 +112,28 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
 
     let node_name = match args.node_name {
         Some(name) => name,
-        None => hostname(),
+        None => crate::hostname(),
     };
-    let node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
+    let mut node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
+    node.credentials = credentials(
+        "node",
+        &format!("system:node:{node_name}"),
+        &["system:nodes"],
+    )?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
     }
     tracing::info!(node = %node_name, "node agent started");
-    let proxy = moor_proxy::Config::new(url.clone(), node_name.clone());
+    let mut proxy = moor_proxy::Config::new(url.clone(), node_name.clone());
+    proxy.credentials = credentials("proxy", "system:kube-proxy", &[])?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { moor_proxy::run(proxy, shutdown).await.context("proxy") });
     }
     tracing::info!("proxy and cluster DNS started");
 
-    let config_path = write_context(&url)?;
+    let config_path = write_context(&url, pki.as_ref())?;
     println!(
         "moor is up: the API listens on {url} (context \"moor\" in {})",
         config_path.display()
@@ -142,20 +172,25 @@ async fn check_docker() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Points moorctl's current context at this cluster.
-fn write_context(url: &str) -> anyhow::Result<PathBuf> {
+/// Points moorctl's current context at this cluster, as its administrator
+/// (the CA and the admin's certificate, from `pki`; none when insecure).
+fn write_context(url: &str, pki: Option<&moor_pki::PkiDir>) -> anyhow::Result<PathBuf> {
     let path = moorctl::config::Config::path();
     let mut config = moorctl::config::Config::load(&path)?;
     config.set_context("moor", Some(url.to_string()), None);
+    if let Some(pki) = pki {
+        let (user, groups) = crate::pki::ADMIN;
+        let admin = pki.client("admin", user, groups)?;
+        config.set_credentials(
+            "moor",
+            pki.ca().cert_pem(),
+            admin.cert_pem(),
+            admin.key_pem(),
+        );
+    } else {
+        config.clear_credentials("moor");
+    }
     config.current_context = "moor".to_string();
     config.save(&path)?;
     Ok(path)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".to_string())
 }

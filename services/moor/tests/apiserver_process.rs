@@ -19,7 +19,14 @@ use tonic::Code;
 
 fn spawn(addr: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
     Ok(Command::new(env!("CARGO_BIN_EXE_moor"))
-        .args(["apiserver", "--listen", &addr.to_string(), "--log", "warn"])
+        .args([
+            "apiserver",
+            "--insecure",
+            "--listen",
+            &addr.to_string(),
+            "--log",
+            "warn",
+        ])
         .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -27,7 +34,7 @@ fn spawn(addr: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
         .spawn()?)
 }
 
-async fn wait_ready(url: &str) -> ConfigMapsClient<tonic::transport::Channel> {
+async fn wait_ready(url: &str) -> ConfigMapsClient<moor_rpc::Channel> {
     let mut client = ConfigMapsClient::new(moor_rpc::channel(url).unwrap());
     moor_testkit::assert_eventually!(
         client

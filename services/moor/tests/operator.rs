@@ -66,7 +66,14 @@ async fn simulated_nodes_need_no_data_dir() {
             .unwrap()
     };
     let store_dir = store.path().to_str().unwrap().to_string();
-    let _apiserver = spawn(&["apiserver", "--listen", &listen, "--data-dir", &store_dir]);
+    let _apiserver = spawn(&[
+        "apiserver",
+        "--insecure",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &store_dir,
+    ]);
     let client = moor_client::Client::new(&url).unwrap();
     client
         .wait_ready(std::time::Duration::from_secs(30))

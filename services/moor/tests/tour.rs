@@ -131,7 +131,6 @@ async fn the_readme_tour_works_end_to_end() {
     let home = tempfile::tempdir().unwrap();
     let port = moor_testkit::free_port();
     let mut cluster = up(home.path(), port);
-    let client = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
     assert_eventually!(
         home.path().join(".moor/config").exists()
             && moorctl(home.path(), &["get", "nodes"])
@@ -140,6 +139,18 @@ async fn the_readme_tour_works_end_to_end() {
                 .contains("Ready"),
         PATIENCE,
         "moor up writes the context and the node is Ready"
+    );
+    let client = admin_client(home.path());
+    // The context holds the administrator's certificate.
+    let whoami = ok(home.path(), &["auth", "whoami"]).await;
+    assert!(
+        whoami.contains("admin") && whoami.contains("system:masters"),
+        "{whoami}"
+    );
+    let view = ok(home.path(), &["config", "view"]).await;
+    assert!(
+        view.contains("client-key-data: REDACTED") && !view.contains("PRIVATE KEY"),
+        "config view shows no key: {view}"
     );
 
     // Deploy: a deployment and a service.
@@ -330,4 +341,12 @@ async fn the_readme_tour_works_end_to_end() {
         .expect("moor up stops")
         .unwrap();
     assert!(status.success(), "moor up exits cleanly: {status}");
+}
+
+/// A client of the cluster as its administrator, with the server and
+/// credentials `moor up` wrote into moorctl's context under `home`.
+fn admin_client(home: &std::path::Path) -> Client {
+    let target = moorctl::config::target(None, None, &home.join(".moor/config"))
+        .expect("moorctl's config reads");
+    Client::connect(&target.server, &target.credentials).expect("a client")
 }

@@ -124,11 +124,15 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
     );
     let config = std::fs::read_to_string(&config_path)?;
     assert!(
-        config.contains(&format!("http://127.0.0.1:{port}")),
+        config.contains(&format!("https://127.0.0.1:{port}")),
         "{config}"
     );
+    // It holds the admin's private key: its owner alone may read it.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config_path)?.permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", config_path.display());
 
-    let client = Client::new(&format!("http://127.0.0.1:{port}"))?;
+    let client = admin_client(home.path());
     let pods = client.api::<Pod>();
     let pod = Pod {
         metadata: Some(ObjectMeta {
@@ -286,4 +290,12 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
     );
     stop(second).await;
     Ok(())
+}
+
+/// A client of the cluster as its administrator, with the server and
+/// credentials `moor up` wrote into moorctl's context under `home`.
+fn admin_client(home: &std::path::Path) -> Client {
+    let target = moorctl::config::target(None, None, &home.join(".moor/config"))
+        .expect("moorctl's config reads");
+    Client::connect(&target.server, &target.credentials).expect("a client")
 }

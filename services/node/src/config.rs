@@ -16,8 +16,11 @@ pub enum RuntimeKind {
 /// Settings of [`crate::run`].
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Apiserver URL, `http://HOST:PORT`.
+    /// Apiserver URL, `https://HOST:PORT` (`http://` for an `--insecure` one).
     pub server: String,
+    /// How to prove who this component is to the apiserver (and which CA
+    /// to trust): a client certificate, or none for an `--insecure` server.
+    pub credentials: moor_rpc::Credentials,
     /// Node name (with a count: the prefix of `NAME-0` ...).
     pub name: String,
     /// Where pod volumes live (`pods/<uid>/volumes/<name>`).
@@ -69,6 +72,7 @@ impl Config {
     pub fn new(server: impl Into<String>, name: impl Into<String>, data_dir: PathBuf) -> Self {
         Self {
             server: server.into(),
+            credentials: moor_rpc::Credentials::default(),
             name: name.into(),
             data_dir,
             runtime: RuntimeKind::Docker,

@@ -41,7 +41,7 @@ use crate::agent::Agent;
 /// agents named `NAME-0` ...) until `shutdown` is cancelled. Containers keep
 /// running after shutdown; the next agent adopts them.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let client = moor_client::Client::new(&config.server)?;
+    let client = moor_client::Client::connect(&config.server, &config.credentials)?;
     let mut agents = JoinSet::new();
     match (config.runtime, config.count) {
         (RuntimeKind::Fake, Some(count)) => {
@@ -125,7 +125,7 @@ pub async fn run_with_runtime(
     runtime: Arc<dyn ContainerRuntime>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let client = moor_client::Client::new(&config.server)?;
+    let client = moor_client::Client::connect(&config.server, &config.credentials)?;
     run_one(config, client, runtime, shutdown).await
 }
 

@@ -79,8 +79,11 @@ impl std::str::FromStr for Mode {
 /// How to run the proxy.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Apiserver URL.
+    /// Apiserver URL, `https://HOST:PORT` (`http://` for an `--insecure` one).
     pub server: String,
+    /// How to prove who this component is to the apiserver (and which CA
+    /// to trust): a client certificate, or none for an `--insecure` server.
+    pub credentials: moor_rpc::Credentials,
     /// The node this proxy runs on.
     pub node: String,
     /// Interface for cluster IPs; `None`: `moor0` if the kernel has dummy
@@ -108,6 +111,7 @@ impl Config {
     pub fn new(server: impl Into<String>, node: impl Into<String>) -> Self {
         Self {
             server: server.into(),
+            credentials: moor_rpc::Credentials::default(),
             node: node.into(),
             interface: None,
             drain: Duration::from_secs(2),
@@ -207,7 +211,7 @@ struct Proxy {
 impl Proxy {
     /// Follows one stream until it ends; `version` is the last applied.
     async fn follow(&mut self, version: &mut String) -> Result<(), tonic::Status> {
-        let channel = moor_rpc::channel(&self.config.server)
+        let channel = moor_rpc::connect(&self.config.server, &self.config.credentials)
             .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
         let mut client = ProxyConfigClient::new(channel).max_decoding_message_size(usize::MAX);
         let (tx, rx) = mpsc::channel(16);

@@ -1,10 +1,13 @@
 //! How to run the scheduler.
 
 /// The scheduler's configuration; `moor scheduler` fills it from flags.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Config {
-    /// The apiserver URL, `http://HOST:PORT`.
+    /// Apiserver URL, `https://HOST:PORT` (`http://` for an `--insecure` one).
     pub server: String,
+    /// How to prove who this component is to the apiserver (and which CA
+    /// to trust): a client certificate, or none for an `--insecure` server.
+    pub credentials: moor_rpc::Credentials,
     /// Run only while holding the `moor-scheduler` Lease in `moor-system`.
     pub leader_elect: bool,
     /// Lease timings for leader election.
@@ -28,6 +31,7 @@ impl Config {
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             server: server.into(),
+            credentials: moor_rpc::Credentials::default(),
             leader_elect: false,
             lease: LeaseConfig::default(),
             identity: format!("moor-scheduler-{}", std::process::id()),

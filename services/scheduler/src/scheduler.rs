@@ -40,7 +40,7 @@ pub(crate) struct Shared {
 /// Runs the scheduler until `shutdown`: at once, or while leading when
 /// `config.leader_elect`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    let client = Client::new(&config.server).map_err(Error::Client)?;
+    let client = Client::connect(&config.server, &config.credentials).map_err(Error::Client)?;
     let published = match config.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 
 use moor_api::core::v1::pods_client::PodsClient;
 use moor_apiserver::{ApiServer, Config, Storage};
+use moor_rpc::Channel;
 use moor_testkit::EtcdServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// Which store a test runs on.
 pub enum Backend {

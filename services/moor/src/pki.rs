@@ -1,0 +1,276 @@
+//! How the `moor` binary secures its connections: the apiserver's TLS from
+//! the cluster's PKI directory (created on first start), the identities of
+//! the components `moor up` runs, and the credential flags of components
+//! started on their own.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use moor_pki::{DEFAULT_LEAF_VALIDITY, PkiDir, ServerNames};
+use moor_rpc::{ClientTls, Credentials};
+
+/// The administrator `moor up` writes a context for: Kubernetes' group of
+/// unrestricted users.
+pub const ADMIN: (&str, &[&str]) = ("admin", &["system:masters"]);
+
+/// Flags of a server's TLS (the apiserver's and `moor up`'s).
+#[derive(Args, Clone, Debug)]
+pub struct ServeTlsArgs {
+    /// Serve plain text and authenticate nobody: anyone who reaches the port owns the cluster.
+    /// Only for tests on loopback; logs a warning.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Extra DNS name or IP address the API's certificate covers (repeatable).
+    #[arg(long, value_name = "NAME|IP")]
+    pub tls_san: Vec<String>,
+    /// The address other machines reach the API at; it goes into the certificate.
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Directory of the cluster CA and the certificates issued from it
+    /// (default: pki/ in the data directory, ~/.moor/pki with etcd).
+    #[arg(long)]
+    pub pki_dir: Option<PathBuf>,
+}
+
+/// Flags of a component that connects to the apiserver. Without them it
+/// uses moorctl's current context (`~/.moor/config`, which `moor up`
+/// writes): its server and credentials.
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// URL of the apiserver: https://HOST:PORT, or http:// for one started with --insecure
+    /// (default: the current context's server, else https://127.0.0.1:6443).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The cluster CA certificate (PEM file) to check the apiserver against.
+    #[arg(long, value_name = "FILE")]
+    pub certificate_authority: Option<PathBuf>,
+    /// This component's client certificate (PEM file), signed by the cluster CA.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_certificate: Option<PathBuf>,
+    /// The private key (PEM file) of --client-certificate.
+    #[arg(long, value_name = "FILE", requires = "client_certificate")]
+    pub client_key: Option<PathBuf>,
+    /// A bearer token to authenticate with instead of a client certificate.
+    #[arg(long, env = "MOOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+// === impl ClientArgs ===
+
+impl ClientArgs {
+    /// The server and the credentials for it: from the flags, the rest
+    /// from moorctl's current context.
+    pub fn resolve(&self) -> anyhow::Result<(String, Credentials)> {
+        let path = moorctl::config::Config::path();
+        let target = moorctl::config::target(self.server.as_deref(), None, &path)?;
+        let credentials = if self.certificate_authority.is_some()
+            || self.client_certificate.is_some()
+            || self.token.is_some()
+        {
+            self.credentials()?
+        } else {
+            target.credentials
+        };
+        if target.server.starts_with("https://") && credentials.tls.is_none() {
+            anyhow::bail!(
+                "{} is https:// but no cluster CA is known ({}): pass --certificate-authority \
+                 and a --client-certificate with its --client-key (or a --token), or run `moor up` \
+                 on this machine first",
+                target.server,
+                target.chosen_by
+            );
+        }
+        Ok((target.server, credentials))
+    }
+
+    /// The credentials the flags name, read from their files.
+    fn credentials(&self) -> anyhow::Result<Credentials> {
+        let read = |path: &Path, flag: &str| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--{flag} {}: cannot read", path.display()))
+        };
+        let tls = match &self.certificate_authority {
+            Some(path) => {
+                let ca = read(path, "certificate-authority")?;
+                moor_pki::certs_from_pem(&ca)
+                    .with_context(|| format!("--certificate-authority {}", path.display()))?;
+                let tls = ClientTls::new(&ca);
+                match (&self.client_certificate, &self.client_key) {
+                    (Some(cert), Some(key)) => {
+                        let identity = moor_pki::Identity::from_pem(
+                            read(cert, "client-certificate")?,
+                            read(key, "client-key")?,
+                        )
+                        .with_context(|| {
+                            format!(
+                                "--client-certificate {} with --client-key {}",
+                                cert.display(),
+                                key.display()
+                            )
+                        })?;
+                        Some(tls.identity(&identity))
+                    }
+                    _ => Some(tls),
+                }
+            }
+            None if self.client_certificate.is_some() => {
+                anyhow::bail!("--client-certificate needs --certificate-authority as well")
+            }
+            None => None,
+        };
+        Ok(Credentials {
+            tls,
+            token: self.token.clone(),
+        })
+    }
+}
+
+/// Opens (creating on first use) the PKI directory.
+pub fn open(dir: &Path) -> anyhow::Result<PkiDir> {
+    let pki = PkiDir::open_or_create(dir, DEFAULT_LEAF_VALIDITY)
+        .with_context(|| format!("the cluster PKI in {}", dir.display()))?;
+    if pki.created() {
+        tracing::info!(dir = %dir.display(), digest = pki.ca().digest(), "created the cluster CA");
+    }
+    Ok(pki)
+}
+
+/// The apiserver's TLS: a certificate for every name it may be reached by.
+pub fn apiserver_tls(
+    pki: &PkiDir,
+    listen: SocketAddr,
+    args: &ServeTlsArgs,
+) -> anyhow::Result<moor_apiserver::Tls> {
+    let names = server_names(listen, args.advertise_address, &args.tls_san);
+    let identity = pki
+        .server("apiserver", &names)
+        .context("the apiserver's certificate")?;
+    tracing::info!(dns = ?names.dns, ips = ?names.ips, "serving TLS");
+    Ok(moor_apiserver::Tls {
+        identity,
+        ca_pem: pki.ca().cert_pem().to_string(),
+    })
+}
+
+/// The names the apiserver's certificate covers: localhost and loopback,
+/// this host's name, the listen address (or, listening on every address,
+/// the host's address on its default route), the advertised address and
+/// every `--tls-san`.
+fn server_names(listen: SocketAddr, advertise: Option<IpAddr>, extra: &[String]) -> ServerNames {
+    let mut names = ServerNames {
+        dns: vec!["localhost".to_string()],
+        ips: vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ],
+    };
+    let hostname = crate::hostname();
+    if hostname != "local" {
+        names.dns.push(hostname);
+    }
+    let listen_ip = if listen.ip().is_unspecified() {
+        moor_rpc::host_ip()
+    } else {
+        listen.ip()
+    };
+    names.ips.extend([listen_ip].into_iter().chain(advertise));
+    for san in extra {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns.push(san.to_lowercase()),
+        }
+    }
+    let mut seen = Vec::new();
+    names.ips.retain(|ip| {
+        let new = !seen.contains(ip);
+        seen.push(*ip);
+        new
+    });
+    let mut seen = Vec::new();
+    names.dns.retain(|name| {
+        let new = !seen.contains(name);
+        seen.push(name.clone());
+        new
+    });
+    names
+}
+
+/// A component's credentials: a client certificate for `user` in `groups`
+/// from the PKI directory (kept as `name`), and the CA to check the
+/// apiserver against.
+pub fn component(
+    pki: &PkiDir,
+    name: &str,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<Credentials> {
+    let identity = pki
+        .client(name, user, groups)
+        .with_context(|| format!("the certificate of {user}"))?;
+    Ok(Credentials {
+        tls: Some(ClientTls::new(pki.ca().cert_pem()).identity(&identity)),
+        token: None,
+    })
+}
+
+/// The URL clients on this machine use for a server bound to `addr`: an
+/// unspecified address is reached on loopback.
+pub fn local_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("{scheme}://{}", SocketAddr::new(host, addr.port()))
+}
+
+/// Warns that the server serves plain text to anyone.
+pub fn warn_insecure(listen: SocketAddr) {
+    tracing::warn!(
+        %listen,
+        "--insecure: serving plain text without authentication; anyone who reaches this \
+         address owns the cluster"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cover_loopback_the_listen_address_the_advertised_one_and_extra_sans() {
+        let names = server_names(
+            "198.18.0.2:6443".parse().unwrap(),
+            Some("198.18.0.9".parse().unwrap()),
+            &["api.example".into(), "10.1.2.3".into(), "localhost".into()],
+        );
+        assert!(names.dns.contains(&"localhost".to_string()));
+        assert!(names.dns.contains(&"api.example".to_string()));
+        assert_eq!(
+            names.dns.iter().filter(|n| *n == "localhost").count(),
+            1,
+            "no name twice"
+        );
+        for ip in ["127.0.0.1", "::1", "198.18.0.2", "198.18.0.9", "10.1.2.3"] {
+            assert!(
+                names.ips.contains(&ip.parse().unwrap()),
+                "{ip} in {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_on_every_address_is_reached_on_loopback() {
+        assert_eq!(
+            local_url("0.0.0.0:6443".parse().unwrap(), true),
+            "https://127.0.0.1:6443"
+        );
+        assert_eq!(
+            local_url("[::]:7".parse().unwrap(), false),
+            "http://[::1]:7"
+        );
+    }
+}

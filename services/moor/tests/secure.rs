@@ -1,0 +1,233 @@
+//! `moor apiserver` is secure by default, as an operator starts it: on an
+//! empty data directory it creates the cluster CA (its key readable by the
+//! owner alone), serves TLS, and lets in only callers with a certificate
+//! from that CA; every other attempt is refused and writes nothing.
+//! `--insecure` serves plain text and says so.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use moor_api::authentication::v1::WhoAmIRequest;
+use moor_api::authentication::v1::authentication_client::AuthenticationClient;
+use moor_api::core::v1::ConfigMap;
+use moor_api::meta::v1::ObjectMeta;
+use moor_client::Client;
+use moor_pki::{Ca, DEFAULT_CA_VALIDITY, DEFAULT_LEAF_VALIDITY};
+use moor_rpc::{ClientTls, Credentials};
+use tokio::process::{Child, Command};
+
+fn apiserver(dir: &Path, home: &Path, port: u16, flags: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args(["apiserver", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--log", "warn"])
+        .args(flags)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("HOME", home)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moor apiserver starts")
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: Some(ObjectMeta {
+            name: name.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates the ConfigMap `name` through `credentials`: the attempt an
+/// attacker makes. The error's code and message, if refused.
+async fn attempt_write(url: &str, credentials: &Credentials, name: &str) -> Result<(), String> {
+    let client = Client::connect(url, credentials).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        client.api::<ConfigMap>().create(&config_map(name)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer within 10 s".to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_serves_tls_by_default_and_refuses_every_unauthenticated_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = moor_testkit::free_port();
+    let _server = apiserver(dir.path(), home.path(), port, &[]);
+    let https = format!("https://127.0.0.1:{port}");
+
+    // The CA is created with the data, its key for the owner alone.
+    let pki = dir.path().join("pki");
+    moor_testkit::assert_eventually!(
+        pki.join("ca.key").exists() && pki.join("apiserver.crt").exists(),
+        Duration::from_secs(30),
+        "no CA and server certificate in {}",
+        pki.display()
+    );
+    let mode = std::fs::metadata(pki.join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "ca.key mode {mode:o}");
+
+    // Whoever holds the CA can let users in: here an administrator.
+    let ca = Ca::load(&pki).expect("the CA loads");
+    let trusting = ClientTls::new(ca.cert_pem());
+    let admin = Credentials {
+        tls: Some(
+            trusting.clone().identity(
+                &ca.issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
+                    .unwrap(),
+            ),
+        ),
+        token: None,
+    };
+    let admin_client = Client::connect(&https, &admin).unwrap();
+    admin_client
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .expect("the apiserver answers an administrator over TLS");
+    let channel = moor_rpc::connect(&https, &admin).unwrap();
+    let me = AuthenticationClient::new(channel)
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.username, "ops");
+    assert_eq!(me.groups, ["system:masters", "system:authenticated"]);
+
+    // The attempts, each with its own name so "nothing written" is checkable.
+    let other_ca = Ca::generate("moor-ca", DEFAULT_CA_VALIDITY).unwrap();
+    let expired = ca
+        .issue_client("ops", &["system:masters"], Duration::from_secs(1))
+        .unwrap();
+    moor_testkit::assert_eventually!(
+        !expired.info().is_valid_at(SystemTime::now()),
+        Duration::from_secs(10),
+        "the short certificate expires"
+    );
+    let attempts: Vec<(&str, String, Credentials)> = vec![
+        (
+            "no client certificate and no token",
+            https.clone(),
+            Credentials {
+                tls: Some(trusting.clone()),
+                token: None,
+            },
+        ),
+        (
+            "a certificate from another CA",
+            https.clone(),
+            Credentials {
+                tls: Some(
+                    trusting.clone().identity(
+                        &other_ca
+                            .issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
+                            .unwrap(),
+                    ),
+                ),
+                token: None,
+            },
+        ),
+        (
+            "an expired certificate",
+            https.clone(),
+            Credentials {
+                tls: Some(trusting.clone().identity(&expired)),
+                token: None,
+            },
+        ),
+        (
+            "an unknown bearer token",
+            https.clone(),
+            Credentials {
+                tls: Some(trusting.clone()),
+                token: Some("MOOR1-guess".to_string()),
+            },
+        ),
+        (
+            "plain text to the TLS port",
+            format!("http://127.0.0.1:{port}"),
+            Credentials::default(),
+        ),
+    ];
+    let total = attempts.len();
+    let mut refused = 0;
+    for (i, (what, url, credentials)) in attempts.iter().enumerate() {
+        match attempt_write(url, credentials, &format!("attack-{i}")).await {
+            Err(why) => {
+                refused += 1;
+                println!("{what}: refused ({why})");
+            }
+            Ok(()) => println!("{what}: LET IN"),
+        }
+    }
+    println!("attempts refused / attempts: {refused} / {total}");
+    assert_eq!(refused, total, "every attempt is refused");
+    let written: Vec<String> = admin_client
+        .api::<ConfigMap>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .filter_map(|c| c.metadata.map(|m| m.name))
+        .filter(|n| n.starts_with("attack-"))
+        .collect();
+    assert!(written.is_empty(), "refused attempts wrote {written:?}");
+
+    // The client side: a server the client's CA did not sign is not trusted.
+    let misled = Credentials {
+        tls: Some(ClientTls::new(other_ca.cert_pem())),
+        token: None,
+    };
+    let err = attempt_write(&https, &misled, "misled").await;
+    assert!(err.is_err(), "a client trusting another CA connected");
+}
+
+#[test]
+fn insecure_serves_plain_text_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", moor_testkit::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args([
+            "apiserver",
+            "--insecure",
+            "--listen",
+            &listen,
+            "--log",
+            "warn",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("HOME", home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let first = out.lines().next().map(Result::unwrap).unwrap_or_default();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.contains("WARN") && first.contains("--insecure") && first.contains(&listen),
+        "{first}"
+    );
+    assert!(
+        !dir.path().join("pki").exists(),
+        "an insecure server creates no PKI"
+    );
+}
