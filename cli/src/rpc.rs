@@ -205,10 +205,10 @@ impl Client {
 /// Whether an UNAVAILABLE status comes from the client's transport rather
 /// than from the server.
 fn is_transport(status: &Status) -> bool {
-    use std::error::Error as _;
-    status.source().is_some()
-        || status.message().contains("transport")
-        || status.message().contains("connect")
+    // The client's own transport errors carry their cause; a status that
+    // came over the wire has none, even when it is about a connection the
+    // server failed to make (to a node agent, say).
+    std::error::Error::source(status).is_some()
 }
 
 fn path(method: &MethodDescriptor) -> Result<http::uri::PathAndQuery> {

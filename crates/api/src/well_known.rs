@@ -25,3 +25,21 @@ pub const NODE_AGENT_TOKEN: (&str, &str, &str) = ("moor-system", "node-agent-tok
 /// Namespace and name of the headless Service and Endpoints naming the
 /// active scheduler's plan service.
 pub const SCHEDULER_ENDPOINTS: (&str, &str) = ("moor-system", "moor-scheduler");
+
+/// Join tokens, kept as Secrets (Kubernetes keeps its bootstrap tokens as
+/// Secrets in `kube-system`): `moor token create` writes them, the
+/// apiserver checks bearer tokens against them.
+pub mod join_token {
+    /// The namespace of the Secrets.
+    pub const NAMESPACE: &str = "moor-system";
+    /// Prefix of a Secret's name; the token's id follows.
+    pub const SECRET_PREFIX: &str = "bootstrap-token-";
+    /// The Secrets' type.
+    pub const SECRET_TYPE: &str = "moor.io/bootstrap-token";
+    /// Key of the SHA-256 of the token's secret (never the secret itself).
+    pub const HASH_KEY: &str = "token-secret-sha256";
+    /// Key of the expiry, seconds since the Unix epoch; absent: none.
+    pub const EXPIRATION_KEY: &str = "expiration";
+    /// Key of the description.
+    pub const DESCRIPTION_KEY: &str = "description";
+}

@@ -145,6 +145,16 @@ pub(crate) fn issued_by(cert_pem: &str, ca_der: &[u8]) -> bool {
     cert.verify_signature(Some(ca.public_key())).is_ok()
 }
 
+/// The certificate among `chain` (DER, as a server presented it) whose
+/// digest is `digest`, as PEM: how a joining node picks out the CA its
+/// token pins. `None` when no certificate matches.
+pub fn pinned_cert(chain: &[CertificateDer<'_>], digest: &str) -> Option<String> {
+    let cert = chain
+        .iter()
+        .find(|cert| sha256_hex(cert.as_ref()).eq_ignore_ascii_case(digest))?;
+    Some(pem::encode(&pem::Pem::new("CERTIFICATE", cert.to_vec())))
+}
+
 /// The CA digest of a PEM certificate: SHA-256 of its DER encoding, as
 /// lowercase hexadecimal (64 characters). A joining node compares it with the
 /// digest in its join token before trusting the CA a server presents.

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::{CA_CERT_FILE, Ca, DEFAULT_CA_VALIDITY, Error, Identity};
@@ -16,7 +17,7 @@ pub const CA_COMMON_NAME: &str = "moor-ca";
 /// The PKI directory of a cluster (`<data dir>/pki`).
 pub struct PkiDir {
     dir: PathBuf,
-    ca: Ca,
+    ca: Arc<Ca>,
     leaf_validity: Duration,
     created: bool,
 }
@@ -47,7 +48,7 @@ impl PkiDir {
         };
         Ok(Self {
             dir: dir.to_owned(),
-            ca,
+            ca: Arc::new(ca),
             leaf_validity,
             created,
         })
@@ -63,8 +64,8 @@ impl PkiDir {
         &self.dir
     }
 
-    /// The CA.
-    pub fn ca(&self) -> &Ca {
+    /// The CA (shared, for a server that signs with it).
+    pub fn ca(&self) -> &Arc<Ca> {
         &self.ca
     }
 

@@ -6,10 +6,12 @@
 
 mod auth;
 mod channel;
+mod pin;
 mod tls;
 
 pub use auth::{AUTHENTICATED_GROUP, Authenticator, CertificatesOnly, TokenFuture};
 pub use channel::{Channel, Credentials, channel, connect, transport_failure};
+pub use pin::server_chain;
 pub use tls::{Caller, ClientAuth, ClientTls, ServerTls, caller};
 
 use std::sync::Arc;

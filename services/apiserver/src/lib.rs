@@ -8,6 +8,7 @@
 mod alloc;
 mod authentication;
 mod cache;
+mod certificates;
 mod error;
 mod grpc;
 mod kinds;
@@ -77,12 +78,27 @@ pub struct Config {
 
 /// The apiserver's TLS: its certificate, and the CA its clients'
 /// certificates must chain to.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Tls {
-    /// The server certificate and key.
+    /// The server certificate and key; the CA follows the certificate, so
+    /// a joining node can pin it.
     pub identity: moor_pki::Identity,
     /// The cluster CA, PEM.
     pub ca_pem: String,
+    /// The CA with its key, to sign node certificates (`SignNode`); `None`:
+    /// this apiserver signs none.
+    pub signer: Option<Arc<moor_pki::Ca>>,
+    /// How long the node certificates it signs are valid.
+    pub node_cert_validity: Duration,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("identity", &self.identity)
+            .field("signs_nodes", &self.signer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -250,6 +266,23 @@ impl ApiServer {
         }
         let nodes = registry::<core::v1::Node>(&shared, size, &mut tasks);
         let secrets = registry::<core::v1::Secret>(&shared, size, &mut tasks);
+        // Join tokens are Secrets; a token's holder may only ask for a
+        // node certificate, which the CA's holder signs.
+        server.authenticate(Arc::new(certificates::JoinTokens::new(
+            secrets.cache().clone(),
+        )));
+        let signer = self
+            .config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.signer.clone().map(|ca| (ca, tls.node_cert_validity)));
+        server
+            .add(
+                moor_api::authentication::v1::certificates_server::CertificatesServer::new(
+                    certificates::NodeSigner::new(signer, nodes.cache().clone()),
+                ),
+            )
+            .await;
         let pod_io = Arc::new(pod_io::PodIo::new(
             nodes.cache().clone(),
             secrets.cache().clone(),

@@ -55,8 +55,12 @@ impl PodIo {
         if req.namespace.is_empty() {
             req.namespace = "default".into();
         }
-        let mut agent = self.agent(pods, &req.namespace, &req.name).await?;
-        let stream = agent.logs(req).await?.into_inner();
+        let (mut agent, at) = self.agent(pods, &req.namespace, &req.name).await?;
+        let stream = agent
+            .logs(req)
+            .await
+            .map_err(|s| agent_error(&at, s))?
+            .into_inner();
         Ok(stream.boxed())
     }
 
@@ -83,7 +87,7 @@ impl PodIo {
             ));
         }
         let (namespace, name) = (start.namespace.clone(), start.name.clone());
-        let mut agent = self.agent(pods, &namespace, &name).await?;
+        let (mut agent, at) = self.agent(pods, &namespace, &name).await?;
         let (tx, rx) = mpsc::channel(16);
         // Room for one: the channel is new.
         let _ = tx.try_send(first);
@@ -96,19 +100,20 @@ impl PodIo {
         });
         let stream = agent
             .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
+            .await
+            .map_err(|s| agent_error(&at, s))?
             .into_inner();
         Ok(stream.boxed())
     }
 
     /// A client of the agent running `namespace/name`, with the token on
-    /// every call.
+    /// every call, and where the agent is (for errors).
     async fn agent(
         &self,
         pods: &Registry<Pod>,
         namespace: &str,
         name: &str,
-    ) -> Result<NodeAgentClient<InterceptedService<Channel, Bearer>>, Status> {
+    ) -> Result<(NodeAgentClient<InterceptedService<Channel, Bearer>>, String), Status> {
         let pod = pods
             .get(&GetRequest {
                 namespace: namespace.to_string(),
@@ -150,7 +155,10 @@ impl PodIo {
         let bearer = format!("Bearer {token}")
             .parse()
             .map_err(|_| Status::internal("the node agent token is not valid header text"))?;
-        Ok(NodeAgentClient::with_interceptor(channel, Bearer(bearer)))
+        Ok((
+            NodeAgentClient::with_interceptor(channel, Bearer(bearer)),
+            format!("node {node_name} at {ip}:{port}"),
+        ))
     }
 
     /// The token node agents accept.
@@ -166,5 +174,15 @@ impl PodIo {
                     "the Secret {namespace}/{name} with key {key:?} is missing"
                 ))
             })
+    }
+}
+
+/// A failed call to a node agent: a transport failure becomes UNAVAILABLE
+/// naming the agent, so the caller does not take it for its own connection
+/// to the apiserver failing.
+fn agent_error(at: &str, status: Status) -> Status {
+    match moor_rpc::transport_failure(&status) {
+        Some(cause) => Status::unavailable(format!("cannot reach the node agent of {at}: {cause}")),
+        None => status,
     }
 }

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod join;
 mod pki;
+mod token;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +43,11 @@ enum Command {
     Proxy(ProxyArgs),
     /// Run the whole cluster on this machine: apiserver, scheduler, controller-manager, node agent and proxy.
     Up(up::UpArgs),
+    /// Make this machine a node of a cluster (agent and proxy), with a join token.
+    Join(join::JoinArgs),
+    /// Create, list and delete join tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Flags of the components that talk to the apiserver under leader election.
@@ -224,6 +231,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Apiserver(args) => run_apiserver(args, shutdown).await,
             Command::Up(args) => up::run(args, shutdown).await,
+            Command::Join(args) => join::run(args, shutdown).await,
+            Command::Token(command) => token::run(command).await,
             Command::ControllerManager(ControllerManagerArgs {
                 control: args,
                 node_monitor_grace_period_seconds,

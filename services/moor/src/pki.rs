@@ -85,6 +85,20 @@ impl ClientArgs {
         Ok((target.server, credentials))
     }
 
+    /// The cluster CA (PEM): --certificate-authority's, else the current
+    /// context's.
+    pub fn ca_pem(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.certificate_authority {
+            return std::fs::read_to_string(path).map(Some).with_context(|| {
+                format!("--certificate-authority {}: cannot read", path.display())
+            });
+        }
+        let config = moorctl::config::Config::load(&moorctl::config::Config::path())?;
+        Ok(config
+            .current()
+            .and_then(|c| c.certificate_authority_data.clone()))
+    }
+
     /// The credentials the flags name, read from their files.
     fn credentials(&self) -> anyhow::Result<Credentials> {
         let read = |path: &Path, flag: &str| {
@@ -144,13 +158,24 @@ pub fn apiserver_tls(
     args: &ServeTlsArgs,
 ) -> anyhow::Result<moor_apiserver::Tls> {
     let names = server_names(listen, args.advertise_address, &args.tls_san);
-    let identity = pki
+    let leaf = pki
         .server("apiserver", &names)
         .context("the apiserver's certificate")?;
+    // The CA follows the certificate in the handshake, so a joining node
+    // can pin it by its token's digest.
+    let mut chain = leaf.cert_pem().to_string();
+    if !chain.ends_with('\n') {
+        chain.push('\n');
+    }
+    chain.push_str(pki.ca().cert_pem());
+    let identity = moor_pki::Identity::from_pem(chain, leaf.key_pem())
+        .context("the apiserver's certificate chain")?;
     tracing::info!(dns = ?names.dns, ips = ?names.ips, "serving TLS");
     Ok(moor_apiserver::Tls {
         identity,
         ca_pem: pki.ca().cert_pem().to_string(),
+        signer: Some(pki.ca().clone()),
+        node_cert_validity: pki.leaf_validity(),
     })
 }
 

@@ -143,7 +143,17 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     println!("  moorctl apply -f examples/pod.yaml");
     println!("  moorctl get pods -o wide");
 
-    // The first component to fail stops the rest.
+    let result = wait_all(tasks, &shutdown).await;
+    tracing::info!("moor stopped; pods keep running and are adopted by the next `moor up`");
+    result
+}
+
+/// Waits for every component; the first to fail stops the rest, and its
+/// error is the result.
+pub async fn wait_all(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
         let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
@@ -154,7 +164,6 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             shutdown.cancel();
         }
     }
-    tracing::info!("moor stopped; pods keep running and are adopted by the next `moor up`");
     result
 }
 

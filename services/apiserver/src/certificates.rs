@@ -1,0 +1,157 @@
+//! Node certificates and the tokens that let a new machine ask for one.
+//!
+//! A join token (`moor token create`) is a Secret in `moor-system` named
+//! `bootstrap-token-<id>` holding the SHA-256 of the token's secret and its
+//! expiry, as Kubernetes' bootstrap tokens are Secrets in `kube-system`. Its
+//! holder is authenticated as `system:bootstrap:<id>` in
+//! `system:bootstrappers`, a group that may ask for a node certificate and
+//! nothing else. `SignNode` signs a node's request with the cluster CA: for
+//! a token's holder only under a name no node has yet, for a node only its
+//! own name (a renewal), for an administrator any.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moor_api::authentication::v1::certificates_server::Certificates;
+use moor_api::authentication::v1::{SignNodeRequest, SignNodeResponse};
+use moor_api::core::v1::{Node, Secret};
+use moor_api::well_known::join_token;
+use moor_rpc::{Caller, TokenFuture};
+use tonic::{Request, Response, Status};
+
+use crate::cache::Cache;
+
+/// The group of a join token's holder.
+const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// The group of nodes.
+const NODES: &str = "system:nodes";
+/// The group of administrators.
+const MASTERS: &str = "system:masters";
+/// The only methods a join token's holder may call.
+const BOOTSTRAP_METHODS: &[&str] = &[
+    "/moor.authentication.v1.Certificates/SignNode",
+    "/moor.authentication.v1.Authentication/WhoAmI",
+];
+
+/// Checks join tokens against their Secrets.
+pub(crate) struct JoinTokens {
+    secrets: Arc<Cache<Secret>>,
+}
+
+impl JoinTokens {
+    pub(crate) fn new(secrets: Arc<Cache<Secret>>) -> Self {
+        Self { secrets }
+    }
+
+    /// The caller a token stands for, if it is known and not expired.
+    fn check(&self, text: &str) -> Option<Caller> {
+        let token = moor_pki::Token::parse(text).ok()?;
+        let key = format!(
+            "/registry/secrets/{}/{}{}",
+            join_token::NAMESPACE,
+            join_token::SECRET_PREFIX,
+            token.id()
+        );
+        let secret = self.secrets.get(&key)?;
+        if secret.r#type != join_token::SECRET_TYPE {
+            return None;
+        }
+        let hash = std::str::from_utf8(secret.data.get(join_token::HASH_KEY)?).ok()?;
+        if !moor_pki::Token::verify_secret(token.secret(), hash) {
+            return None;
+        }
+        if let Some(expiration) = secret.data.get(join_token::EXPIRATION_KEY) {
+            let at: u64 = std::str::from_utf8(expiration).ok()?.trim().parse().ok()?;
+            if UNIX_EPOCH + Duration::from_secs(at) <= SystemTime::now() {
+                return None;
+            }
+        }
+        Some(Caller {
+            user: format!("system:bootstrap:{}", token.id()),
+            groups: vec![BOOTSTRAPPERS.to_string()],
+        })
+    }
+}
+
+impl moor_rpc::Authenticator for JoinTokens {
+    fn token(&self, token: &str) -> TokenFuture {
+        Box::pin(std::future::ready(Ok(self.check(token))))
+    }
+
+    fn authorize(&self, caller: &Caller, path: &str) -> Result<(), Status> {
+        if caller.groups.iter().any(|g| g == BOOTSTRAPPERS) && !BOOTSTRAP_METHODS.contains(&path) {
+            return Err(Status::permission_denied(format!(
+                "{} (a join token) may only ask for a node certificate, not call {path}",
+                caller.user
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Signs node certificates with the cluster CA.
+pub(crate) struct NodeSigner {
+    /// The CA and how long the certificates it signs are valid.
+    signer: Option<(Arc<moor_pki::Ca>, Duration)>,
+    nodes: Arc<Cache<Node>>,
+}
+
+impl NodeSigner {
+    pub(crate) fn new(
+        signer: Option<(Arc<moor_pki::Ca>, Duration)>,
+        nodes: Arc<Cache<Node>>,
+    ) -> Self {
+        Self { signer, nodes }
+    }
+}
+
+#[tonic::async_trait]
+impl Certificates for NodeSigner {
+    async fn sign_node(
+        &self,
+        request: Request<SignNodeRequest>,
+    ) -> Result<Response<SignNodeResponse>, Status> {
+        let caller = moor_rpc::caller(&request).ok_or_else(|| {
+            Status::failed_precondition(
+                "this apiserver serves plain text (--insecure): it issues no certificates",
+            )
+        })?;
+        let (ca, validity) = self.signer.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this apiserver holds no CA key to sign with")
+        })?;
+        let SignNodeRequest { node_name, csr_pem } = request.into_inner();
+        moor_labels::validation::dns1123_subdomain(&node_name).map_err(|why| {
+            Status::invalid_argument(format!("node_name: Invalid value: {node_name:?}: {why}"))
+        })?;
+        let user = format!("system:node:{node_name}");
+        let in_group = |group: &str| caller.groups.iter().any(|g| g == group);
+        if in_group(MASTERS) || caller.user == user {
+            // An administrator, or the node renewing its own certificate.
+        } else if in_group(BOOTSTRAPPERS) {
+            if self
+                .nodes
+                .get(&format!("/registry/nodes/{node_name}"))
+                .is_some()
+            {
+                return Err(Status::already_exists(format!(
+                    "node {node_name:?} is already registered: a join token cannot claim it \
+                     (join under another --name, or delete the node first: moorctl delete node \
+                     {node_name})"
+                )));
+            }
+        } else {
+            return Err(Status::permission_denied(format!(
+                "{} may not obtain a certificate for node {node_name:?}",
+                caller.user
+            )));
+        }
+        let certificate_pem = ca
+            .sign_csr(&csr_pem, &user, &[NODES], *validity)
+            .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
+        tracing::info!(node = %node_name, by = %caller.user, "signed a node certificate");
+        Ok(Response::new(SignNodeResponse {
+            certificate_pem,
+            ca_pem: ca.cert_pem().to_string(),
+        }))
+    }
+}
