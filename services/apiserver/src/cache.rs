@@ -151,6 +151,15 @@ impl<K: Resource> Cache<K> {
         self.read().objects.get(key).cloned()
     }
 
+    /// Whether any cached object under `prefix` satisfies `test`.
+    pub fn any_under(&self, prefix: &str, test: impl Fn(&K) -> bool) -> bool {
+        self.read()
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .any(|(_, object)| test(object))
+    }
+
     /// The latest revision applied.
     pub fn revision(&self) -> i64 {
         self.read().revision

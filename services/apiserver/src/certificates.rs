@@ -23,8 +23,6 @@ use crate::cache::Cache;
 
 /// The group of a join token's holder.
 const BOOTSTRAPPERS: &str = "system:bootstrappers";
-/// The group of nodes.
-const NODES: &str = "system:nodes";
 /// The group of administrators.
 const MASTERS: &str = "system:masters";
 /// The only methods a join token's holder may call.
@@ -33,12 +31,13 @@ const BOOTSTRAP_METHODS: &[&str] = &[
     "/moor.authentication.v1.Authentication/WhoAmI",
 ];
 
-/// Checks join tokens against their Secrets.
-pub(crate) struct JoinTokens {
+/// Who gets in and to which methods: join tokens checked against their
+/// Secrets, bootstrappers and nodes kept to their methods.
+pub(crate) struct Access {
     secrets: Arc<Cache<Secret>>,
 }
 
-impl JoinTokens {
+impl Access {
     pub(crate) fn new(secrets: Arc<Cache<Secret>>) -> Self {
         Self { secrets }
     }
@@ -73,7 +72,7 @@ impl JoinTokens {
     }
 }
 
-impl moor_rpc::Authenticator for JoinTokens {
+impl moor_rpc::Authenticator for Access {
     fn token(&self, token: &str) -> TokenFuture {
         Box::pin(std::future::ready(Ok(self.check(token))))
     }
@@ -84,6 +83,14 @@ impl moor_rpc::Authenticator for JoinTokens {
                 "{} (a join token) may only ask for a node certificate, not call {path}",
                 caller.user
             )));
+        }
+        if let Some(node) = crate::node_access::node_of(Some(caller))
+            && !crate::node_access::method_allowed(path)
+        {
+            return Err(crate::node_access::denied(
+                node,
+                format_args!("call {path}"),
+            ));
         }
         Ok(())
     }
@@ -146,7 +153,12 @@ impl Certificates for NodeSigner {
             )));
         }
         let certificate_pem = ca
-            .sign_csr(&csr_pem, &user, &[NODES], *validity)
+            .sign_csr(
+                &csr_pem,
+                &user,
+                &[crate::node_access::NODES_GROUP],
+                *validity,
+            )
             .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
         tracing::info!(node = %node_name, by = %caller.user, "signed a node certificate");
         Ok(Response::new(SignNodeResponse {

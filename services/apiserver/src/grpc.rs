@@ -8,6 +8,8 @@ use moor_api::meta::v1::{DeleteRequest, GetRequest, ListRequest, Scale, WatchReq
 use moor_api::{WatchEvent, apps, coordination, core};
 use tonic::{Request, Response, Status};
 
+use crate::cache::Cache;
+use crate::node_access::{NodeScoped, Write, denied, node_of};
 use crate::pod_io::PodIo;
 use crate::registry::{Part, Registry};
 
@@ -16,6 +18,8 @@ pub struct Api<K> {
     registry: Arc<Registry<K>>,
     /// Pods only: the relay of logs and exec to node agents.
     pod_io: Option<Arc<PodIo>>,
+    /// Secrets only: the pods, to tell which secrets a node's pods use.
+    pods: Option<Arc<Cache<core::v1::Pod>>>,
 }
 
 impl<K> Api<K> {
@@ -24,6 +28,41 @@ impl<K> Api<K> {
         Self {
             registry,
             pod_io: None,
+            pods: None,
+        }
+    }
+
+    /// Lets a node read only the objects `pods` bound to it use (secrets).
+    pub fn readable_by_nodes_through(mut self, pods: Arc<Cache<core::v1::Pod>>) -> Self {
+        self.pods = Some(pods);
+        self
+    }
+
+    /// Whether `node` may read the object `namespace/name`: for secrets,
+    /// those a pod bound to it uses (and the node agents' token, which
+    /// agents check the apiserver's calls with).
+    fn node_may_get(&self, node: &str, namespace: &str, name: &str) -> Result<(), Status> {
+        let Some(pods) = &self.pods else {
+            return Ok(());
+        };
+        let (agent_ns, agent_name, _) = moor_api::well_known::NODE_AGENT_TOKEN;
+        let namespace = if namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
+        let used = (namespace == agent_ns && name == agent_name)
+            || pods.any_under(&format!("/registry/pods/{namespace}/"), |pod| {
+                pod.spec.as_ref().is_some_and(|s| s.node_name == node)
+                    && crate::node_access::uses_secret(pod, name)
+            });
+        if used {
+            Ok(())
+        } else {
+            Err(denied(
+                node,
+                format_args!("read secret {namespace}/{name}: no pod bound to it uses it"),
+            ))
         }
     }
 
@@ -40,6 +79,56 @@ impl<K> Api<K> {
     }
 }
 
+impl<K: crate::kinds::Kind + NodeScoped> Api<K> {
+    /// The stored object `namespace/name`.
+    async fn stored(&self, namespace: &str, name: &str) -> Result<K, Status> {
+        let request = GetRequest {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        Ok(self.registry.get(&request).await?)
+    }
+
+    /// Refuses `write` by `node` unless the kind allows it on these objects;
+    /// an update is judged against the stored object too.
+    async fn node_write(
+        &self,
+        node: &str,
+        write: Write,
+        new: Option<&K>,
+        stored: Option<&K>,
+    ) -> Result<(), Status> {
+        let fetched;
+        let stored = match (stored, new, write) {
+            (Some(stored), _, _) => Some(stored),
+            (None, Some(new), Write::Update | Write::UpdateStatus) => {
+                let meta = new.meta();
+                fetched = self.stored(&meta.namespace, &meta.name).await?;
+                Some(&fetched)
+            }
+            _ => None,
+        };
+        if K::node_may(node, write, new, stored) {
+            return Ok(());
+        }
+        let meta = new.or(stored).map(moor_api::Resource::meta);
+        let name = meta.map_or(String::new(), |m| {
+            if m.namespace.is_empty() {
+                m.name.clone()
+            } else {
+                format!("{}/{}", m.namespace, m.name)
+            }
+        });
+        let verb = match write {
+            Write::Create => "create",
+            Write::Update => "update",
+            Write::UpdateStatus => "update the status of",
+            Write::Delete => "delete",
+        };
+        Err(denied(node, format_args!("{verb} {} {name}", K::KIND)))
+    }
+}
+
 type WatchStream<K> = BoxStream<'static, Result<WatchEvent<K>, Status>>;
 
 macro_rules! serve {
@@ -47,10 +136,18 @@ macro_rules! serve {
         #[tonic::async_trait]
         impl $trait for Api<$kind> {
             async fn create(&self, req: Request<$kind>) -> Result<Response<$kind>, Status> {
-                Ok(Response::new(self.registry.create(req.into_inner()).await?))
+                let caller = moor_rpc::caller(&req);
+                let object = req.into_inner();
+                if let Some(node) = node_of(caller.as_ref()) {
+                    self.node_write(node, Write::Create, Some(&object), None).await?;
+                }
+                Ok(Response::new(self.registry.create(object).await?))
             }
 
             async fn get(&self, req: Request<GetRequest>) -> Result<Response<$kind>, Status> {
+                if let Some(node) = node_of(moor_rpc::caller(&req).as_ref()) {
+                    self.node_may_get(node, &req.get_ref().namespace, &req.get_ref().name)?;
+                }
                 Ok(Response::new(self.registry.get(req.get_ref()).await?))
             }
 
@@ -59,10 +156,19 @@ macro_rules! serve {
             }
 
             async fn update(&self, req: Request<$kind>) -> Result<Response<$kind>, Status> {
-                Ok(Response::new(self.registry.update(req.into_inner(), Part::Main).await?))
+                let caller = moor_rpc::caller(&req);
+                let object = req.into_inner();
+                if let Some(node) = node_of(caller.as_ref()) {
+                    self.node_write(node, Write::Update, Some(&object), None).await?;
+                }
+                Ok(Response::new(self.registry.update(object, Part::Main).await?))
             }
 
             async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<$kind>, Status> {
+                if let Some(node) = node_of(moor_rpc::caller(&req).as_ref()) {
+                    let stored = self.stored(&req.get_ref().namespace, &req.get_ref().name).await?;
+                    self.node_write(node, Write::Delete, None, Some(&stored)).await?;
+                }
                 Ok(Response::new(self.registry.delete(req.get_ref()).await?))
             }
 
@@ -75,7 +181,12 @@ macro_rules! serve {
             $(
                 #[doc = concat!("Status subresource: ", stringify!($status))]
                 async fn update_status(&self, req: Request<$kind>) -> Result<Response<$kind>, Status> {
-                    Ok(Response::new(self.registry.update(req.into_inner(), Part::Status).await?))
+                    let caller = moor_rpc::caller(&req);
+                    let object = req.into_inner();
+                    if let Some(node) = node_of(caller.as_ref()) {
+                        self.node_write(node, Write::UpdateStatus, Some(&object), None).await?;
+                    }
+                    Ok(Response::new(self.registry.update(object, Part::Status).await?))
                 }
             )?
 

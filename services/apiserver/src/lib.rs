@@ -12,6 +12,7 @@ mod certificates;
 mod error;
 mod grpc;
 mod kinds;
+mod node_access;
 mod pod_io;
 mod propagation;
 mod proxy_config;
@@ -266,11 +267,10 @@ impl ApiServer {
         }
         let nodes = registry::<core::v1::Node>(&shared, size, &mut tasks);
         let secrets = registry::<core::v1::Secret>(&shared, size, &mut tasks);
+        let pods = registry::<core::v1::Pod>(&shared, size, &mut tasks);
         // Join tokens are Secrets; a token's holder may only ask for a
         // node certificate, which the CA's holder signs.
-        server.authenticate(Arc::new(certificates::JoinTokens::new(
-            secrets.cache().clone(),
-        )));
+        server.authenticate(Arc::new(certificates::Access::new(secrets.cache().clone())));
         let signer = self
             .config
             .tls
@@ -297,10 +297,9 @@ impl ApiServer {
             .await;
         server
             .add(limited!(core::v1::secrets_server::SecretsServer::new(
-                Api::new(secrets)
+                Api::new(secrets).readable_by_nodes_through(pods.cache().clone())
             )))
             .await;
-        let pods = registry::<core::v1::Pod>(&shared, size, &mut tasks);
         server
             .add(limited!(core::v1::pods_server::PodsServer::new(
                 Api::new(pods).with_pod_io(pod_io)

@@ -380,6 +380,88 @@ async fn a_machine_joins_with_a_token_and_every_misuse_of_one_is_refused() {
     );
     tally("a join token reading secrets", outcome);
 
+    // The joined node's own certificate, used beyond what a node may do.
+    let node_identity = moor_pki::Identity::load(&data.join("pki"), "node").unwrap();
+    let as_node = Client::connect(
+        &server,
+        &moor_rpc::Credentials {
+            tls: Some(
+                moor_rpc::ClientTls::new(
+                    &std::fs::read_to_string(data.join("pki/ca.crt")).unwrap(),
+                )
+                .identity(&node_identity),
+            ),
+            token: None,
+        },
+    )
+    .unwrap();
+    let mut other_node = admin.api::<Node>().get("", &first).await.unwrap();
+    other_node
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("owned".into(), "yes".into());
+    let outcome = as_node.api::<Node>().update_status(&other_node).await;
+    let outcome = outcome
+        .map(|_| "wrote".to_string())
+        .map_err(|e| e.to_string());
+    assert!(
+        outcome
+            .as_ref()
+            .is_err_and(|e| e.contains(&format!("node {joined} may not"))),
+        "{outcome:?}"
+    );
+    tally("a node writing another node's status", outcome);
+    // A pod of the first node.
+    let mut theirs = pod.clone();
+    theirs.metadata.as_mut().unwrap().name = format!("join-theirs-{id}");
+    theirs.spec.as_mut().unwrap().node_selector.clear();
+    theirs.spec.as_mut().unwrap().node_name = first.clone();
+    let theirs = admin.api::<Pod>().create(&theirs).await.unwrap();
+    let mut forged = theirs.clone();
+    forged.status = Some(moor_api::core::v1::PodStatus {
+        phase: "Failed".into(),
+        ..Default::default()
+    });
+    let outcome = as_node
+        .api::<Pod>()
+        .update_status(&forged)
+        .await
+        .map(|_| "wrote".to_string())
+        .map_err(|e| e.to_string());
+    tally(
+        "a node writing the status of a pod it does not run",
+        outcome,
+    );
+    let outcome = as_node
+        .api::<Secret>()
+        .list(&ListParams::default())
+        .await
+        .map(|_| "listed".to_string())
+        .map_err(|e| e.to_string());
+    tally("a node listing every secret", outcome);
+    let outcome = as_node
+        .api::<Pod>()
+        .delete(
+            "default",
+            &theirs.metadata.as_ref().unwrap().name,
+            &Default::default(),
+        )
+        .await
+        .map(|_| "deleted".to_string())
+        .map_err(|e| e.to_string());
+    tally("a node deleting a pod it does not run", outcome);
+    admin
+        .api::<Pod>()
+        .delete(
+            "default",
+            &theirs.metadata.as_ref().unwrap().name,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+
     println!("attempts refused / attempts: {refused} / {attempts}");
     assert_eq!(refused, attempts, "every misuse is refused");
     for name in ["foreign", "revoked", "expired"] {
