@@ -29,10 +29,10 @@ pub struct Args {
 }
 
 /// One measured configuration.
-struct Figure {
-    rate: f64,
-    p50: f64,
-    p99: f64,
+pub(crate) struct Figure {
+    pub(crate) rate: f64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
 }
 
 fn pod(name: String) -> Pod {
@@ -95,13 +95,13 @@ where
     })
 }
 
-async fn api_creates(
-    url: &str,
+pub(crate) async fn api_creates(
+    server: &Apiserver,
     run: &str,
     total: usize,
     concurrency: usize,
 ) -> anyhow::Result<Figure> {
-    let pods = moor_client::Client::new(url)?.api::<Pod>();
+    let pods = server.client()?.api::<Pod>();
     let run = run.to_string();
     measure(total, concurrency, move |i| {
         let pods = pods.clone();
@@ -190,10 +190,10 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     );
     for &c in &args.concurrency {
         let sqlite = Apiserver::start(None).await?;
-        let on_sqlite = api_creates(&sqlite.url, "s", args.creates, c).await?;
+        let on_sqlite = api_creates(&sqlite, "s", args.creates, c).await?;
         drop(sqlite);
         let on_etcd_server = Apiserver::start(Some(&etcd.endpoint())).await?;
-        let on_etcd = api_creates(&on_etcd_server.url, &format!("e{c}"), args.creates, c).await?;
+        let on_etcd = api_creates(&on_etcd_server, &format!("e{c}"), args.creates, c).await?;
         drop(on_etcd_server);
         let raw = etcd_writes(
             &etcd.endpoint(),

@@ -12,6 +12,7 @@ mod proxy;
 mod scheduler;
 mod server;
 mod stats;
+mod tls;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Command {
     Proxy(proxy::Args),
     /// Pod create to Running through a watch against the same containers started on Docker directly.
     PodStartup(pod_startup::Args),
+    /// API creates and watch fan-out over TLS with client certificates against the same in plain text.
+    Tls(tls::Args),
 }
 
 #[tokio::main]
@@ -54,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Footprint(args) => footprint::run(args).await?,
         Command::Proxy(args) => proxy::run(args).await?,
         Command::PodStartup(args) => pod_startup::run(args).await?,
+        Command::Tls(args) => tls::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

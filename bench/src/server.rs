@@ -12,23 +12,49 @@ pub struct Apiserver {
     child: Child,
     /// Its URL.
     pub url: String,
+    /// An administrator's credentials (none for plain text).
+    pub credentials: moor_rpc::Credentials,
     _dir: Option<tempfile::TempDir>,
+    _pki: Option<tempfile::TempDir>,
+}
+
+/// How the apiserver under measurement talks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `--insecure`: plain text, nobody authenticated.
+    Plain,
+    /// The default: TLS, every caller with a client certificate.
+    Tls,
 }
 
 impl Apiserver {
-    /// Starts one on the embedded store in a temp dir, or on `etcd`.
+    /// Starts one in plain text on the embedded store in a temp dir, or on `etcd`.
     pub async fn start(etcd: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(etcd, Transport::Plain).await
+    }
+
+    /// Starts one speaking `transport`; over TLS the benchmark is an
+    /// administrator with a certificate from the server's new CA.
+    pub async fn start_with(etcd: Option<&str>, transport: Transport) -> anyhow::Result<Self> {
         let moor = sibling("moor")?;
         let port = moor_testkit::free_port();
         let mut cmd = Command::new(&moor);
         cmd.args([
             "apiserver",
-            "--insecure",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log",
             "warn",
         ]);
+        let pki = tempfile::tempdir()?;
+        match transport {
+            Transport::Plain => {
+                cmd.arg("--insecure");
+            }
+            Transport::Tls => {
+                cmd.arg("--pki-dir").arg(pki.path());
+            }
+        }
         let dir = match etcd {
             Some(endpoint) => {
                 cmd.args(["--etcd-endpoints", endpoint]);
@@ -45,19 +71,34 @@ impl Apiserver {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", moor.display()))?;
-        let url = format!("http://127.0.0.1:{port}");
+        let (url, credentials) = match transport {
+            Transport::Plain => (
+                format!("http://127.0.0.1:{port}"),
+                moor_rpc::Credentials::default(),
+            ),
+            Transport::Tls => (
+                format!("https://127.0.0.1:{port}"),
+                admin(pki.path()).await?,
+            ),
+        };
         let server = Self {
             child,
             url,
+            credentials,
             _dir: dir,
+            _pki: Some(pki),
         };
         server.wait_ready().await?;
         Ok(server)
     }
 
+    /// A client of the server, as its administrator.
+    pub fn client(&self) -> anyhow::Result<moor_client::Client> {
+        Ok(moor_client::Client::connect(&self.url, &self.credentials)?)
+    }
+
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        let client = moor_client::Client::new(&self.url)?;
-        client
+        self.client()?
             .wait_ready(Duration::from_secs(10))
             .await
             .with_context(|| format!("moor apiserver at {} did not become ready", self.url))
@@ -67,6 +108,30 @@ impl Apiserver {
     pub fn rss_mib(&self) -> anyhow::Result<(f64, f64)> {
         rss_mib(self.child.id().context("apiserver exited")?)
     }
+}
+
+/// An administrator's credentials from the CA the apiserver creates in
+/// `pki` on its start (waited for: the CA appears once it runs).
+async fn admin(pki: &std::path::Path) -> anyhow::Result<moor_rpc::Credentials> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !pki.join("apiserver.crt").exists() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the apiserver made no CA in {}",
+            pki.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ca = moor_pki::Ca::load(pki)?;
+    let identity = ca.issue_client(
+        "bench",
+        &["system:masters"],
+        moor_pki::DEFAULT_LEAF_VALIDITY,
+    )?;
+    Ok(moor_rpc::Credentials {
+        tls: Some(moor_rpc::ClientTls::new(ca.cert_pem()).identity(&identity)),
+        token: None,
+    })
 }
 
 /// Resident memory of process `pid` now, and its peak, in MiB.

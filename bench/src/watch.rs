@@ -18,16 +18,16 @@ use crate::stats::Samples;
 pub struct Args {
     /// Concurrent watchers.
     #[arg(long, default_value_t = 1000)]
-    watchers: usize,
+    pub(crate) watchers: usize,
     /// Changes per second written.
     #[arg(long, default_value_t = 100)]
-    rate: u64,
+    pub(crate) rate: u64,
     /// Seconds of writing.
     #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    pub(crate) seconds: u64,
     /// Client connections the watchers share (HTTP/2 multiplexes the rest).
     #[arg(long, default_value_t = 20)]
-    connections: usize,
+    pub(crate) connections: usize,
 }
 
 fn now_nanos() -> u128 {
@@ -49,11 +49,22 @@ fn config_map(stamp: u128) -> ConfigMap {
     cm
 }
 
-/// Runs the benchmark and returns its summary.
-pub async fn run(args: Args) -> anyhow::Result<Value> {
-    let server = Apiserver::start(None).await?;
-    let (idle_rss, _) = server.rss_mib()?;
-    let writer = Client::new(&server.url)?.api::<ConfigMap>();
+/// What one fan-out run measured.
+pub(crate) struct FanOut {
+    /// Delivery latency of every event received.
+    pub(crate) samples: Samples,
+    /// Watchers that received fewer events than were written.
+    pub(crate) short: usize,
+    /// Events written.
+    pub(crate) expected: usize,
+    /// Apiserver RSS with the watchers connected, after the load, and peak (MiB).
+    pub(crate) rss: (f64, f64, f64),
+}
+
+/// Opens `args.watchers` watches on `server`, writes `args.rate` changes a
+/// second for `args.seconds`, and collects every delivery.
+pub(crate) async fn fan_out(server: &Apiserver, args: &Args) -> anyhow::Result<FanOut> {
+    let writer = server.client()?.api::<ConfigMap>();
     let created = writer.create(&config_map(now_nanos())).await?;
     let from = created
         .metadata
@@ -62,7 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let expected = (args.rate * args.seconds) as usize;
 
     let clients: Vec<Client> = (0..args.connections.max(1))
-        .map(|_| Client::new(&server.url))
+        .map(|_| server.client())
         .collect::<Result<_, _>>()?;
     let mut watchers = tokio::task::JoinSet::new();
     for w in 0..args.watchers {
@@ -94,13 +105,6 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         });
     }
     let (connected_rss, _) = server.rss_mib()?;
-    println!(
-        "moor-bench watch: {} watchers over {} connections, {} changes/s for {} s",
-        args.watchers,
-        clients.len(),
-        args.rate,
-        args.seconds
-    );
 
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.rate.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -118,6 +122,31 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         }
         all.extend(samples);
     }
+    Ok(FanOut {
+        samples: all,
+        short,
+        expected,
+        rss: (connected_rss, busy_rss, peak_rss),
+    })
+}
+
+/// Runs the benchmark and returns its summary.
+pub async fn run(args: Args) -> anyhow::Result<Value> {
+    let server = Apiserver::start(None).await?;
+    let (idle_rss, _) = server.rss_mib()?;
+    println!(
+        "moor-bench watch: {} watchers over {} connections, {} changes/s for {} s",
+        args.watchers,
+        args.connections.max(1),
+        args.rate,
+        args.seconds
+    );
+    let FanOut {
+        samples: mut all,
+        short,
+        expected,
+        rss: (connected_rss, busy_rss, peak_rss),
+    } = fan_out(&server, &args).await?;
     let (p50, p99, max) = (
         all.quantile_ms(0.5),
         all.quantile_ms(0.99),

@@ -132,7 +132,7 @@ impl CertInfo {
 
 /// Whether the first certificate of `cert_pem` carries a signature by the
 /// CA certificate `ca_der`'s key.
-pub(crate) fn issued_by(cert_pem: &str, ca_der: &[u8]) -> bool {
+pub fn issued_by(cert_pem: &str, ca_der: &[u8]) -> bool {
     let Ok(der) = first_cert_der(cert_pem) else {
         return false;
     };

@@ -7,12 +7,14 @@
 //! extensions, where [`crate::caller`] reads it. A plain-text server (the
 //! explicit `--insecure` mode) authenticates nobody and lets everything in.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use tonic::Status;
+use tonic::transport::CertificateDer;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::Caller;
@@ -56,6 +58,47 @@ impl Authenticator for CertificatesOnly {
 pub(crate) struct AuthLayer {
     pub(crate) enabled: bool,
     pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) callers: Arc<CallerCache>,
+}
+
+/// The caller each live connection's certificate names, so a certificate
+/// is parsed once per connection rather than once per call. Keyed by the
+/// address of the connection's certificate list, which is shared by every
+/// request on the connection and cannot be reused while the entry's weak
+/// reference still upgrades to it.
+#[derive(Default)]
+pub(crate) struct CallerCache {
+    entries: Mutex<HashMap<usize, (Weak<PeerCerts>, Caller)>>,
+}
+
+/// A connection's certificates, as tonic keeps them.
+type PeerCerts = Vec<CertificateDer<'static>>;
+
+/// Entries kept before dead connections' are swept out.
+const CALLER_CACHE_SWEEP: usize = 1024;
+
+impl CallerCache {
+    fn caller(&self, certs: &Arc<PeerCerts>) -> Option<Caller> {
+        let key = Arc::as_ptr(certs) as usize;
+        if let Ok(entries) = self.entries.lock()
+            && let Some((weak, caller)) = entries.get(&key)
+            && weak.upgrade().is_some_and(|live| Arc::ptr_eq(&live, certs))
+        {
+            return Some(caller.clone());
+        }
+        let info = moor_pki::CertInfo::from_der(certs.first()?.as_ref()).ok()?;
+        let caller = Caller {
+            user: info.common_name?,
+            groups: info.organizations,
+        };
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CALLER_CACHE_SWEEP {
+                entries.retain(|_, (weak, _)| weak.strong_count() > 0);
+            }
+            entries.insert(key, (Arc::downgrade(certs), caller.clone()));
+        }
+        Some(caller)
+    }
 }
 
 impl<S> tower_layer::Layer<S> for AuthLayer {
@@ -105,7 +148,7 @@ where
         if !self.layer.enabled || request.uri().path().starts_with(PUBLIC_PREFIX) {
             return Box::pin(inner.call(request));
         }
-        if let Some(caller) = certificate_caller(&request) {
+        if let Some(caller) = certificate_caller(&request, &self.layer.callers) {
             if let Err(status) = self
                 .layer
                 .authenticator
@@ -164,16 +207,12 @@ fn refuse<E: Send + 'static>(status: Status) -> BoxResponse<E> {
 }
 
 /// The caller named by the connection's verified client certificate.
-fn certificate_caller<B>(request: &http::Request<B>) -> Option<Caller> {
+fn certificate_caller<B>(request: &http::Request<B>, cache: &CallerCache) -> Option<Caller> {
     let certs = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()?
         .peer_certs()?;
-    let info = moor_pki::CertInfo::from_der(certs.first()?.as_ref()).ok()?;
-    Some(Caller {
-        user: info.common_name?,
-        groups: info.organizations,
-    })
+    cache.caller(&certs)
 }
 
 enum Bearer {

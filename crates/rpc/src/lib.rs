@@ -151,6 +151,7 @@ impl Server {
         let auth = auth::AuthLayer {
             enabled: self.tls.is_some(),
             authenticator: self.authenticator,
+            callers: Arc::default(),
         };
         builder
             .layer(auth)

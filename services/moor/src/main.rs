@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod certs;
 mod join;
 mod pki;
 mod token;
@@ -48,6 +49,9 @@ enum Command {
     /// Create, list and delete join tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Check the cluster's certificates: whom they name and when they expire.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// Flags of the components that talk to the apiserver under leader election.
@@ -233,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Up(args) => up::run(args, shutdown).await,
             Command::Join(args) => join::run(args, shutdown).await,
             Command::Token(command) => token::run(command).await,
+            Command::Certs(command) => certs::run(command),
             Command::ControllerManager(ControllerManagerArgs {
                 control: args,
                 node_monitor_grace_period_seconds,

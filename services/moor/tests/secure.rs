@@ -189,6 +189,40 @@ async fn the_apiserver_serves_tls_by_default_and_refuses_every_unauthenticated_a
         .collect();
     assert!(written.is_empty(), "refused attempts wrote {written:?}");
 
+    // `moor certs check` lists them; one from another CA makes it fail.
+    let check = |pki: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_moor"))
+            .args(["certs", "check", "--pki-dir"])
+            .arg(pki)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = check(&pki);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with("apiserver") && l.ends_with(" ok")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("ca ")), "{out}");
+    other_ca
+        .issue_client("stranger", &[], DEFAULT_LEAF_VALIDITY)
+        .unwrap()
+        .save(&pki, "stranger")
+        .unwrap();
+    let (code, out, err) = check(&pki);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("stranger") && l.ends_with("not from this CA")),
+        "{out}"
+    );
+    assert!(err.contains("1 certificate(s) expired or not from this CA"), "{err}");
+
     // The client side: a server the client's CA did not sign is not trusted.
     let misled = Credentials {
         tls: Some(ClientTls::new(other_ca.cert_pem())),
