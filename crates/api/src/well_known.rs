@@ -43,3 +43,7 @@ pub mod join_token {
     /// Key of the description.
     pub const DESCRIPTION_KEY: &str = "description";
 }
+
+/// The user of the apiserver's client certificate towards node agents: the
+/// only caller an agent serving TLS accepts.
+pub const APISERVER_USER: &str = "system:apiserver";

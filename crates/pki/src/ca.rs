@@ -46,6 +46,11 @@ pub const CA_CERT_FILE: &str = "ca.crt";
 /// The CA private key's file name in its directory.
 pub const CA_KEY_FILE: &str = "ca.key";
 
+/// The user name prefix of a node: `system:node:<name>` (Kubernetes').
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// The group of every node.
+pub const NODES_GROUP: &str = "system:nodes";
+
 /// The most a certificate's start is set before the moment it is issued.
 const MAX_BACKDATE: Duration = Duration::from_secs(5 * 60);
 
@@ -189,7 +194,7 @@ impl Ca {
         validity: Duration,
     ) -> Result<Identity, Error> {
         let key = generate_key()?;
-        let cert_pem = self.client_cert(&key, user, groups, validity)?;
+        let cert_pem = self.client_cert(&key, user, groups, None, validity)?;
         Identity::with_key(cert_pem, key.serialize_pem(), &key)
     }
 
@@ -207,6 +212,37 @@ impl Ca {
         groups: &[&str],
         validity: Duration,
     ) -> Result<String, Error> {
+        let public_key = self.checked_csr(csr_pem, expected_user)?;
+        self.client_cert(&public_key, expected_user, groups, None, validity)
+    }
+
+    /// A node's identity, with a fresh key: `CN=system:node:<name>,
+    /// O=system:nodes`, usable as a client (to the apiserver) and as a
+    /// server (its agent, to the apiserver) under the DNS name `name`.
+    pub fn issue_node(&self, name: &str, validity: Duration) -> Result<Identity, Error> {
+        let key = generate_key()?;
+        let user = format!("{NODE_USER_PREFIX}{name}");
+        let cert_pem = self.client_cert(&key, &user, &[NODES_GROUP], Some(name), validity)?;
+        Identity::with_key(cert_pem, key.serialize_pem(), &key)
+    }
+
+    /// Signs a node's PEM certificate signing request as [`Ca::issue_node`]
+    /// would issue it: the request's CN must be `system:node:<name>`, and
+    /// the signer decides everything else.
+    pub fn sign_node_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        validity: Duration,
+    ) -> Result<String, Error> {
+        let user = format!("{NODE_USER_PREFIX}{name}");
+        let public_key = self.checked_csr(csr_pem, &user)?;
+        self.client_cert(&public_key, &user, &[NODES_GROUP], Some(name), validity)
+    }
+
+    /// The public key of a PEM signing request whose signature verifies
+    /// and whose CN is `expected_user`.
+    fn checked_csr(&self, csr_pem: &str, expected_user: &str) -> Result<rcgen::PublicKey, Error> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|source| Error::InvalidCsr { source })?;
         let found = match csr.params.distinguished_name.get(&DnType::CommonName) {
@@ -222,7 +258,7 @@ impl Ca {
                 found,
             });
         }
-        self.client_cert(&csr.public_key, expected_user, groups, validity)
+        Ok(csr.public_key)
     }
 
     /// PEM of a client certificate for `public_key`.
@@ -231,6 +267,7 @@ impl Ca {
         public_key: &impl PublicKeyData,
         user: &str,
         groups: &[&str],
+        server_name: Option<&str>,
         validity: Duration,
     ) -> Result<String, Error> {
         der::check_name(user, "user name")?;
@@ -239,6 +276,12 @@ impl Ca {
         }
         let mut params = self.leaf_params(user, validity)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if let Some(name) = server_name {
+            params.subject_alt_names.push(dns_san(name)?);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
         let cert = params
             .signed_by(public_key, &self.issuer)
             .map_err(|source| Error::Generate {
@@ -373,4 +416,34 @@ fn window(
         utc(not_before).ok_or_else(bad)?,
         utc(not_after).ok_or_else(bad)?,
     ))
+}
+
+#[cfg(test)]
+mod node_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::Csr;
+
+    #[test]
+    fn a_node_certificate_names_the_node_as_user_group_and_server() {
+        let ca = Ca::generate("moor-ca", DEFAULT_CA_VALIDITY).unwrap();
+        let issued = ca.issue_node("web-1", DEFAULT_LEAF_VALIDITY).unwrap();
+        let csr = Csr::new("system:node:web-1", &[]).unwrap();
+        let signed = ca
+            .sign_node_csr(csr.pem(), "web-1", DEFAULT_LEAF_VALIDITY)
+            .unwrap();
+        let signed = csr.into_identity(signed).unwrap();
+        for identity in [&issued, &signed] {
+            let info = identity.info();
+            assert_eq!(info.common_name.as_deref(), Some("system:node:web-1"));
+            assert_eq!(info.organizations, [NODES_GROUP]);
+            assert_eq!(info.dns_names, ["web-1"]);
+        }
+        let other = Csr::new("system:node:web-2", &[]).unwrap();
+        assert!(
+            ca.sign_node_csr(other.pem(), "web-1", DEFAULT_LEAF_VALIDITY)
+                .is_err()
+        );
+    }
 }

@@ -114,6 +114,26 @@ impl PkiDir {
         )
     }
 
+    /// The node identity stored as `file` for node `name` (see
+    /// [`Ca::issue_node`]), issued (or reissued) like [`PkiDir::client`]'s.
+    pub fn node(&self, file: &str, name: &str) -> Result<Identity, Error> {
+        let user = format!("{}{name}", crate::NODE_USER_PREFIX);
+        self.stored(file, |identity| {
+            let info = identity.info();
+            info.common_name.as_deref() == Some(user.as_str())
+                && info.organizations == [crate::NODES_GROUP]
+                && info.dns_names == [name]
+        })
+        .map_or_else(
+            || {
+                let identity = self.ca.issue_node(name, self.leaf_validity)?;
+                identity.save(&self.dir, file)?;
+                Ok(identity)
+            },
+            Ok,
+        )
+    }
+
     /// The stored identity `name` if it is from this CA, not due for
     /// renewal, and `fits`.
     fn stored(&self, name: &str, fits: impl Fn(&Identity) -> bool) -> Option<Identity> {

@@ -36,7 +36,10 @@ mod files;
 mod identity;
 mod token;
 
-pub use ca::{CA_CERT_FILE, CA_KEY_FILE, Ca, DEFAULT_CA_VALIDITY, DEFAULT_LEAF_VALIDITY};
+pub use ca::{
+    CA_CERT_FILE, CA_KEY_FILE, Ca, DEFAULT_CA_VALIDITY, DEFAULT_LEAF_VALIDITY, NODE_USER_PREFIX,
+    NODES_GROUP,
+};
 pub use cert::{CertInfo, ca_digest, certs_from_pem, issued_by, pinned_cert};
 pub use csr::Csr;
 pub use dir::{CA_COMMON_NAME, PkiDir, ServerNames};

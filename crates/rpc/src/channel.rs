@@ -150,7 +150,7 @@ pub fn transport_failure(error: &(dyn std::error::Error + 'static)) -> Option<St
         ),
         (
             "broken pipe",
-            "the server closed the connection: is it https:// (TLS) rather than http://?",
+            "the server closed the connection: it may want a client certificate, or TLS (https://) where this spoke plain text",
         ),
         (
             "InvalidContentType",

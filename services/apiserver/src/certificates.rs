@@ -153,12 +153,7 @@ impl Certificates for NodeSigner {
             )));
         }
         let certificate_pem = ca
-            .sign_csr(
-                &csr_pem,
-                &user,
-                &[crate::node_access::NODES_GROUP],
-                *validity,
-            )
+            .sign_node_csr(&csr_pem, &node_name, *validity)
             .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
         tracing::info!(node = %node_name, by = %caller.user, "signed a node certificate");
         Ok(Response::new(SignNodeResponse {

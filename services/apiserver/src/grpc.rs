@@ -39,23 +39,20 @@ impl<K> Api<K> {
     }
 
     /// Whether `node` may read the object `namespace/name`: for secrets,
-    /// those a pod bound to it uses (and the node agents' token, which
-    /// agents check the apiserver's calls with).
+    /// those a pod bound to it uses.
     fn node_may_get(&self, node: &str, namespace: &str, name: &str) -> Result<(), Status> {
         let Some(pods) = &self.pods else {
             return Ok(());
         };
-        let (agent_ns, agent_name, _) = moor_api::well_known::NODE_AGENT_TOKEN;
         let namespace = if namespace.is_empty() {
             "default"
         } else {
             namespace
         };
-        let used = (namespace == agent_ns && name == agent_name)
-            || pods.any_under(&format!("/registry/pods/{namespace}/"), |pod| {
-                pod.spec.as_ref().is_some_and(|s| s.node_name == node)
-                    && crate::node_access::uses_secret(pod, name)
-            });
+        let used = pods.any_under(&format!("/registry/pods/{namespace}/"), |pod| {
+            pod.spec.as_ref().is_some_and(|s| s.node_name == node)
+                && crate::node_access::uses_secret(pod, name)
+        });
         if used {
             Ok(())
         } else {

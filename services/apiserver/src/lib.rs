@@ -91,6 +91,9 @@ pub struct Tls {
     pub signer: Option<Arc<moor_pki::Ca>>,
     /// How long the node certificates it signs are valid.
     pub node_cert_validity: Duration,
+    /// The apiserver's client certificate towards node agents (user
+    /// [`moor_api::well_known::APISERVER_USER`]).
+    pub agent_client: moor_pki::Identity,
 }
 
 impl std::fmt::Debug for Tls {
@@ -283,13 +286,22 @@ impl ApiServer {
                 ),
             )
             .await;
+        let agent_tls = self
+            .config
+            .tls
+            .as_ref()
+            .map(|tls| moor_rpc::ClientTls::new(&tls.ca_pem).identity(&tls.agent_client));
+        if agent_tls.is_none() {
+            // Plain text: agents check the apiserver's calls with a token.
+            bootstrap_agent_token(&secrets)
+                .await
+                .map_err(StartError::Bootstrap)?;
+        }
         let pod_io = Arc::new(pod_io::PodIo::new(
             nodes.cache().clone(),
             secrets.cache().clone(),
+            agent_tls,
         ));
-        bootstrap_agent_token(&secrets)
-            .await
-            .map_err(StartError::Bootstrap)?;
         server
             .add(limited!(core::v1::nodes_server::NodesServer::new(
                 Api::new(nodes)

@@ -4,9 +4,8 @@
 //!
 //! A node reads what running its pods needs (nodes, pods, services,
 //! endpoints, config maps, namespaces, leases, events, the proxy's stream)
-//! and, of the secrets, only those its own pods use, plus the node agents'
-//! token while the apiserver still reaches agents with it. It writes only
-//! its own Node and Lease, the status of pods bound to it, its mirror pods
+//! and, of the secrets, only those its own pods use. It writes only its
+//! own Node and Lease, the status of pods bound to it, its mirror pods
 //! and events. Everything else is PERMISSION_DENIED. Methods are checked
 //! before any service runs ([`method_allowed`]); the objects a write
 //! touches, by the service ([`NodeScoped`]).

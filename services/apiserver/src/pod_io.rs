@@ -1,5 +1,7 @@
 //! Pods' logs and exec: the apiserver finds the pod's node and relays the
-//! call to that node's agent, authenticated with the cluster's agent token.
+//! call to that node's agent. Over TLS (the default) the apiserver presents
+//! its own client certificate and expects the agent's to name the node;
+//! a plain-text (`--insecure`) cluster uses the agent token in a Secret.
 
 use std::sync::Arc;
 
@@ -21,13 +23,15 @@ use tonic::{Status, Streaming};
 use crate::cache::Cache;
 use crate::registry::Registry;
 
-/// Puts the agent token on every call.
+/// Puts the agent token on every call (plain-text clusters only).
 #[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
+pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
+        if let Some(token) = &self.0 {
+            req.metadata_mut().insert("authorization", token.clone());
+        }
         Ok(req)
     }
 }
@@ -36,14 +40,25 @@ impl Interceptor for Bearer {
 pub struct PodIo {
     nodes: Arc<Cache<Node>>,
     secrets: Arc<Cache<Secret>>,
+    /// The CA and the apiserver's client certificate, for agents over TLS.
+    tls: Option<moor_rpc::ClientTls>,
 }
 
 // === impl PodIo ===
 
 impl PodIo {
-    /// Reads nodes and the token from their watch caches.
-    pub fn new(nodes: Arc<Cache<Node>>, secrets: Arc<Cache<Secret>>) -> Self {
-        Self { nodes, secrets }
+    /// Reads nodes and the token from their watch caches; reaches agents
+    /// over TLS with `tls` when given.
+    pub fn new(
+        nodes: Arc<Cache<Node>>,
+        secrets: Arc<Cache<Secret>>,
+        tls: Option<moor_rpc::ClientTls>,
+    ) -> Self {
+        Self {
+            nodes,
+            secrets,
+            tls,
+        }
     }
 
     /// Relays a log request to the pod's node.
@@ -149,12 +164,28 @@ impl PodIo {
                  and status.daemonEndpoints); is it a simulated node?"
             )));
         }
-        let token = self.token()?;
-        let channel = moor_rpc::channel(&format!("http://{ip}:{port}"))
-            .map_err(|err| Status::internal(err.to_string()))?;
-        let bearer = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::internal("the node agent token is not valid header text"))?;
+        let (channel, bearer) = match &self.tls {
+            // The agent's certificate must name the node (its DNS name is
+            // the node's name), whatever address it answers on.
+            Some(tls) => {
+                let credentials = moor_rpc::Credentials {
+                    tls: Some(tls.clone().domain(node_name.clone())),
+                    token: None,
+                };
+                let channel = moor_rpc::connect(&format!("https://{ip}:{port}"), &credentials)
+                    .map_err(|err| Status::internal(err.to_string()))?;
+                (channel, None)
+            }
+            None => {
+                let token = self.token()?;
+                let channel = moor_rpc::channel(&format!("http://{ip}:{port}"))
+                    .map_err(|err| Status::internal(err.to_string()))?;
+                let bearer = format!("Bearer {token}").parse().map_err(|_| {
+                    Status::internal("the node agent token is not valid header text")
+                })?;
+                (channel, Some(bearer))
+            }
+        };
         Ok((
             NodeAgentClient::with_interceptor(channel, Bearer(bearer)),
             format!("node {node_name} at {ip}:{port}"),

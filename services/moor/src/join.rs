@@ -68,10 +68,10 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
     };
     let pki_dir = data_dir.join("pki");
     let started = tokio::time::Instant::now();
-    let credentials = match stored(&pki_dir, &name)? {
-        Some(credentials) => {
+    let (identity, ca) = match stored(&pki_dir, &name)? {
+        Some(stored) => {
             tracing::info!(dir = %pki_dir.display(), "resuming with this node's certificate");
-            credentials
+            stored
         }
         None => {
             let Some(token) = &args.token else {
@@ -82,16 +82,18 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
                 );
             };
             let token = Token::parse(token).context("--token")?;
-            let credentials = join(&args.server, &token, &name, &pki_dir).await?;
+            let joined = join(&args.server, &token, &name, &pki_dir).await?;
             tracing::info!(node = %name, elapsed = ?started.elapsed(), "joined the cluster");
-            credentials
+            joined
         }
     };
+    let (credentials, agent_tls) = crate::pki::node(&identity, &ca);
 
     let mut tasks = JoinSet::new();
     let mut node = moor_node::Config::new(args.server.clone(), name.clone(), data_dir);
     node.credentials = credentials.clone();
     node.agent_listen = Some(args.agent_listen);
+    node.agent_tls = Some(agent_tls);
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
@@ -106,9 +108,9 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
     crate::up::wait_all(tasks, &shutdown).await
 }
 
-/// This node's stored credentials, if its data directory has them and they
-/// are still valid; an error if they belong to another node.
-fn stored(pki_dir: &Path, name: &str) -> anyhow::Result<Option<Credentials>> {
+/// This node's stored identity and the CA, if its data directory has them
+/// and they are still valid; an error if they belong to another node.
+fn stored(pki_dir: &Path, name: &str) -> anyhow::Result<Option<(Identity, String)>> {
     if !pki_dir.join(format!("{NODE_IDENTITY}.crt")).exists() {
         return Ok(None);
     }
@@ -129,10 +131,11 @@ fn stored(pki_dir: &Path, name: &str) -> anyhow::Result<Option<Credentials>> {
         tracing::warn!(dir = %pki_dir.display(), "this node's certificate has expired; a token is needed again");
         return Ok(None);
     }
-    Ok(Some(Credentials {
-        tls: Some(ClientTls::new(&ca).identity(&identity)),
-        token: None,
-    }))
+    if !info.dns_names.iter().any(|n| n == name) {
+        tracing::warn!(dir = %pki_dir.display(), "this node's certificate predates serving certificates; a token is needed again");
+        return Ok(None);
+    }
+    Ok(Some((identity, ca)))
 }
 
 /// Pins the CA by the token, asks for a node certificate and keeps it.
@@ -141,7 +144,7 @@ async fn join(
     token: &Token,
     name: &str,
     pki_dir: &Path,
-) -> anyhow::Result<Credentials> {
+) -> anyhow::Result<(Identity, String)> {
     let chain = moor_rpc::server_chain(server).await?;
     let Some(ca) = moor_pki::pinned_cert(&chain, token.ca_digest()) else {
         bail!(
@@ -174,8 +177,5 @@ async fn join(
     identity.save(pki_dir, NODE_IDENTITY)?;
     std::fs::write(pki_dir.join(CA_FILE), &ca)
         .with_context(|| format!("{}: cannot write", pki_dir.join(CA_FILE).display()))?;
-    Ok(Credentials {
-        tls: Some(ClientTls::new(&ca).identity(&identity)),
-        token: None,
-    })
+    Ok((identity, ca))
 }

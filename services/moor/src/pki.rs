@@ -176,6 +176,13 @@ pub fn apiserver_tls(
         ca_pem: pki.ca().cert_pem().to_string(),
         signer: Some(pki.ca().clone()),
         node_cert_validity: pki.leaf_validity(),
+        agent_client: pki
+            .client(
+                "apiserver-agent-client",
+                moor_api::well_known::APISERVER_USER,
+                &[],
+            )
+            .context("the apiserver's certificate towards node agents")?,
     })
 }
 
@@ -238,6 +245,21 @@ pub fn component(
         tls: Some(ClientTls::new(pki.ca().cert_pem()).identity(&identity)),
         token: None,
     })
+}
+
+/// A node's credentials towards the apiserver and its agent's TLS, from
+/// one identity: `system:node:NAME`, a server certificate for NAME too.
+pub fn node(identity: &moor_pki::Identity, ca_pem: &str) -> (Credentials, moor_node::AgentTls) {
+    (
+        Credentials {
+            tls: Some(ClientTls::new(ca_pem).identity(identity)),
+            token: None,
+        },
+        moor_node::AgentTls {
+            identity: identity.clone(),
+            ca_pem: ca_pem.to_string(),
+        },
+    )
 }
 
 /// The URL clients on this machine use for a server bound to `addr`: an

@@ -115,11 +115,16 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         None => crate::hostname(),
     };
     let mut node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
-    node.credentials = credentials(
-        "node",
-        &format!("system:node:{node_name}"),
-        &["system:nodes"],
-    )?;
+    if let Some(pki) = &pki {
+        // One identity for both sides: the node towards the apiserver, and
+        // its agent's service towards the apiserver's calls.
+        let identity = pki
+            .node("node", &node_name)
+            .context("this node's certificate")?;
+        let (credentials, agent_tls) = crate::pki::node(&identity, pki.ca().cert_pem());
+        node.credentials = credentials;
+        node.agent_tls = Some(agent_tls);
+    }
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });

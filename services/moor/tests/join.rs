@@ -462,6 +462,90 @@ async fn a_machine_joins_with_a_token_and_every_misuse_of_one_is_refused() {
         .await
         .unwrap();
 
+    // The joined node's agent, called directly: only the apiserver may.
+    let status = admin
+        .api::<Node>()
+        .get("", &joined)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    let ip = status
+        .addresses
+        .iter()
+        .find(|a| a.r#type == "InternalIP")
+        .map(|a| a.address.clone())
+        .unwrap();
+    let port = status
+        .daemon_endpoints
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|e| e.port)
+        .unwrap();
+    let agent_url = format!("https://{ip}:{port}");
+    let ca_pem = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();
+    let admin_identity = moor_pki::Ca::load(&home.path().join(".moor/data/pki"))
+        .unwrap()
+        .issue_client(
+            "intruder",
+            &["system:masters"],
+            moor_pki::DEFAULT_LEAF_VALIDITY,
+        )
+        .unwrap();
+    let agent_logs = |identity: Option<moor_pki::Identity>| {
+        let mut tls = moor_rpc::ClientTls::new(&ca_pem).domain(joined.clone());
+        if let Some(identity) = &identity {
+            tls = tls.identity(identity);
+        }
+        let url = agent_url.clone();
+        let pod_name = pod_name.clone();
+        async move {
+            let credentials = moor_rpc::Credentials {
+                tls: Some(tls),
+                token: None,
+            };
+            let channel = moor_rpc::connect(&url, &credentials).map_err(|e| e.to_string())?;
+            let mut agent = moor_api::node::v1::node_agent_client::NodeAgentClient::new(channel);
+            let call = agent.logs(moor_api::core::v1::PodLogsRequest {
+                namespace: "default".into(),
+                name: pod_name,
+                ..Default::default()
+            });
+            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                Ok(Ok(_)) => Ok("streamed logs".to_string()),
+                Ok(Err(status)) => Err(format!(
+                    "{:?} {} {}",
+                    status.code(),
+                    status.message(),
+                    moor_rpc::transport_failure(&status).unwrap_or_default()
+                )),
+                Err(_) => Err("no answer within 10 s".to_string()),
+            }
+        }
+    };
+    tally(
+        "a node's agent, called with a node's certificate",
+        agent_logs(Some(node_identity.clone())).await,
+    );
+    tally(
+        "a node's agent, called with an administrator's certificate",
+        agent_logs(Some(admin_identity)).await,
+    );
+    tally(
+        "a node's agent, called with no certificate",
+        agent_logs(None).await,
+    );
+    assert!(
+        admin
+            .api::<Secret>()
+            .get(
+                moor_api::well_known::NODE_AGENT_TOKEN.0,
+                moor_api::well_known::NODE_AGENT_TOKEN.1
+            )
+            .await
+            .is_err(),
+        "a TLS cluster keeps no agent token"
+    );
+
     println!("attempts refused / attempts: {refused} / {attempts}");
     assert_eq!(refused, attempts, "every misuse is refused");
     for name in ["foreign", "revoked", "expired"] {

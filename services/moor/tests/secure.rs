@@ -205,7 +205,8 @@ async fn the_apiserver_serves_tls_by_default_and_refuses_every_unauthenticated_a
     let (code, out, err) = check(&pki);
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        out.lines().any(|l| l.starts_with("apiserver") && l.ends_with(" ok")),
+        out.lines()
+            .any(|l| l.starts_with("apiserver") && l.ends_with(" ok")),
         "{out}"
     );
     assert!(out.lines().any(|l| l.starts_with("ca ")), "{out}");
@@ -221,7 +222,10 @@ async fn the_apiserver_serves_tls_by_default_and_refuses_every_unauthenticated_a
             .any(|l| l.starts_with("stranger") && l.ends_with("not from this CA")),
         "{out}"
     );
-    assert!(err.contains("1 certificate(s) expired or not from this CA"), "{err}");
+    assert!(
+        err.contains("1 certificate(s) expired or not from this CA"),
+        "{err}"
+    );
 
     // The client side: a server the client's CA did not sign is not trusted.
     let misled = Credentials {

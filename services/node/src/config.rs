@@ -13,6 +13,15 @@ pub enum RuntimeKind {
     Fake,
 }
 
+/// The agent service's TLS.
+#[derive(Clone, Debug)]
+pub struct AgentTls {
+    /// The node's identity: its certificate names the node as a server too.
+    pub identity: moor_pki::Identity,
+    /// The cluster CA, PEM: the apiserver's client certificate chains to it.
+    pub ca_pem: String,
+}
+
 /// Settings of [`crate::run`].
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -57,6 +66,10 @@ pub struct Config {
     /// listens; port 0 picks a free one (the Node's status tells it).
     /// `None`: not served.
     pub agent_listen: Option<std::net::SocketAddr>,
+    /// Serve that service over TLS as this node, to the apiserver alone
+    /// (its client certificate); `None`: plain text, callers checked with
+    /// the agent token (a cluster started with `--insecure`).
+    pub agent_tls: Option<AgentTls>,
     /// Static pods: every Pod manifest (YAML or JSON) in this directory
     /// runs on this node and shows in the API as a mirror pod. `None`: no
     /// static pods (mirror pods left from an earlier run are removed).
@@ -89,6 +102,7 @@ impl Config {
             cluster_dns: None,
             cluster_domain: "cluster.local".into(),
             agent_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            agent_tls: None,
             manifest_dir: None,
             manifest_interval: Duration::from_secs(5),
         }

@@ -26,7 +26,7 @@ mod node;
 mod pod;
 mod server;
 
-pub use config::{Config, RuntimeKind};
+pub use config::{AgentTls, Config, RuntimeKind};
 pub use error::Error;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! The agent's own gRPC service, NodeAgent: a container's log and commands
-//! run in a container, for the apiserver to relay. Every call must carry the
-//! cluster's agent token (Secret moor-system/node-agent-token), so only the
-//! apiserver is served.
+//! run in a container, for the apiserver to relay, and for no one else.
+//! Over TLS (the default) the agent serves as its node and accepts only the
+//! apiserver's client certificate; in a plain-text (`--insecure`) cluster
+//! every call must carry the agent token (Secret moor-system/node-agent-token).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,15 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener, shutdown: Cancellat
             return;
         }
     };
+    if let Some(tls) = &agent.config.agent_tls {
+        server
+            .tls(moor_rpc::ServerTls::new(
+                &tls.identity,
+                &tls.ca_pem,
+                moor_rpc::ClientAuth::Required,
+            ))
+            .authenticate(Arc::new(OnlyTheApiserver));
+    }
     server
         .add(moor_api::node::v1::node_agent_server::NodeAgentServer::new(
             NodeAgentService { agent },
@@ -39,13 +49,43 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener, shutdown: Cancellat
     }
 }
 
+/// Lets in the apiserver's certificate and no other.
+struct OnlyTheApiserver;
+
+impl moor_rpc::Authenticator for OnlyTheApiserver {
+    fn token(&self, _token: &str) -> moor_rpc::TokenFuture {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn authorize(&self, caller: &moor_rpc::Caller, _path: &str) -> Result<(), Status> {
+        if caller.user == moor_api::well_known::APISERVER_USER {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "the node agent serves the apiserver only, not {}",
+                caller.user
+            )))
+        }
+    }
+}
+
 struct NodeAgentService {
     agent: Arc<Agent>,
 }
 
 impl NodeAgentService {
-    /// Accepts the call only with the cluster's token.
+    /// Accepts the call only from the apiserver: over TLS its certificate
+    /// (checked again here, whatever the layer let through), else the
+    /// cluster's token.
     async fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if self.agent.config.agent_tls.is_some() {
+            return match moor_rpc::caller(req) {
+                Some(caller) if caller.user == moor_api::well_known::APISERVER_USER => Ok(()),
+                _ => Err(Status::permission_denied(
+                    "the node agent serves the apiserver only",
+                )),
+            };
+        }
         let given = req
             .metadata()
             .get("authorization")
