@@ -2,10 +2,10 @@
 """A moor client in Python: create a pod, list it, watch it change, delete it.
 
 Generate the stubs first:  ./generate.sh gen
-Then, against `moor up` (TLS, as its administrator):
-    PYTHONPATH=gen ./example.py --server 127.0.0.1:6443 --ca ~/.moor/data/pki/ca.crt \
-        --cert ~/.moor/data/pki/admin.crt --key ~/.moor/data/pki/admin.key
-or, against an apiserver started with --insecure, without --ca, --cert and --key.
+Then, against `moor up` (TLS) with a token (`moor token create --user NAME --group G`):
+    PYTHONPATH=gen ./example.py --server 127.0.0.1:6443 --ca ~/.moor/data/pki/ca.crt --token TOKEN
+or with a client certificate (--cert CERT --key KEY instead of --token), or, against an
+apiserver started with --insecure, with none of these.
 Prints one line per step and exits non-zero if anything is not as expected.
 """
 import argparse
@@ -27,7 +27,10 @@ def main() -> int:
     parser.add_argument("--ca", help="the cluster CA certificate (PEM file); without it, plain text")
     parser.add_argument("--cert", help="client certificate (PEM file) signed by the cluster CA")
     parser.add_argument("--key", help="private key (PEM file) of --cert")
+    parser.add_argument("--token", help="bearer token (moor token create --user NAME); needs --ca")
     args = parser.parse_args()
+    if args.token and not args.ca:
+        parser.error("--token is only sent over TLS: give --ca as well")
 
     if args.ca:
         def read(path):
@@ -38,6 +41,9 @@ def main() -> int:
             private_key=read(args.key) if args.key else None,
             certificate_chain=read(args.cert) if args.cert else None,
         )
+        if args.token:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(args.token))
         channel = grpc.secure_channel(args.server, credentials)
     else:
         channel = grpc.insecure_channel(args.server)

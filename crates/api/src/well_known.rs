@@ -42,6 +42,11 @@ pub mod join_token {
     pub const EXPIRATION_KEY: &str = "expiration";
     /// Key of the description.
     pub const DESCRIPTION_KEY: &str = "description";
+    /// Key of the user a token authenticates as; absent: a join token
+    /// (`system:bootstrap:<id>`, which may only join a node).
+    pub const USER_KEY: &str = "user";
+    /// Key of that user's groups, comma-separated.
+    pub const GROUPS_KEY: &str = "groups";
 }
 
 /// The user of the apiserver's client certificate towards node agents: the

@@ -1,11 +1,11 @@
 //! Node certificates and the tokens that let a new machine ask for one.
 //!
-//! A join token (`moor token create`) is a Secret in `moor-system` named
+//! A token (`moor token create`) is a Secret in `moor-system` named
 //! `bootstrap-token-<id>` holding the SHA-256 of the token's secret and its
-//! expiry, as Kubernetes' bootstrap tokens are Secrets in `kube-system`. Its
-//! holder is authenticated as `system:bootstrap:<id>` in
+//! expiry, as Kubernetes' bootstrap tokens are Secrets in `kube-system`. A
+//! join token's holder is authenticated as `system:bootstrap:<id>` in
 //! `system:bootstrappers`, a group that may ask for a node certificate and
-//! nothing else. `SignNode` signs a node's request with the cluster CA: for
+//! nothing else; a user token (`--user`) names its user and groups. `SignNode` signs a node's request with the cluster CA: for
 //! a token's holder only under a name no node has yet, for a node only its
 //! own name (a renewal), for an administrator any.
 
@@ -65,9 +65,28 @@ impl Access {
                 return None;
             }
         }
-        Some(Caller {
-            user: format!("system:bootstrap:{}", token.id()),
-            groups: vec![BOOTSTRAPPERS.to_string()],
+        let text = |key: &str| {
+            secret
+                .data
+                .get(key)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        Some(match text(join_token::USER_KEY) {
+            // A token for a user (scripts, other languages' clients).
+            Some(user) => Caller {
+                user,
+                groups: text(join_token::GROUPS_KEY)
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            },
+            None => Caller {
+                user: format!("system:bootstrap:{}", token.id()),
+                groups: vec![BOOTSTRAPPERS.to_string()],
+            },
         })
     }
 }

@@ -16,7 +16,8 @@ use crate::pki::ClientArgs;
 /// `moor token` subcommands.
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Create a join token and print it; `moor join` on a new machine takes it.
+    /// Create a token and print it: a join token for `moor join` on a new machine, or with
+    /// --user a bearer token for scripts.
     Create(CreateArgs),
     /// List the join tokens: ids, expiry and descriptions, never the secrets.
     List(ClientArgs),
@@ -33,6 +34,13 @@ pub struct CreateArgs {
     /// A note `moor token list` shows.
     #[arg(long, default_value = "")]
     description: String,
+    /// Make a token that authenticates as this user (for scripts and other languages' clients)
+    /// instead of a join token.
+    #[arg(long)]
+    user: Option<String>,
+    /// A group of --user (repeatable), e.g. system:masters for an administrator.
+    #[arg(long, requires = "user")]
+    group: Vec<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -89,6 +97,22 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             expires.as_secs().to_string().into_bytes(),
         );
     }
+    if let Some(user) = &args.user {
+        anyhow::ensure!(
+            !user.is_empty() && !user.contains(','),
+            "--user {user:?}: a user name is not empty and has no comma"
+        );
+        if let Some(bad) = args.group.iter().find(|g| g.is_empty() || g.contains(',')) {
+            anyhow::bail!("--group {bad:?}: a group name is not empty and has no comma");
+        }
+        secret
+            .data
+            .insert(join_token::USER_KEY.to_string(), user.clone().into_bytes());
+        secret.data.insert(
+            join_token::GROUPS_KEY.to_string(),
+            args.group.join(",").into_bytes(),
+        );
+    }
     if !args.description.is_empty() {
         secret.data.insert(
             join_token::DESCRIPTION_KEY.to_string(),
@@ -101,7 +125,12 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("storing the token at {server}"))?;
     println!("{}", token.reveal());
-    eprintln!("join a machine with: moor join {server} --token <the token above>");
+    match &args.user {
+        Some(user) => eprintln!(
+            "a token for {user}: send it as `authorization: Bearer <token>` to {server} over TLS"
+        ),
+        None => eprintln!("join a machine with: moor join {server} --token <the token above>"),
+    }
     Ok(())
 }
 
@@ -115,7 +144,7 @@ async fn list(args: &ClientArgs) -> anyhow::Result<()> {
         })
         .await?;
     let now = SystemTime::now();
-    println!("{:<8} {:<22} DESCRIPTION", "ID", "EXPIRES");
+    println!("{:<8} {:<22} {:<28} DESCRIPTION", "ID", "EXPIRES", "FOR");
     for secret in secrets
         .iter()
         .filter(|s| s.r#type == join_token::SECRET_TYPE)
@@ -138,8 +167,12 @@ async fn list(args: &ClientArgs) -> anyhow::Result<()> {
                 }
             }
         };
+        let usage = match text(join_token::USER_KEY) {
+            Some(user) => format!("user {user}"),
+            None => "joining a node".to_string(),
+        };
         println!(
-            "{id:<8} {expires:<22} {}",
+            "{id:<8} {expires:<22} {usage:<28} {}",
             text(join_token::DESCRIPTION_KEY).unwrap_or_default()
         );
     }
