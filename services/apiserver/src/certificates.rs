@@ -20,11 +20,14 @@ use moor_rpc::{Caller, TokenFuture};
 use tonic::{Request, Response, Status};
 
 use crate::cache::Cache;
+use crate::registry::Registry;
 
 /// The group of a join token's holder.
 const BOOTSTRAPPERS: &str = "system:bootstrappers";
 /// The group of administrators.
 const MASTERS: &str = "system:masters";
+/// On a Node a join created: the token's user that claimed the name.
+const JOINED_BY_ANNOTATION: &str = "moor.io/joined-by";
 /// The only methods a join token's holder may call.
 const BOOTSTRAP_METHODS: &[&str] = &[
     "/moor.authentication.v1.Certificates/SignNode",
@@ -119,13 +122,13 @@ impl moor_rpc::Authenticator for Access {
 pub(crate) struct NodeSigner {
     /// The CA and how long the certificates it signs are valid.
     signer: Option<(Arc<moor_pki::Ca>, Duration)>,
-    nodes: Arc<Cache<Node>>,
+    nodes: Arc<Registry<Node>>,
 }
 
 impl NodeSigner {
     pub(crate) fn new(
         signer: Option<(Arc<moor_pki::Ca>, Duration)>,
-        nodes: Arc<Cache<Node>>,
+        nodes: Arc<Registry<Node>>,
     ) -> Self {
         Self { signer, nodes }
     }
@@ -154,16 +157,26 @@ impl Certificates for NodeSigner {
         if in_group(MASTERS) || caller.user == user {
             // An administrator, or the node renewing its own certificate.
         } else if in_group(BOOTSTRAPPERS) {
-            if self
-                .nodes
-                .get(&format!("/registry/nodes/{node_name}"))
-                .is_some()
-            {
-                return Err(Status::already_exists(format!(
-                    "node {node_name:?} is already registered: a join token cannot claim it \
-                     (join under another --name, or delete the node first: moorctl delete node \
-                     {node_name})"
-                )));
+            // The name is claimed by creating its Node: of two machines
+            // joining under one name at once, one create fails.
+            let mut claim = Node::default();
+            let meta = moor_api::Resource::meta_mut(&mut claim);
+            meta.name = node_name.clone();
+            meta.labels
+                .insert("kubernetes.io/hostname".to_string(), node_name.clone());
+            meta.annotations
+                .insert(JOINED_BY_ANNOTATION.to_string(), caller.user.clone());
+            moor_api::Resource::set_type_meta(&mut claim);
+            match self.nodes.create(claim).await {
+                Ok(_) => {}
+                Err(crate::Error::AlreadyExists { .. }) => {
+                    return Err(Status::already_exists(format!(
+                        "node {node_name:?} is already registered: a join token cannot claim it \
+                         (join under another --name, or delete the node first: moorctl delete \
+                         node {node_name})"
+                    )));
+                }
+                Err(err) => return Err(err.into()),
             }
         } else {
             return Err(Status::permission_denied(format!(

@@ -282,7 +282,7 @@ impl ApiServer {
         server
             .add(
                 moor_api::authentication::v1::certificates_server::CertificatesServer::new(
-                    certificates::NodeSigner::new(signer, nodes.cache().clone()),
+                    certificates::NodeSigner::new(signer, nodes.clone()),
                 ),
             )
             .await;

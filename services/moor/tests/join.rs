@@ -462,6 +462,56 @@ async fn a_machine_joins_with_a_token_and_every_misuse_of_one_is_refused() {
         .await
         .unwrap();
 
+    // Two machines claiming one new name at the same moment: one wins.
+    let race_name = format!("join-race-{id}");
+    let claim = |token: String| {
+        let server = server.clone();
+        let ca_pem = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();
+        let name = race_name.clone();
+        async move {
+            let csr = moor_pki::Csr::new(&format!("system:node:{name}"), &[]).unwrap();
+            let credentials = moor_rpc::Credentials {
+                tls: Some(moor_rpc::ClientTls::new(&ca_pem)),
+                token: Some(token),
+            };
+            let channel = moor_rpc::connect(&server, &credentials).unwrap();
+            moor_api::authentication::v1::certificates_client::CertificatesClient::new(channel)
+                .sign_node(moor_api::authentication::v1::SignNodeRequest {
+                    node_name: name,
+                    csr_pem: csr.pem().to_string(),
+                })
+                .await
+                .map(|_| "signed".to_string())
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        }
+    };
+    let (one, two) = tokio::join!(
+        claim(create_token(home.path(), "1h").await),
+        claim(create_token(home.path(), "1h").await)
+    );
+    let (won, lost) = match (one, two) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        other => panic!("exactly one claim wins: {other:?}"),
+    };
+    assert_eq!(won, "signed");
+    assert!(lost.contains("already registered"), "{lost}");
+    tally(
+        "a second machine claiming a new name at the same moment",
+        Err(lost),
+    );
+    let joined_node = admin.api::<Node>().get("", &joined).await.unwrap();
+    let labels = joined_node.metadata.unwrap_or_default().labels;
+    for key in [
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "kubernetes.io/hostname",
+    ] {
+        assert!(
+            labels.contains_key(key),
+            "the joined node lacks {key}: {labels:?}"
+        );
+    }
+
     // The joined node's agent, called directly: only the apiserver may.
     let status = admin
         .api::<Node>()

@@ -87,7 +87,9 @@ async fn write_node(
 ) -> Result<(), Error> {
     let nodes = client.api::<Node>();
     let mut node = match nodes.get("", &config.name).await {
-        Ok(node) => node,
+        // A Node made for us (a join claims its name by creating it): add
+        // the labels a registration sets that it lacks.
+        Ok(node) => with_own_labels(&nodes, node, &config.name, ready.as_ref().ok()).await?,
         Err(moor_client::Error::NotFound(_)) => {
             let node = nodes
                 .create(&new_node(&config.name, ready.as_ref().ok()))
@@ -101,6 +103,31 @@ async fn write_node(
     node.status = Some(node_status(&old, facts, ready));
     nodes.update_status(&node).await?;
     Ok(())
+}
+
+/// `node` with every label [`new_node`] sets that it lacks, written back
+/// when any was missing; labels it has are kept as they are.
+async fn with_own_labels(
+    nodes: &moor_client::Api<Node>,
+    node: Node,
+    name: &str,
+    info: Option<&RuntimeInfo>,
+) -> Result<Node, Error> {
+    let own = new_node(name, info).metadata.unwrap_or_default().labels;
+    let labels = &node
+        .metadata
+        .as_ref()
+        .map(|m| m.labels.clone())
+        .unwrap_or_default();
+    if own.keys().all(|k| labels.contains_key(k)) {
+        return Ok(node);
+    }
+    let mut node = node;
+    let meta = node.metadata.get_or_insert_with(Default::default);
+    for (key, value) in own {
+        meta.labels.entry(key).or_insert(value);
+    }
+    Ok(nodes.update(&node).await?)
 }
 
 fn new_node(name: &str, info: Option<&RuntimeInfo>) -> Node {
