@@ -31,12 +31,7 @@ pub async fn server_chain(url: &str) -> Result<Vec<CertificateDer<'static>>, Err
         .trim_end_matches(']')
         .to_string();
     let port = uri.port_u16().unwrap_or(443);
-    // ring, as tonic's TLS uses (its `tls-ring` feature): rustls marks it
-    // deprecated for lacking post-quantum key exchange, which aws-lc-rs has
-    // at the price of a C and cmake build. This handshake carries nothing
-    // secret in any case.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let recorder = Arc::new(Recorder {
         chain: Mutex::new(Vec::new()),
         algorithms: provider.signature_verification_algorithms,

@@ -3,8 +3,19 @@
 //! to; a channel's CA and its own certificate; and the caller a verified
 //! client certificate names (Kubernetes' convention: CN is the user, each
 //! O a group).
+//!
+//! A server's handshakes go through rustls directly (tonic's own TLS takes
+//! a fixed certificate): every handshake reads the certificate from a slot
+//! that [`ServerTls::renew`] replaces, so a renewed certificate serves new
+//! connections while the open ones carry on.
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use std::sync::{Arc, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use crate::Error;
 
 /// Whether a server demands a client certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,12 +27,44 @@ pub enum ClientAuth {
     Optional,
 }
 
-/// A server's TLS settings.
+/// A server's TLS settings. Clones share the certificate: renewing it
+/// through one renews it for the server that holds another.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
-    identity: Identity,
-    client_ca: Certificate,
+    certificate: Arc<CertificateSlot>,
+    client_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
     client_auth: ClientAuth,
+}
+
+/// The certificate every new handshake presents.
+#[derive(Debug)]
+struct CertificateSlot(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for CertificateSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|key| key.clone())
+    }
+}
+
+/// The cryptography of every handshake: ring, as tonic's client side uses
+/// (rustls marks it deprecated for lacking post-quantum key exchange, which
+/// aws-lc-rs has at the price of a C and cmake build).
+#[allow(deprecated)]
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn settings_error(what: &str, err: impl std::fmt::Display) -> Error {
+    Error::TlsSettings(format!("{what}: {err}"))
+}
+
+fn certified_key(identity: &moor_pki::Identity) -> Result<Arc<CertifiedKey>, Error> {
+    let (chain, key) = identity.to_der();
+    let key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| settings_error("the server's key", e))?;
+    Ok(Arc::new(CertifiedKey::new(chain, key)))
 }
 
 /// A channel's TLS settings.
@@ -51,19 +94,53 @@ impl ServerTls {
         identity: &moor_pki::Identity,
         client_ca_pem: &str,
         client_auth: ClientAuth,
-    ) -> Self {
-        Self {
-            identity: Identity::from_pem(identity.cert_pem(), identity.key_pem()),
-            client_ca: Certificate::from_pem(client_ca_pem),
+    ) -> Result<Self, Error> {
+        let client_ca = moor_pki::certs_from_pem(client_ca_pem)
+            .map_err(|e| settings_error("the client CA", e))?;
+        Ok(Self {
+            certificate: Arc::new(CertificateSlot(RwLock::new(certified_key(identity)?))),
+            client_ca,
             client_auth,
-        }
+        })
     }
 
-    pub(crate) fn config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.client_ca.clone())
-            .client_auth_optional(self.client_auth == ClientAuth::Optional)
+    /// Presents `identity` from the next handshake on; connections already
+    /// open keep theirs.
+    pub fn renew(&self, identity: &moor_pki::Identity) -> Result<(), Error> {
+        let key = certified_key(identity)?;
+        let mut slot = self
+            .certificate
+            .0
+            .write()
+            .map_err(|_| Error::TlsSettings("the certificate slot is poisoned".to_string()))?;
+        *slot = key;
+        Ok(())
+    }
+
+    /// The acceptor of a server's connections.
+    pub(crate) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, Error> {
+        let provider = provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &self.client_ca {
+            roots
+                .add(cert.clone())
+                .map_err(|e| settings_error("the client CA", e))?;
+        }
+        let mut verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if self.client_auth == ClientAuth::Optional {
+            verifier = verifier.allow_unauthenticated();
+        }
+        let verifier = verifier
+            .build()
+            .map_err(|e| settings_error("the client verifier", e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| settings_error("TLS versions", e))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.certificate.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }
 

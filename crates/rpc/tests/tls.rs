@@ -134,11 +134,9 @@ async fn whoami_with(
 #[tokio::test]
 async fn mutual_tls_names_the_caller_and_refuses_everyone_else() {
     let pki = pki();
-    let (port, stop) = serve(ServerTls::new(
-        &pki.server,
-        pki.ca.cert_pem(),
-        ClientAuth::Required,
-    ))
+    let (port, stop) = serve(
+        ServerTls::new(&pki.server, pki.ca.cert_pem(), ClientAuth::Required).expect("TLS settings"),
+    )
     .await;
     let https = format!("https://127.0.0.1:{port}");
     let trusting = ClientTls::new(pki.ca.cert_pem());
@@ -215,11 +213,9 @@ async fn mutual_tls_names_the_caller_and_refuses_everyone_else() {
 #[tokio::test]
 async fn optional_client_auth_takes_a_token_instead_and_refuses_anonymous_callers() {
     let pki = pki();
-    let (port, stop) = serve(ServerTls::new(
-        &pki.server,
-        pki.ca.cert_pem(),
-        ClientAuth::Optional,
-    ))
+    let (port, stop) = serve(
+        ServerTls::new(&pki.server, pki.ca.cert_pem(), ClientAuth::Optional).expect("TLS settings"),
+    )
     .await;
     let https = format!("https://127.0.0.1:{port}");
     let trusting = ClientTls::new(pki.ca.cert_pem());

@@ -163,6 +163,7 @@ pub struct ApiServer {
     config: Config,
     listener: TcpListener,
     store: Arc<dyn Store>,
+    tls: Option<moor_rpc::ServerTls>,
 }
 
 // === impl ApiServer ===
@@ -194,11 +195,27 @@ impl ApiServer {
                 Arc::new(moor_storage_etcd::EtcdStore::connect(endpoints).await?)
             }
         };
+        let tls = match &config.tls {
+            Some(tls) => Some(moor_rpc::ServerTls::new(
+                &tls.identity,
+                &tls.ca_pem,
+                // Optional: a caller without a certificate may bring a token.
+                moor_rpc::ClientAuth::Optional,
+            )?),
+            None => None,
+        };
         Ok(Self {
             config,
             listener,
             store,
+            tls,
         })
+    }
+
+    /// The server's TLS, to renew its certificate while it runs (`None`:
+    /// plain text).
+    pub fn tls(&self) -> Option<moor_rpc::ServerTls> {
+        self.tls.clone()
     }
 
     /// The address the apiserver listens on (useful with port 0).
@@ -224,13 +241,8 @@ impl ApiServer {
         });
         let mut tasks = JoinSet::new();
         let mut server = moor_rpc::Server::new()?;
-        if let Some(tls) = &self.config.tls {
-            server.tls(moor_rpc::ServerTls::new(
-                &tls.identity,
-                &tls.ca_pem,
-                // Optional: a caller without a certificate may bring a token.
-                moor_rpc::ClientAuth::Optional,
-            ));
+        if let Some(tls) = &self.tls {
+            server.tls(tls.clone());
         }
         server
             .add(

@@ -323,19 +323,34 @@ async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyh
         (moor_apiserver::Storage::Etcd(args.etcd_endpoints), pki_dir)
     };
     let mut config = moor_apiserver::Config::new(storage);
-    if args.tls.insecure {
+    let pki = if args.tls.insecure {
         pki::warn_insecure(args.listen);
+        None
     } else {
-        let pki = pki::open(args.tls.pki_dir.as_deref().unwrap_or(&pki_dir))?;
+        let pki = pki::open(
+            args.tls.pki_dir.as_deref().unwrap_or(&pki_dir),
+            Duration::from_secs(args.tls.certificate_lifetime_seconds),
+        )?;
         config.tls = Some(pki::apiserver_tls(&pki, args.listen, &args.tls)?);
-    }
+        Some(std::sync::Arc::new(pki))
+    };
     config.listen = args.listen;
     config.service_cidr = args.service_cidr;
     config.node_ports = args.service_node_port_range;
     config.cluster_domain = args.cluster_domain;
     config.watch_cache_events = args.watch_cache_events;
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval_seconds.max(1));
-    moor_apiserver::run(config, shutdown).await?;
+    let server = moor_apiserver::ApiServer::bind(config).await?;
+    if let (Some(pki), Some(tls)) = (pki, server.tls()) {
+        tokio::spawn(pki::renew_serving(
+            pki,
+            args.listen,
+            args.tls.clone(),
+            tls,
+            shutdown.clone(),
+        ));
+    }
+    server.run(shutdown).await?;
     Ok(())
 }
 

@@ -5,10 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use moor_pki::{DEFAULT_LEAF_VALIDITY, PkiDir, ServerNames};
+use moor_pki::{PkiDir, ServerNames};
 use moor_rpc::{ClientTls, Credentials};
 
 /// The administrator `moor up` writes a context for: Kubernetes' group of
@@ -32,6 +33,10 @@ pub struct ServeTlsArgs {
     /// (default: pki/ in the data directory, ~/.moor/pki with etcd).
     #[arg(long)]
     pub pki_dir: Option<PathBuf>,
+    /// Seconds the certificates this server issues stay valid (default a year); the API's own
+    /// is renewed, without a restart, once two thirds of its life has passed.
+    #[arg(long, default_value_t = 365 * 24 * 60 * 60, value_parser = clap::value_parser!(u64).range(5..))]
+    pub certificate_lifetime_seconds: u64,
 }
 
 /// Flags of a component that connects to the apiserver. Without them it
@@ -141,9 +146,10 @@ impl ClientArgs {
     }
 }
 
-/// Opens (creating on first use) the PKI directory.
-pub fn open(dir: &Path) -> anyhow::Result<PkiDir> {
-    let pki = PkiDir::open_or_create(dir, DEFAULT_LEAF_VALIDITY)
+/// Opens (creating on first use) the PKI directory; what it issues is
+/// valid for `lifetime`.
+pub fn open(dir: &Path, lifetime: Duration) -> anyhow::Result<PkiDir> {
+    let pki = PkiDir::open_or_create(dir, lifetime)
         .with_context(|| format!("the cluster PKI in {}", dir.display()))?;
     if pki.created() {
         tracing::info!(dir = %dir.display(), digest = pki.ca().digest(), "created the cluster CA");
@@ -158,18 +164,7 @@ pub fn apiserver_tls(
     args: &ServeTlsArgs,
 ) -> anyhow::Result<moor_apiserver::Tls> {
     let names = server_names(listen, args.advertise_address, &args.tls_san);
-    let leaf = pki
-        .server("apiserver", &names)
-        .context("the apiserver's certificate")?;
-    // The CA follows the certificate in the handshake, so a joining node
-    // can pin it by its token's digest.
-    let mut chain = leaf.cert_pem().to_string();
-    if !chain.ends_with('\n') {
-        chain.push('\n');
-    }
-    chain.push_str(pki.ca().cert_pem());
-    let identity = moor_pki::Identity::from_pem(chain, leaf.key_pem())
-        .context("the apiserver's certificate chain")?;
+    let identity = serving_identity(pki, &names)?;
     tracing::info!(dns = ?names.dns, ips = ?names.ips, "serving TLS");
     Ok(moor_apiserver::Tls {
         identity,
@@ -245,6 +240,62 @@ pub fn component(
         tls: Some(ClientTls::new(pki.ca().cert_pem()).identity(&identity)),
         token: None,
     })
+}
+
+/// The apiserver's serving identity from `pki` (reissued when due), with
+/// the CA after its certificate so a joining node can pin it by its
+/// token's digest.
+fn serving_identity(pki: &PkiDir, names: &ServerNames) -> anyhow::Result<moor_pki::Identity> {
+    let leaf = pki
+        .server("apiserver", names)
+        .context("the apiserver's certificate")?;
+    let mut chain = leaf.cert_pem().to_string();
+    if !chain.ends_with('\n') {
+        chain.push('\n');
+    }
+    chain.push_str(pki.ca().cert_pem());
+    moor_pki::Identity::from_pem(chain, leaf.key_pem()).context("the apiserver's certificate chain")
+}
+
+/// Renews the apiserver's certificate while it serves: checks as often as
+/// a thirtieth of its lifetime (between a second and an hour) and hands a
+/// reissued one to `tls`, for the handshakes that follow.
+pub async fn renew_serving(
+    pki: std::sync::Arc<PkiDir>,
+    listen: SocketAddr,
+    args: ServeTlsArgs,
+    tls: moor_rpc::ServerTls,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let names = server_names(listen, args.advertise_address, &args.tls_san);
+    let every = (pki.leaf_validity() / 30).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut serial = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match serving_identity(&pki, &names) {
+            Ok(identity) => {
+                let now = identity.info().serial.clone();
+                if serial.as_ref().is_some_and(|s| *s == now) {
+                    continue;
+                }
+                match tls.renew(&identity) {
+                    Ok(()) if serial.is_some() => {
+                        tracing::info!(serial = %now, "renewed the apiserver's certificate");
+                    }
+                    Ok(()) => {}
+                    Err(err) => tracing::warn!(%err, "cannot serve the renewed certificate"),
+                }
+                serial = Some(now);
+            }
+            Err(err) => tracing::warn!(
+                err = format!("{err:#}"),
+                "cannot renew the apiserver's certificate; will retry"
+            ),
+        }
+    }
 }
 
 /// A node's credentials towards the apiserver and its agent's TLS, from

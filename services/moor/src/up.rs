@@ -54,9 +54,12 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             Some(dir) => dir.clone(),
             None => home.join("data").join("pki"),
         };
-        let pki = crate::pki::open(&dir)?;
+        let pki = crate::pki::open(
+            &dir,
+            Duration::from_secs(args.tls.certificate_lifetime_seconds),
+        )?;
         config.tls = Some(crate::pki::apiserver_tls(&pki, args.listen, &args.tls)?);
-        Some(pki)
+        Some(std::sync::Arc::new(pki))
     };
     // Each component proves who it is with a certificate of its own, as
     // when it runs on another machine (Kubernetes' user names).
@@ -76,6 +79,15 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let url = crate::pki::local_url(apiserver.local_addr(), pki.is_some());
     let admin = credentials("admin", crate::pki::ADMIN.0, crate::pki::ADMIN.1)?;
     let mut tasks = JoinSet::new();
+    if let (Some(pki), Some(tls)) = (&pki, apiserver.tls()) {
+        tokio::spawn(crate::pki::renew_serving(
+            pki.clone(),
+            args.listen,
+            args.tls.clone(),
+            tls,
+            shutdown.clone(),
+        ));
+    }
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { apiserver.run(shutdown).await.context("apiserver") });
@@ -188,7 +200,10 @@ async fn check_docker() -> anyhow::Result<()> {
 
 /// Points moorctl's current context at this cluster, as its administrator
 /// (the CA and the admin's certificate, from `pki`; none when insecure).
-fn write_context(url: &str, pki: Option<&moor_pki::PkiDir>) -> anyhow::Result<PathBuf> {
+fn write_context(
+    url: &str,
+    pki: Option<&std::sync::Arc<moor_pki::PkiDir>>,
+) -> anyhow::Result<PathBuf> {
     let path = moorctl::config::Config::path();
     let mut config = moorctl::config::Config::load(&path)?;
     config.set_context("moor", Some(url.to_string()), None);

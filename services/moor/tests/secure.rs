@@ -269,3 +269,87 @@ fn insecure_serves_plain_text_and_warns() {
         "an insecure server creates no PKI"
     );
 }
+
+/// The serial of the certificate the server at `url` presents.
+async fn served_serial(url: &str) -> Option<String> {
+    let chain = moor_rpc::server_chain(url).await.ok()?;
+    let leaf = chain.first()?;
+    Some(moor_pki::CertInfo::from_der(leaf.as_ref()).ok()?.serial)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_certificate_is_renewed_while_serving_and_a_watch_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = moor_testkit::free_port();
+    // Certificates of 12 s: the API's is due after 8.
+    let _server = apiserver(
+        dir.path(),
+        home.path(),
+        port,
+        &["--certificate-lifetime-seconds", "12"],
+    );
+    let https = format!("https://127.0.0.1:{port}");
+    let pki = dir.path().join("pki");
+    moor_testkit::assert_eventually!(
+        pki.join("apiserver.crt").exists(),
+        Duration::from_secs(30),
+        "no certificate"
+    );
+    let ca = Ca::load(&pki).unwrap();
+    let admin = Credentials {
+        tls: Some(
+            ClientTls::new(ca.cert_pem()).identity(
+                &ca.issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
+                    .unwrap(),
+            ),
+        ),
+        token: None,
+    };
+    let client = Client::connect(&https, &admin).unwrap();
+    client.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let first = served_serial(&https)
+        .await
+        .expect("a certificate is served");
+
+    // A watch opened on the first certificate's connection.
+    let configs = client.api::<ConfigMap>();
+    let before = configs.create(&config_map("before")).await.unwrap();
+    let mut watch = configs
+        .watch(&moor_client::WatchParams {
+            filters: moor_client::ListParams::default().namespace("default"),
+            resource_version: before.metadata.unwrap().resource_version,
+            allow_bookmarks: false,
+        })
+        .await
+        .unwrap();
+
+    moor_testkit::assert_eventually!(
+        served_serial(&https).await.is_some_and(|s| s != first),
+        Duration::from_secs(60),
+        "the API's certificate is never renewed"
+    );
+    // New connections take the renewed certificate; the watch goes on.
+    let fresh = Client::connect(&https, &admin).unwrap();
+    fresh
+        .api::<ConfigMap>()
+        .create(&config_map("after"))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut watch),
+    )
+    .await
+    .expect("the watch delivers the change made after the renewal")
+    .expect("the watch is open")
+    .expect("an event");
+    assert_eq!(
+        event
+            .object
+            .and_then(|o| o.metadata)
+            .map(|m| m.name)
+            .as_deref(),
+        Some("after")
+    );
+}

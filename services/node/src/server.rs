@@ -31,13 +31,18 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener, shutdown: Cancellat
         }
     };
     if let Some(tls) = &agent.config.agent_tls {
-        server
-            .tls(moor_rpc::ServerTls::new(
-                &tls.identity,
-                &tls.ca_pem,
-                moor_rpc::ClientAuth::Required,
-            ))
-            .authenticate(Arc::new(OnlyTheApiserver));
+        let tls = match moor_rpc::ServerTls::new(
+            &tls.identity,
+            &tls.ca_pem,
+            moor_rpc::ClientAuth::Required,
+        ) {
+            Ok(tls) => tls,
+            Err(err) => {
+                tracing::error!(%err, "cannot serve the node agent over TLS");
+                return;
+            }
+        };
+        server.tls(tls).authenticate(Arc::new(OnlyTheApiserver));
     }
     server
         .add(moor_api::node::v1::node_agent_server::NodeAgentServer::new(
