@@ -84,7 +84,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         println!(
             "{name:<20} {subject:<38} {:<22} {:<10} {status}",
             rfc3339(info.not_after),
-            left(info.remaining(now))
+            crate::token::short(info.remaining(now))
         );
     }
     anyhow::ensure!(bad == 0, "{bad} certificate(s) expired or not from this CA");
@@ -118,16 +118,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
-}
-
-fn left(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => "0".to_string(),
-        1..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
 }
 
 #[cfg(test)]

@@ -226,8 +226,8 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
-/// A duration as its largest whole unit: 23h, 6d.
-fn short(d: Duration) -> String {
+/// A duration as its largest whole unit: 90s, 23h, 6d.
+pub fn short(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=119 => format!("{s}s"),

@@ -101,6 +101,15 @@ async fn node_ready(client: &Client, name: &str) -> bool {
     })
 }
 
+/// The id of a token: the six characters between its last `-` and the `.`.
+fn token_id(token: &str) -> String {
+    let tail = token
+        .rsplit_once('-')
+        .expect("MOOR1-<digest>-<id>.<secret>")
+        .1;
+    tail.split('.').next().unwrap_or_default().to_string()
+}
+
 async fn create_token(home: &Path, ttl: &str) -> String {
     let (code, out, err) = run(
         home,
@@ -169,18 +178,11 @@ async fn a_machine_joins_with_a_token_and_every_misuse_of_one_is_refused() {
     let machine = tempfile::tempdir().unwrap();
     let data = machine.path().join("node");
     let token = create_token(home.path(), "1h").await;
-    let token_id = token
-        .rsplit_once('-')
-        .unwrap()
-        .1
-        .split('.')
-        .next()
-        .unwrap()
-        .to_string();
+    let first_id = token_id(&token);
     let (code, listed, err) = run(home.path(), &["token", "list"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
-        listed.contains(&token_id) && listed.contains("join test"),
+        listed.contains(&first_id) && listed.contains("join test"),
         "{listed}"
     );
     assert!(
@@ -307,14 +309,7 @@ async fn a_machine_joins_with_a_token_and_every_misuse_of_one_is_refused() {
 
     // A revoked token.
     let revoked = create_token(home.path(), "1h").await;
-    let revoked_id = revoked
-        .rsplit_once('-')
-        .unwrap()
-        .1
-        .split('.')
-        .next()
-        .unwrap()
-        .to_string();
+    let revoked_id = token_id(&revoked);
     let (code, _, err) = run(home.path(), &["token", "delete", &revoked_id]).await;
     assert_eq!(code, 0, "{err}");
     tally(
@@ -324,14 +319,7 @@ async fn a_machine_joins_with_a_token_and_every_misuse_of_one_is_refused() {
 
     // An expired token.
     let expired = create_token(home.path(), "1s").await;
-    let expired_id = expired
-        .rsplit_once('-')
-        .unwrap()
-        .1
-        .split('.')
-        .next()
-        .unwrap()
-        .to_string();
+    let expired_id = token_id(&expired);
     assert_eventually!(
         run(home.path(), &["token", "list"])
             .await
