@@ -11,4 +11,4 @@ mod store;
 mod watch;
 
 pub use error::Error;
-pub use store::EtcdStore;
+pub use store::{EtcdStore, EtcdTls};

@@ -22,6 +22,25 @@ const PAGE: i64 = 500;
 /// A key no one writes, for requests that only want the store's revision.
 const PROBE_KEY: &[u8] = b"\0";
 
+/// TLS towards etcd: the CA its server certificate chains to, and the
+/// client certificate and key (PEM) it asks for.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA, PEM.
+    pub ca_pem: String,
+    /// The client certificate and its key, PEM.
+    pub client: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A [`Store`] on an etcd v3 cluster.
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -35,12 +54,27 @@ impl EtcdStore {
     /// Connects to the cluster at `endpoints` (`http://host:port`) and checks
     /// that it answers.
     pub async fn connect(endpoints: &[String]) -> Result<Self, Error> {
-        let options = ConnectOptions::new()
+        Self::connect_with(endpoints, None).await
+    }
+
+    /// [`EtcdStore::connect`] over TLS with `tls` (`https://host:port`
+    /// endpoints), for an etcd that serves TLS and checks client
+    /// certificates.
+    pub async fn connect_with(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, Error> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             // HTTP/2 pings notice a dead peer that never closed the socket,
             // so that watches on it fail instead of waiting forever.
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = tls {
+            let mut settings = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.client {
+                settings = settings.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(settings);
+        }
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(|source| Error::Endpoints {

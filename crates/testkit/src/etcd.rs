@@ -34,8 +34,21 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct EtcdServer {
     child: Child,
     client_port: u16,
+    /// The TLS client port, when started with [`EtcdServer::start_tls`].
+    tls_port: Option<u16>,
     // Declared last so it is removed after `drop` has killed the process.
     dir: TempDir,
+}
+
+/// PEM files for an etcd that serves TLS and requires client certificates.
+#[derive(Clone, Debug)]
+pub struct EtcdTlsFiles {
+    /// The CA that signed the server's certificate and that clients' must chain to.
+    pub ca: PathBuf,
+    /// The server certificate (for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 /// Why one start attempt failed.
@@ -53,6 +66,17 @@ impl EtcdServer {
     /// returns once it reports itself healthy (bounded by 20 s). Fails with
     /// an install hint if there is no `etcd` binary on `PATH`.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`EtcdServer::start`], and also serving TLS with `tls` on a
+    /// second client port ([`EtcdServer::tls_endpoint`]) that requires a
+    /// client certificate from `tls.ca`; the plain port stays for health.
+    pub async fn start_tls(tls: &EtcdTlsFiles) -> anyhow::Result<Self> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<&EtcdTlsFiles>) -> anyhow::Result<Self> {
         let binary = find_on_path("etcd", std::env::var_os("PATH")).ok_or_else(|| {
             anyhow::anyhow!(
                 "the etcd binary is not on PATH; install it with `apt-get install etcd-server`"
@@ -60,7 +84,7 @@ impl EtcdServer {
         })?;
         let mut last = None;
         for attempt in 1..=ATTEMPTS {
-            match Self::try_start(&binary).await {
+            match Self::try_start(&binary, tls).await {
                 Ok(server) => return Ok(server),
                 Err(StartError::Fatal(e)) => return Err(e),
                 Err(StartError::PortTaken(e)) => {
@@ -81,6 +105,12 @@ impl EtcdServer {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// The TLS client URL, `https://127.0.0.1:PORT`, if it serves one.
+    pub fn tls_endpoint(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("https://127.0.0.1:{port}"))
+    }
+
     /// The body of a plain HTTP GET of `path` (e.g. `/health`, `/metrics`)
     /// on the client port; fails unless etcd answers 200.
     pub async fn http_get(&self, path: &str) -> anyhow::Result<String> {
@@ -90,7 +120,7 @@ impl EtcdServer {
     }
 
     /// One attempt: spawn etcd on fresh ports and wait for it to be healthy.
-    async fn try_start(binary: &Path) -> Result<Self, StartError> {
+    async fn try_start(binary: &Path, tls: Option<&EtcdTlsFiles>) -> Result<Self, StartError> {
         let fatal = StartError::Fatal;
         let dir = tempfile::Builder::new().prefix("moor-etcd-").tempdir();
         let dir = dir
@@ -100,12 +130,23 @@ impl EtcdServer {
         let peer_port = std::iter::repeat_with(free_port)
             .find(|port| *port != client_port)
             .unwrap_or(client_port);
+        let tls_port = tls.map(|_| {
+            std::iter::repeat_with(free_port)
+                .find(|port| *port != client_port && *port != peer_port)
+                .unwrap_or(client_port)
+        });
         let log_path = dir.path().join("etcd.log");
-        let child = spawn(binary, dir.path(), client_port, peer_port, &log_path);
+        let ports = Ports {
+            client: client_port,
+            peer: peer_port,
+            tls: tls_port.zip(tls),
+        };
+        let child = spawn(binary, dir.path(), &ports, &log_path);
         let child = child.map_err(fatal)?;
         let mut server = Self {
             child,
             client_port,
+            tls_port,
             dir,
         };
         tracing::debug!(client_port, peer_port, dir = %server.dir.path().display(), "etcd started");
@@ -155,24 +196,42 @@ impl Drop for EtcdServer {
     }
 }
 
+/// The ports one etcd listens on.
+struct Ports<'a> {
+    client: u16,
+    peer: u16,
+    /// A TLS client port and its files.
+    tls: Option<(u16, &'a EtcdTlsFiles)>,
+}
+
 /// Spawns etcd as a single-member cluster, its output going to `log_path`.
-fn spawn(
-    binary: &Path,
-    dir: &Path,
-    client_port: u16,
-    peer_port: u16,
-    log_path: &Path,
-) -> anyhow::Result<Child> {
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
+fn spawn(binary: &Path, dir: &Path, ports: &Ports<'_>, log_path: &Path) -> anyhow::Result<Child> {
+    let client_url = format!("http://127.0.0.1:{}", ports.client);
+    let peer_url = format!("http://127.0.0.1:{}", ports.peer);
     let log = File::create(log_path).context("creating etcd's log file")?;
     let log_err = log.try_clone().context("duplicating etcd's log file")?;
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    let (listen, advertise) = match ports.tls {
+        Some((port, files)) => {
+            command
+                .arg("--cert-file")
+                .arg(&files.cert)
+                .arg("--key-file")
+                .arg(&files.key)
+                .arg("--trusted-ca-file")
+                .arg(&files.ca)
+                .arg("--client-cert-auth");
+            let tls_url = format!("https://127.0.0.1:{port}");
+            (format!("{client_url},{tls_url}"), tls_url)
+        }
+        None => (client_url.clone(), client_url),
+    };
+    command
         .args(["--name", "moor-test"])
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .args(["--listen-client-urls", &client_url])
-        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-client-urls", &listen])
+        .args(["--advertise-client-urls", &advertise])
         .args(["--listen-peer-urls", &peer_url])
         .args(["--initial-advertise-peer-urls", &peer_url])
         .args(["--initial-cluster", &format!("moor-test={peer_url}")])

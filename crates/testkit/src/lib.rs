@@ -9,7 +9,7 @@ mod eventually;
 mod net;
 mod trace;
 
-pub use etcd::EtcdServer;
+pub use etcd::{EtcdServer, EtcdTlsFiles};
 pub use eventually::POLL_INTERVAL;
 pub use net::{free_port, http_get};
 pub use trace::init_tracing;

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt;
 use moor_api::authentication::v1::certificates_server::Certificates;
 use moor_api::authentication::v1::{SignNodeRequest, SignNodeResponse};
 use moor_api::core::v1::{Node, Secret};
@@ -19,7 +20,6 @@ use moor_api::well_known::join_token;
 use moor_rpc::{Caller, TokenFuture};
 use tonic::{Request, Response, Status};
 
-use crate::cache::Cache;
 use crate::registry::Registry;
 
 /// The group of a join token's holder.
@@ -37,66 +37,73 @@ const BOOTSTRAP_METHODS: &[&str] = &[
 /// Who gets in and to which methods: join tokens checked against their
 /// Secrets, bootstrappers and nodes kept to their methods.
 pub(crate) struct Access {
-    secrets: Arc<Cache<Secret>>,
+    secrets: Arc<Registry<Secret>>,
 }
 
 impl Access {
-    pub(crate) fn new(secrets: Arc<Cache<Secret>>) -> Self {
+    pub(crate) fn new(secrets: Arc<Registry<Secret>>) -> Self {
         Self { secrets }
     }
 
-    /// The caller a token stands for, if it is known and not expired.
-    fn check(&self, text: &str) -> Option<Caller> {
-        let token = moor_pki::Token::parse(text).ok()?;
-        let key = format!(
-            "/registry/secrets/{}/{}{}",
-            join_token::NAMESPACE,
-            join_token::SECRET_PREFIX,
-            token.id()
-        );
-        let secret = self.secrets.get(&key)?;
-        if secret.r#type != join_token::SECRET_TYPE {
-            return None;
-        }
-        let hash = std::str::from_utf8(secret.data.get(join_token::HASH_KEY)?).ok()?;
-        if !moor_pki::Token::verify_secret(token.secret(), hash) {
-            return None;
-        }
-        if let Some(expiration) = secret.data.get(join_token::EXPIRATION_KEY) {
-            let at: u64 = std::str::from_utf8(expiration).ok()?.trim().parse().ok()?;
-            if UNIX_EPOCH + Duration::from_secs(at) <= SystemTime::now() {
-                return None;
-            }
-        }
-        let text = |key: &str| {
-            secret
-                .data
-                .get(key)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_string)
+    /// The caller a token stands for, if it is known and not expired. Read
+    /// from the store, not the watch cache: a token works the moment its
+    /// create returns, and stops the moment its delete does.
+    async fn check(secrets: Arc<Registry<Secret>>, text: String) -> Option<Caller> {
+        let token = moor_pki::Token::parse(&text).ok()?;
+        let name = format!("{}{}", join_token::SECRET_PREFIX, token.id());
+        let request = moor_api::meta::v1::GetRequest {
+            namespace: join_token::NAMESPACE.to_string(),
+            name,
         };
-        Some(match text(join_token::USER_KEY) {
-            // A token for a user (scripts, other languages' clients).
-            Some(user) => Caller {
-                user,
-                groups: text(join_token::GROUPS_KEY)
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|g| !g.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            },
-            None => Caller {
-                user: format!("system:bootstrap:{}", token.id()),
-                groups: vec![BOOTSTRAPPERS.to_string()],
-            },
-        })
+        let secret = secrets.get(&request).await.ok()?;
+        caller_of(&secret, &token)
     }
+}
+
+/// The caller `token` stands for by its Secret, if the secret matches and
+/// has not expired.
+fn caller_of(secret: &Secret, token: &moor_pki::Token) -> Option<Caller> {
+    if secret.r#type != join_token::SECRET_TYPE {
+        return None;
+    }
+    let hash = std::str::from_utf8(secret.data.get(join_token::HASH_KEY)?).ok()?;
+    if !moor_pki::Token::verify_secret(token.secret(), hash) {
+        return None;
+    }
+    if let Some(expiration) = secret.data.get(join_token::EXPIRATION_KEY) {
+        let at: u64 = std::str::from_utf8(expiration).ok()?.trim().parse().ok()?;
+        if UNIX_EPOCH + Duration::from_secs(at) <= SystemTime::now() {
+            return None;
+        }
+    }
+    let text = |key: &str| {
+        secret
+            .data
+            .get(key)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_string)
+    };
+    Some(match text(join_token::USER_KEY) {
+        // A token for a user (scripts, other languages' clients).
+        Some(user) => Caller {
+            user,
+            groups: text(join_token::GROUPS_KEY)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect(),
+        },
+        None => Caller {
+            user: format!("system:bootstrap:{}", token.id()),
+            groups: vec![BOOTSTRAPPERS.to_string()],
+        },
+    })
 }
 
 impl moor_rpc::Authenticator for Access {
     fn token(&self, token: &str) -> TokenFuture {
-        Box::pin(std::future::ready(Ok(self.check(token))))
+        Box::pin(Self::check(self.secrets.clone(), token.to_string()).map(Ok))
     }
 
     fn authorize(&self, caller: &Caller, path: &str) -> Result<(), Status> {

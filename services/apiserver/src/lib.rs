@@ -75,6 +75,8 @@ pub struct Config {
     /// Serve TLS and authenticate every caller; `None`: plain text, and
     /// every caller may do anything (`--insecure`, or a test on loopback).
     pub tls: Option<Tls>,
+    /// TLS towards etcd (`https://` endpoints); `None`: plain text.
+    pub etcd_tls: Option<moor_storage_etcd::EtcdTls>,
 }
 
 /// The apiserver's TLS: its certificate, and the CA its clients'
@@ -125,6 +127,7 @@ impl Config {
             bookmark_interval: Duration::from_secs(10),
             compaction_interval: Duration::from_secs(300),
             tls: None,
+            etcd_tls: None,
         }
     }
 }
@@ -191,9 +194,10 @@ impl ApiServer {
                 })?;
         let store: Arc<dyn Store> = match &config.storage {
             Storage::DataDir(dir) => Arc::new(moor_storage_sqlite::SqliteStore::open(dir)?),
-            Storage::Etcd(endpoints) => {
-                Arc::new(moor_storage_etcd::EtcdStore::connect(endpoints).await?)
-            }
+            Storage::Etcd(endpoints) => Arc::new(
+                moor_storage_etcd::EtcdStore::connect_with(endpoints, config.etcd_tls.as_ref())
+                    .await?,
+            ),
         };
         let tls = match &config.tls {
             Some(tls) => Some(moor_rpc::ServerTls::new(
@@ -285,7 +289,7 @@ impl ApiServer {
         let pods = registry::<core::v1::Pod>(&shared, size, &mut tasks);
         // Join tokens are Secrets; a token's holder may only ask for a
         // node certificate, which the CA's holder signs.
-        server.authenticate(Arc::new(certificates::Access::new(secrets.cache().clone())));
+        server.authenticate(Arc::new(certificates::Access::new(secrets.clone())));
         let signer = self
             .config
             .tls

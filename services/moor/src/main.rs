@@ -202,6 +202,8 @@ struct ApiserverArgs {
     bookmark_interval_seconds: u64,
     #[command(flatten)]
     tls: pki::ServeTlsArgs,
+    #[command(flatten)]
+    etcd_tls: pki::EtcdTlsArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -320,9 +322,13 @@ async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyh
         (moor_apiserver::Storage::DataDir(dir), pki_dir)
     } else {
         let pki_dir = home()?.join(".moor").join("pki");
-        (moor_apiserver::Storage::Etcd(args.etcd_endpoints), pki_dir)
+        (
+            moor_apiserver::Storage::Etcd(args.etcd_endpoints.clone()),
+            pki_dir,
+        )
     };
     let mut config = moor_apiserver::Config::new(storage);
+    config.etcd_tls = args.etcd_tls.load(&args.etcd_endpoints)?;
     let pki = if args.tls.insecure {
         pki::warn_insecure(args.listen);
         None

@@ -39,6 +39,71 @@ pub struct ServeTlsArgs {
     pub certificate_lifetime_seconds: u64,
 }
 
+/// Flags of TLS towards etcd (Kubernetes' names).
+#[derive(Args, Clone, Debug)]
+pub struct EtcdTlsArgs {
+    /// CA certificate (PEM file) etcd's certificate chains to: TLS to etcd, with https:// endpoints.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM file) to present to etcd.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "etcd_keyfile",
+        requires = "etcd_cafile"
+    )]
+    pub etcd_certfile: Option<PathBuf>,
+    /// The private key (PEM file) of --etcd-certfile.
+    #[arg(long, value_name = "FILE", requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// The TLS settings for `endpoints`, read and checked; `None` for
+    /// plain text. https:// endpoints need a CA, and a CA needs them.
+    pub fn load(&self, endpoints: &[String]) -> anyhow::Result<Option<moor_storage_etcd::EtcdTls>> {
+        let https = endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        let Some(ca_path) = &self.etcd_cafile else {
+            anyhow::ensure!(
+                https == 0,
+                "https:// etcd endpoints need --etcd-cafile (and usually --etcd-certfile and --etcd-keyfile)"
+            );
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            https == endpoints.len() && !endpoints.is_empty(),
+            "--etcd-cafile is given, so every --etcd-endpoints URL must be https:// (TLS)"
+        );
+        let read = |path: &Path, flag: &str| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--{flag} {}: cannot read", path.display()))
+        };
+        let ca_pem = read(ca_path, "etcd-cafile")?;
+        moor_pki::certs_from_pem(&ca_pem)
+            .with_context(|| format!("--etcd-cafile {}", ca_path.display()))?;
+        let client = match (&self.etcd_certfile, &self.etcd_keyfile) {
+            (Some(cert), Some(key)) => {
+                let pair = (read(cert, "etcd-certfile")?, read(key, "etcd-keyfile")?);
+                moor_pki::Identity::from_pem(pair.0.as_str(), pair.1.as_str()).with_context(
+                    || {
+                        format!(
+                            "--etcd-certfile {} with --etcd-keyfile {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    },
+                )?;
+                Some(pair)
+            }
+            _ => None,
+        };
+        Ok(Some(moor_storage_etcd::EtcdTls { ca_pem, client }))
+    }
+}
+
 /// Flags of a component that connects to the apiserver. Without them it
 /// uses moorctl's current context (`~/.moor/config`, which `moor up`
 /// writes): its server and credentials.

@@ -30,6 +30,8 @@ pub struct UpArgs {
     node_name: Option<String>,
     #[command(flatten)]
     tls: crate::pki::ServeTlsArgs,
+    #[command(flatten)]
+    etcd_tls: crate::pki::EtcdTlsArgs,
 }
 
 /// Runs the cluster until `shutdown`.
@@ -46,6 +48,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     };
     let mut config = moor_apiserver::Config::new(storage);
     config.listen = args.listen;
+    config.etcd_tls = args.etcd_tls.load(&args.etcd_endpoints)?;
     let pki = if args.tls.insecure {
         crate::pki::warn_insecure(args.listen);
         None

@@ -353,3 +353,127 @@ async fn the_api_certificate_is_renewed_while_serving_and_a_watch_loses_nothing(
         Some("after")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_reaches_an_etcd_that_requires_tls_and_refuses_to_start_without_it() {
+    // An etcd with its own CA that serves TLS and checks client certificates.
+    let files = tempfile::tempdir().unwrap();
+    let etcd_ca = Ca::generate("etcd-ca", DEFAULT_CA_VALIDITY).unwrap();
+    let server = etcd_ca
+        .issue_server(
+            "etcd",
+            &["localhost"],
+            &[std::net::IpAddr::from([127, 0, 0, 1])],
+            DEFAULT_LEAF_VALIDITY,
+        )
+        .unwrap();
+    server.save(files.path(), "server").unwrap();
+    etcd_ca
+        .issue_client("moor-apiserver", &[], DEFAULT_LEAF_VALIDITY)
+        .unwrap()
+        .save(files.path(), "client")
+        .unwrap();
+    let ca_file = files.path().join("etcd-ca.crt");
+    std::fs::write(&ca_file, etcd_ca.cert_pem()).unwrap();
+    let etcd = moor_testkit::EtcdServer::start_tls(&moor_testkit::EtcdTlsFiles {
+        ca: ca_file.clone(),
+        cert: files.path().join("server.crt"),
+        key: files.path().join("server.key"),
+    })
+    .await
+    .unwrap();
+    let endpoint = etcd.tls_endpoint().unwrap();
+    let path = |name: &str| files.path().join(name).to_str().unwrap().to_string();
+    let ca_arg = ca_file.to_str().unwrap().to_string();
+
+    // Without a client certificate etcd refuses, and so the apiserver does not start.
+    let home = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", moor_testkit::free_port());
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(env!("CARGO_BIN_EXE_moor"))
+            .args([
+                "apiserver",
+                "--listen",
+                &listen,
+                "--etcd-endpoints",
+                &endpoint,
+            ])
+            .args(["--etcd-cafile", &ca_arg])
+            .env("HOME", home.path())
+            .output(),
+    )
+    .await
+    .expect("it gives up within a minute")
+    .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("etcd"), "{stderr}");
+    // https:// without a CA is a usage error, before any connection.
+    let unusable = Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args([
+            "apiserver",
+            "--listen",
+            &listen,
+            "--etcd-endpoints",
+            &endpoint,
+        ])
+        .env("HOME", home.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!unusable.status.success());
+    assert!(
+        String::from_utf8_lossy(&unusable.stderr).contains("need --etcd-cafile"),
+        "{}",
+        String::from_utf8_lossy(&unusable.stderr)
+    );
+
+    // With one, it serves from that etcd.
+    let port = moor_testkit::free_port();
+    let _apiserver = Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args(["apiserver", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--etcd-endpoints", &endpoint, "--etcd-cafile", &ca_arg])
+        .args([
+            "--etcd-certfile",
+            &path("client.crt"),
+            "--etcd-keyfile",
+            &path("client.key"),
+        ])
+        .args(["--log", "warn"])
+        .env("HOME", home.path())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pki = home.path().join(".moor/pki");
+    moor_testkit::assert_eventually!(
+        pki.join("apiserver.crt").exists(),
+        Duration::from_secs(30),
+        "no API certificate in {}",
+        pki.display()
+    );
+    let ca = Ca::load(&pki).unwrap();
+    let admin = Credentials {
+        tls: Some(
+            ClientTls::new(ca.cert_pem()).identity(
+                &ca.issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
+                    .unwrap(),
+            ),
+        ),
+        token: None,
+    };
+    let client = Client::connect(&format!("https://127.0.0.1:{port}"), &admin).unwrap();
+    client.wait_ready(Duration::from_secs(30)).await.unwrap();
+    client
+        .api::<ConfigMap>()
+        .create(&config_map("over-tls"))
+        .await
+        .unwrap();
+    let stored = client
+        .api::<ConfigMap>()
+        .get("default", "over-tls")
+        .await
+        .unwrap();
+    assert_eq!(stored.metadata.unwrap().name, "over-tls");
+}
