@@ -134,6 +134,43 @@ impl PkiDir {
         )
     }
 
+    /// Reissues every certificate stored here (not the CA) now, naming
+    /// what each named before: the names of those reissued, in order.
+    pub fn rotate(&self) -> Result<Vec<String>, Error> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .map_err(|source| Error::Read {
+                path: self.dir.clone(),
+                source,
+            })?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                file.strip_suffix(".crt").map(str::to_string)
+            })
+            .filter(|name| format!("{name}.crt") != crate::CA_CERT_FILE)
+            .collect();
+        names.sort();
+        for name in &names {
+            let old = Identity::load(&self.dir, name)?;
+            let info = old.info();
+            let user = info.common_name.clone().unwrap_or_default();
+            let groups: Vec<&str> = info.organizations.iter().map(String::as_str).collect();
+            let renewed = match user.strip_prefix(crate::NODE_USER_PREFIX) {
+                Some(node) if info.dns_names.iter().any(|d| d == node) => {
+                    self.ca.issue_node(node, self.leaf_validity)?
+                }
+                _ if !info.dns_names.is_empty() || !info.ip_addresses.is_empty() => {
+                    let dns: Vec<&str> = info.dns_names.iter().map(String::as_str).collect();
+                    self.ca
+                        .issue_server(&user, &dns, &info.ip_addresses, self.leaf_validity)?
+                }
+                _ => self.ca.issue_client(&user, &groups, self.leaf_validity)?,
+            };
+            renewed.save(&self.dir, name)?;
+        }
+        Ok(names)
+    }
+
     /// The stored identity `name` if it is from this CA, not due for
     /// renewal, and `fits`.
     fn stored(&self, name: &str, fits: impl Fn(&Identity) -> bool) -> Option<Identity> {
@@ -157,6 +194,28 @@ mod tests {
             dns: vec!["localhost".into()],
             ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
         }
+    }
+
+    #[test]
+    fn rotate_reissues_every_certificate_with_the_same_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = PkiDir::open_or_create(dir.path(), DEFAULT_LEAF_VALIDITY).unwrap();
+        let server = pki.server("apiserver", &names(&["127.0.0.1"])).unwrap();
+        let admin = pki.client("admin", "admin", &["system:masters"]).unwrap();
+        let node = pki.node("node", "web-1").unwrap();
+        assert_eq!(pki.rotate().unwrap(), ["admin", "apiserver", "node"]);
+        for (name, old) in [("apiserver", &server), ("admin", &admin), ("node", &node)] {
+            let new = Identity::load(dir.path(), name).unwrap();
+            assert_ne!(new.info().serial, old.info().serial, "{name} reissued");
+            assert_eq!(new.info().common_name, old.info().common_name, "{name}");
+            assert_eq!(new.info().organizations, old.info().organizations, "{name}");
+            assert_eq!(new.info().dns_names, old.info().dns_names, "{name}");
+            assert_eq!(new.info().ip_addresses, old.info().ip_addresses, "{name}");
+        }
+        assert!(
+            crate::Ca::load(dir.path()).unwrap().digest() == pki.ca().digest(),
+            "the CA stays"
+        );
     }
 
     #[test]

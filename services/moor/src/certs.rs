@@ -1,6 +1,7 @@
 //! `moor certs check`: the certificates in a PKI directory (a server's
 //! `<data>/pki`, or a joined node's), with whom they name, when they
-//! expire, and whether they are due for renewal.
+//! expire, and whether they are due for renewal; `moor certs rotate`:
+//! every certificate of a server's PKI directory reissued now.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -13,6 +14,19 @@ use clap::{Args, Subcommand};
 pub enum CertsCommand {
     /// List the certificates of a PKI directory with their expiry.
     Check(CheckArgs),
+    /// Reissue every certificate of a server's PKI directory now (not the CA), naming the same.
+    Rotate(RotateArgs),
+}
+
+/// Flags of `moor certs rotate`.
+#[derive(Args)]
+pub struct RotateArgs {
+    /// The PKI directory holding the CA's key (default ~/.moor/data/pki).
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
+    /// Seconds the new certificates stay valid.
+    #[arg(long, default_value_t = 365 * 24 * 60 * 60, value_parser = clap::value_parser!(u64).range(5..))]
+    certificate_lifetime_seconds: u64,
 }
 
 /// Flags of `moor certs check`.
@@ -28,13 +42,42 @@ pub struct CheckArgs {
 pub fn run(command: CertsCommand) -> anyhow::Result<()> {
     match command {
         CertsCommand::Check(args) => check(args),
+        CertsCommand::Rotate(args) => rotate(args),
     }
+}
+
+fn default_dir() -> anyhow::Result<PathBuf> {
+    Ok(crate::home()?.join(".moor").join("data").join("pki"))
+}
+
+fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    let dir = match args.pki_dir {
+        Some(dir) => dir,
+        None => default_dir()?,
+    };
+    anyhow::ensure!(
+        dir.join(moor_pki::CA_KEY_FILE).exists(),
+        "{} holds no CA key: rotate on the server that keeps the cluster's CA",
+        dir.display()
+    );
+    let pki = moor_pki::PkiDir::open_or_create(
+        &dir,
+        std::time::Duration::from_secs(args.certificate_lifetime_seconds),
+    )?;
+    for name in pki.rotate()? {
+        println!("reissued {name}");
+    }
+    println!(
+        "a running apiserver serves its new certificate from its next check (within an hour); \
+         components and nodes take theirs when they start"
+    );
+    Ok(())
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     let dir = match args.pki_dir {
         Some(dir) => dir,
-        None => crate::home()?.join(".moor").join("data").join("pki"),
+        None => default_dir()?,
     };
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?

@@ -227,6 +227,30 @@ async fn the_apiserver_serves_tls_by_default_and_refuses_every_unauthenticated_a
         "{err}"
     );
 
+    // `moor certs rotate` reissues them all, and the running apiserver
+    // serves its new one (its check runs every second with short lives,
+    // hourly with a year's: this server has a year's, so only the files
+    // are checked here; the renewal test covers serving).
+    std::fs::remove_file(pki.join("stranger.crt")).unwrap();
+    std::fs::remove_file(pki.join("stranger.key")).unwrap();
+    let before = moor_pki::Identity::load(&pki, "apiserver").unwrap();
+    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args(["certs", "rotate", "--pki-dir"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rotated.stdout).contains("reissued apiserver"));
+    let after = moor_pki::Identity::load(&pki, "apiserver").unwrap();
+    assert_ne!(before.info().serial, after.info().serial);
+    assert_eq!(before.info().ip_addresses, after.info().ip_addresses);
+    let (code, _, err) = check(&pki);
+    assert_eq!(code, Some(0), "{err}");
+
     // The client side: a server the client's CA did not sign is not trusted.
     let misled = Credentials {
         tls: Some(ClientTls::new(other_ca.cert_pem())),
