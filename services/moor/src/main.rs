@@ -118,6 +118,8 @@ struct NodeArgs {
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
     /// Address of the agent's own service (logs and exec, for the apiserver); port 0 picks one.
+    /// Served in plain text for an --insecure (http://) apiserver only: nodes of a TLS cluster
+    /// serve it as their node after `moor join`.
     #[arg(long, default_value = "0.0.0.0:10250")]
     agent_listen: SocketAddr,
     /// Cluster DNS address for pods (default: asked from the apiserver).
@@ -300,7 +302,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 config.count = args.count;
                 config.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
-                config.agent_listen = Some(args.agent_listen);
+                // The agent service in plain text, checked by a token only an
+                // --insecure apiserver keeps, is no service for a TLS cluster:
+                // nothing of moor listens in plain text off loopback there.
+                config.agent_listen = if config.server.starts_with("https://") {
+                    tracing::info!(
+                        "no logs and exec service: this node has no serving certificate \
+                         (nodes that need one join with `moor join`)"
+                    );
+                    None
+                } else {
+                    Some(args.agent_listen)
+                };
                 config.cluster_dns = args.cluster_dns;
                 config.manifest_dir = args.manifest_dir;
                 config.manifest_interval =

@@ -251,6 +251,49 @@ async fn the_apiserver_serves_tls_by_default_and_refuses_every_unauthenticated_a
     let (code, _, err) = check(&pki);
     assert_eq!(code, Some(0), "{err}");
 
+    // A standalone node of a TLS cluster serves no plain-text agent service.
+    let admin_identity = ca
+        .issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    admin_identity.save(files.path(), "admin").unwrap();
+    let node_name = format!("secure-fake-{}", std::process::id());
+    let _node = Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args([
+            "node",
+            "--runtime",
+            "fake",
+            "--name",
+            &node_name,
+            "--server",
+            &https,
+        ])
+        .arg("--certificate-authority")
+        .arg(pki.join("ca.crt"))
+        .arg("--client-certificate")
+        .arg(files.path().join("admin.crt"))
+        .arg("--client-key")
+        .arg(files.path().join("admin.key"))
+        .env("HOME", home.path())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let nodes = admin_client.api::<moor_api::core::v1::Node>();
+    moor_testkit::assert_eventually!(
+        nodes.get("", &node_name).await.is_ok(),
+        Duration::from_secs(30),
+        "the fake node registers over TLS"
+    );
+    let node = nodes.get("", &node_name).await.unwrap();
+    let port = node
+        .status
+        .unwrap_or_default()
+        .daemon_endpoints
+        .and_then(|d| d.kubelet_endpoint)
+        .map_or(0, |e| e.port);
+    assert_eq!(port, 0, "no agent service is advertised");
+
     // The client side: a server the client's CA did not sign is not trusted.
     let misled = Credentials {
         tls: Some(ClientTls::new(other_ca.cert_pem())),
