@@ -202,7 +202,8 @@ impl ClientArgs {
             None if self.client_certificate.is_some() => {
                 anyhow::bail!("--client-certificate needs --certificate-authority as well")
             }
-            None => None,
+            // A token alone: the CA the current context trusts, if any.
+            None => self.ca_pem()?.map(|ca| ClientTls::new(&ca)),
         };
         Ok(Credentials {
             tls,

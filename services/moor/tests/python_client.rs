@@ -130,6 +130,42 @@ fn python_client_with_a_token_creates_lists_and_watches_a_pod() {
         );
         assert!(stdout.contains("deleted pod/py-demo"), "{stdout}");
     }
+    // A component takes the same token (and the context's CA) on its command line.
+    let fake = format!("py-token-node-{}", std::process::id());
+    let mut node = Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args([
+            "node",
+            "--runtime",
+            "fake",
+            "--name",
+            &fake,
+            "--token",
+            &token,
+        ])
+        .env("HOME", home.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("moor node starts");
+    let listed = || {
+        Command::new(PathBuf::from(env!("CARGO_BIN_EXE_moor")).with_file_name("moorctl"))
+            .args(["get", "node", &fake, "-o", "name"])
+            .env("HOME", home.path())
+            .env_remove("MOOR_CONFIG")
+            .env_remove("MOOR_SERVER")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
+    while !listed() {
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "the node started with --token never registered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+
     // The same token with its last character changed.
     let last = if token.ends_with('a') { 'b' } else { 'a' };
     let forged = format!("{}{last}", &token[..token.len() - 1]);
