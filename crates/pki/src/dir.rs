@@ -247,17 +247,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn certificates_due_for_renewal_or_from_another_ca_are_reissued() {
+    #[tokio::test]
+    async fn certificates_due_for_renewal_or_from_another_ca_are_reissued() {
         let dir = tempfile::tempdir().unwrap();
         // A lifetime so short that the certificate is soon due.
         let short = PkiDir::open_or_create(dir.path(), Duration::from_secs(1)).unwrap();
         let first = short.client("admin", "admin", &["system:masters"]).unwrap();
-        let deadline = SystemTime::now() + Duration::from_secs(10);
-        while !first.info().needs_renewal(SystemTime::now()) {
-            assert!(SystemTime::now() < deadline, "never due");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        moor_testkit::assert_eventually!(
+            first.info().needs_renewal(SystemTime::now()),
+            Duration::from_secs(10),
+            "the short certificate falls due"
+        );
         let pki = PkiDir::open_or_create(dir.path(), DEFAULT_LEAF_VALIDITY).unwrap();
         let renewed = pki.client("admin", "admin", &["system:masters"]).unwrap();
         assert_ne!(first.info().serial, renewed.info().serial, "renewed");

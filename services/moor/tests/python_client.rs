@@ -34,8 +34,8 @@ impl Drop for Up {
     }
 }
 
-#[test]
-fn python_client_with_a_token_creates_lists_and_watches_a_pod() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_with_a_token_creates_lists_and_watches_a_pod() {
     let probe = Command::new("python3")
         .args(["-c", "import grpc, grpc_tools"])
         .status();
@@ -70,33 +70,30 @@ fn python_client_with_a_token_creates_lists_and_watches_a_pod() {
     assert!(status.success(), "generating the Python stubs failed");
 
     // The token: once `moor up` has written its context and answers.
-    let mut token = String::new();
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
-    while token.is_empty() {
-        let out = moor(
-            home.path(),
-            &[
-                "token",
-                "create",
-                "--user",
-                "py-script",
-                "--group",
-                "system:masters",
-                "--ttl",
-                "1h",
-            ],
-        );
-        if out.status.success() {
-            token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        } else {
-            assert!(
-                std::time::SystemTime::now() < deadline,
-                "moor token create never worked: {}",
-                String::from_utf8_lossy(&out.stderr)
+    let mut token;
+    let mut last_error;
+    moor_testkit::assert_eventually!(
+        {
+            let out = moor(
+                home.path(),
+                &[
+                    "token",
+                    "create",
+                    "--user",
+                    "py-script",
+                    "--group",
+                    "system:masters",
+                    "--ttl",
+                    "1h",
+                ],
             );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+            token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success()
+        },
+        Duration::from_secs(60),
+        "moor token create never worked: {last_error}"
+    );
     let ca = home.path().join(".moor/data/pki/ca.crt");
     let example = |token: &str| {
         Command::new("python3")
@@ -155,14 +152,11 @@ fn python_client_with_a_token_creates_lists_and_watches_a_pod() {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
-    while !listed() {
-        assert!(
-            std::time::SystemTime::now() < deadline,
-            "the node started with --token never registered"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    moor_testkit::assert_eventually!(
+        listed(),
+        Duration::from_secs(60),
+        "the node started with --token never registered"
+    );
     let _ = node.kill();
     let _ = node.wait();
 

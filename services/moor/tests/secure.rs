@@ -35,6 +35,18 @@ fn apiserver(dir: &Path, home: &Path, port: u16, flags: &[&str]) -> Child {
         .expect("moor apiserver starts")
 }
 
+/// Credentials of an administrator, "ops" in system:masters, from `ca`:
+/// whoever holds the CA can let users in.
+fn administrator(ca: &Ca) -> Credentials {
+    let identity = ca
+        .issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
+        .unwrap();
+    Credentials {
+        tls: Some(ClientTls::new(ca.cert_pem()).identity(&identity)),
+        token: None,
+    }
+}
+
 fn config_map(name: &str) -> ConfigMap {
     ConfigMap {
         metadata: Some(ObjectMeta {
@@ -86,15 +98,7 @@ async fn the_apiserver_serves_tls_by_default_and_refuses_every_unauthenticated_a
     // Whoever holds the CA can let users in: here an administrator.
     let ca = Ca::load(&pki).expect("the CA loads");
     let trusting = ClientTls::new(ca.cert_pem());
-    let admin = Credentials {
-        tls: Some(
-            trusting.clone().identity(
-                &ca.issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
-                    .unwrap(),
-            ),
-        ),
-        token: None,
-    };
+    let admin = administrator(&ca);
     let admin_client = Client::connect(&https, &admin).unwrap();
     admin_client
         .wait_ready(Duration::from_secs(30))
@@ -364,15 +368,7 @@ async fn the_api_certificate_is_renewed_while_serving_and_a_watch_loses_nothing(
         "no certificate"
     );
     let ca = Ca::load(&pki).unwrap();
-    let admin = Credentials {
-        tls: Some(
-            ClientTls::new(ca.cert_pem()).identity(
-                &ca.issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
-                    .unwrap(),
-            ),
-        ),
-        token: None,
-    };
+    let admin = administrator(&ca);
     let client = Client::connect(&https, &admin).unwrap();
     client.wait_ready(Duration::from_secs(30)).await.unwrap();
     let first = served_serial(&https)
@@ -521,15 +517,7 @@ async fn the_apiserver_reaches_an_etcd_that_requires_tls_and_refuses_to_start_wi
         pki.display()
     );
     let ca = Ca::load(&pki).unwrap();
-    let admin = Credentials {
-        tls: Some(
-            ClientTls::new(ca.cert_pem()).identity(
-                &ca.issue_client("ops", &["system:masters"], DEFAULT_LEAF_VALIDITY)
-                    .unwrap(),
-            ),
-        ),
-        token: None,
-    };
+    let admin = administrator(&ca);
     let client = Client::connect(&format!("https://127.0.0.1:{port}"), &admin).unwrap();
     client.wait_ready(Duration::from_secs(30)).await.unwrap();
     client
