@@ -7,6 +7,7 @@
 mod api;
 mod converge;
 mod footprint;
+mod overlay;
 mod pod_startup;
 mod proxy;
 mod scheduler;
@@ -44,6 +45,8 @@ enum Command {
     PodStartup(pod_startup::Args),
     /// API creates and watch fan-out over TLS with client certificates against the same in plain text.
     Tls(tls::Args),
+    /// Pod to pod across two lab hosts through each network backend against host to host.
+    Overlay(overlay::Args),
 }
 
 #[tokio::main]
@@ -58,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Proxy(args) => proxy::run(args).await?,
         Command::PodStartup(args) => pod_startup::run(args).await?,
         Command::Tls(args) => tls::run(args).await?,
+        Command::Overlay(args) => overlay::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

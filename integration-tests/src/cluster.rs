@@ -299,6 +299,47 @@ pub fn remove_docker_leftovers(node: &str, network: &str) {
         .output();
 }
 
+/// Removes what a node agent with a network backend (`moor up`'s default)
+/// leaves on this host besides containers: its Docker networks on node
+/// pod ranges (those no container uses), the VXLAN device and its iptables
+/// rules. Call after the containers are gone (see
+/// [`remove_docker_leftovers`]); only one such agent may run on the host.
+pub fn remove_pod_network_leftovers() {
+    let run = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let networks = run(
+        "docker",
+        &["network", "ls", "-q", "--filter", "label=moor.node-range"],
+    );
+    for network in networks.split_whitespace() {
+        run("docker", &["network", "rm", network]);
+    }
+    run("ip", &["link", "delete", "moor.1"]);
+    for table in ["nat", "filter"] {
+        for rule in run("iptables", &["-w", "-t", table, "-S"]).lines() {
+            if rule.starts_with("-A ") && rule.contains("\"moor: ") {
+                let mut args = vec!["-w".to_owned(), "-t".to_owned(), table.to_owned()];
+                args.push("-D".to_owned());
+                // `-A CHAIN rest` as iptables-save quotes it; the comment is
+                // the only quoted part.
+                let rest = rule.trim_start_matches("-A ");
+                let (before, after) = rest.split_once('"').unwrap_or((rest, ""));
+                args.extend(before.split_whitespace().map(str::to_owned));
+                let (comment, tail) = after.split_once('"').unwrap_or((after, ""));
+                args.push(comment.to_owned());
+                args.extend(tail.split_whitespace().map(str::to_owned));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run("iptables", &args);
+            }
+        }
+    }
+}
+
 /// Removes every container of node agent `node`, found by its label.
 fn remove_node_containers(node: &str) {
     let filter = format!("label=moor.node={node}");

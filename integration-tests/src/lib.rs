@@ -3,7 +3,7 @@
 
 mod cluster;
 
-pub use cluster::{Cluster, remove_docker_leftovers};
+pub use cluster::{Cluster, remove_docker_leftovers, remove_pod_network_leftovers};
 
 use std::net::SocketAddr;
 

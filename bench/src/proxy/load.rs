@@ -54,14 +54,63 @@ pub struct Generator {
 impl Generator {
     /// A runtime of `threads` worker threads.
     pub fn new(threads: usize) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        Self::build(threads, None)
+    }
+
+    /// A runtime of `threads` worker threads whose sockets are in the
+    /// network namespace `netns` (`/run/netns/NAME`, `/proc/PID/ns/net`):
+    /// each thread enters it as it starts.
+    pub fn in_namespace(threads: usize, netns: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::open(netns)
+            .with_context(|| format!("opening network namespace {}", netns.display()))?;
+        Self::build(threads, Some(std::sync::Arc::new(file)))
+    }
+
+    fn build(threads: usize, netns: Option<std::sync::Arc<std::fs::File>>) -> anyhow::Result<Self> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(threads)
             .thread_name(THREAD_NAME)
-            .enable_all()
-            .build()?;
+            .enable_all();
+        if let Some(netns) = netns {
+            builder.on_thread_start(move || {
+                if let Err(err) = enter(&netns) {
+                    // A thread on the wrong network would measure the wrong path.
+                    panic!("cannot enter the load generator's network namespace: {err}");
+                }
+            });
+        }
+        let runtime = builder.build()?;
         Ok(Self {
             runtime: Some(runtime),
         })
+    }
+
+    /// Serves a raw TCP echo on `addr` from the generator's threads (in its
+    /// namespace) until the generator is dropped; returns once it listens.
+    pub async fn serve_echo(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        let runtime = self.runtime.as_ref().context("load generator stopped")?;
+        let listener = runtime
+            .spawn(async move { tokio::net::TcpListener::bind(addr).await })
+            .await?
+            .with_context(|| format!("listening on {addr}"))?;
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let (mut read, mut write) = stream.into_split();
+                    tokio::io::copy(&mut read, &mut write).await
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// Moves `bytes` to `addr` and back on one connection (an echo server):
+    /// the time it took.
+    pub async fn bulk(&self, addr: SocketAddr, bytes: usize) -> anyhow::Result<Duration> {
+        let runtime = self.runtime.as_ref().context("load generator stopped")?;
+        runtime.spawn(bulk(addr, bytes)).await?
     }
 
     /// Runs one round against `addr` on the generator's threads.
@@ -93,6 +142,44 @@ impl Drop for Generator {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Enters network namespace `netns` on the calling thread.
+pub fn enter(netns: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    rustix::thread::move_into_link_name_space(
+        netns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Writes `bytes` in 64 KiB chunks while reading as many back.
+async fn bulk(addr: SocketAddr, bytes: usize) -> anyhow::Result<Duration> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let (mut read, mut write) = stream.into_split();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![0x5a_u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            write.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        write.shutdown().await
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < bytes {
+        let n = read.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "{addr} closed after {got} of {bytes} bytes");
+        got += n;
+    }
+    writer.await??;
+    Ok(started.elapsed())
 }
 
 /// Connects every connection first, so connection set-up is not measured,

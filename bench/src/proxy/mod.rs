@@ -9,7 +9,7 @@
 
 mod cpu;
 mod deploy;
-mod load;
+pub(crate) mod load;
 
 use std::time::Duration;
 

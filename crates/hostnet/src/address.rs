@@ -88,7 +88,7 @@ pub(crate) fn address_message(index: u32, addr: Ipv4Net) -> AddressMessage {
 /// The address of a reply: `IFA_LOCAL` is the interface's own address;
 /// `IFA_ADDRESS` differs from it only on point-to-point links, where it is
 /// the peer, and stands in when the kernel sends no `IFA_LOCAL`.
-fn ipv4_net(message: &AddressMessage) -> Option<Ipv4Net> {
+pub(crate) fn ipv4_net(message: &AddressMessage) -> Option<Ipv4Net> {
     let v4 = |ip: &IpAddr| -> Option<Ipv4Addr> {
         match ip {
             IpAddr::V4(ip) => Some(*ip),

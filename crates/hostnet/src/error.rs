@@ -19,6 +19,15 @@ pub enum Error {
         /// The missing interface.
         name: String,
     },
+    /// No interface has this index: it went away since the caller looked it
+    /// up, or never was.
+    #[error("{action}: no network interface has index {index} (see `ip link`)")]
+    NoSuchIndex {
+        /// What was being done.
+        action: String,
+        /// The missing interface's index.
+        index: u32,
+    },
     /// The kernel would never accept this as an interface name.
     #[error("{name:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or whitespace)")]
     InvalidName {
@@ -67,6 +76,16 @@ impl Error {
                 action,
                 name: ifname.to_owned(),
             },
+            _ => Self::Io { action, source },
+        }
+    }
+
+    /// Classifies a failure of `action` on the interface with index `index`,
+    /// for the calls that take an index rather than a name.
+    pub(crate) fn from_io_index(action: String, index: u32, source: io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => Self::PermissionDenied { action },
+            Some(libc::ENODEV) => Self::NoSuchIndex { action, index },
             _ => Self::Io { action, source },
         }
     }
@@ -125,5 +144,14 @@ mod tests {
         assert!(matches!(missing, Error::NoSuchInterface { name, .. } if name == "nope0"));
         let other = Error::from_io("x".into(), "lo", io::Error::from_raw_os_error(libc::EINVAL));
         assert!(matches!(other, Error::Io { .. }));
+        let gone = Error::from_io_index(
+            "replacing route 10.1.2.0/24 dev index 9".into(),
+            9,
+            io::Error::from_raw_os_error(libc::ENODEV),
+        );
+        assert_eq!(
+            gone.to_string(),
+            "replacing route 10.1.2.0/24 dev index 9: no network interface has index 9 (see `ip link`)"
+        );
     }
 }

@@ -56,18 +56,8 @@ pub fn ensure_dummy(name: &str) -> Result<DummyOutcome, Error> {
         }
         Err(e) => return Err(fail("looking up", e)),
     };
-    match kind(&link) {
-        Some(InfoKind::Dummy) => {}
-        other => {
-            return Err(Error::WrongKind {
-                name: name.to_owned(),
-                expected: "dummy",
-                found: other.map_or_else(
-                    || "a device with no link kind".to_owned(),
-                    |k| format!("a {k} link"),
-                ),
-            });
-        }
+    if kind(&link) != Some(&InfoKind::Dummy) {
+        return Err(wrong_kind(name, "dummy", &link));
     }
     if !link.header.flags.contains(LinkFlags::Up) {
         set_up(link.header.index).map_err(|e| fail("setting up", e))?;
@@ -127,7 +117,7 @@ fn create_dummy(name: &str) -> io::Result<()> {
     .map(drop)
 }
 
-fn set_up(index: u32) -> io::Result<()> {
+pub(crate) fn set_up(index: u32) -> io::Result<()> {
     set_up_on(&socket::open()?, index)
 }
 
@@ -141,7 +131,7 @@ pub(crate) fn set_up_on(socket: &Socket, index: u32) -> io::Result<()> {
 }
 
 /// The link's kind (`IFLA_INFO_KIND`); plain devices such as `lo` have none.
-fn kind(link: &LinkMessage) -> Option<&InfoKind> {
+pub(crate) fn kind(link: &LinkMessage) -> Option<&InfoKind> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
             LinkInfo::Kind(kind) => Some(kind),
@@ -149,4 +139,17 @@ fn kind(link: &LinkMessage) -> Option<&InfoKind> {
         }),
         _ => None,
     })
+}
+
+/// The error for finding `link` named `name` where a link of kind
+/// `expected` should be.
+pub(crate) fn wrong_kind(name: &str, expected: &'static str, link: &LinkMessage) -> Error {
+    Error::WrongKind {
+        name: name.to_owned(),
+        expected,
+        found: kind(link).map_or_else(
+            || "a device with no link kind".to_owned(),
+            |k| format!("a {k} link"),
+        ),
+    }
 }

@@ -9,7 +9,8 @@ use ipnet::Ipv4Net;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -79,10 +80,12 @@ pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
             e,
         )
     })?;
-    let hairpin = format!("/sys/class/net/{host_name}/brport/hairpin_mode");
-    std::fs::write(&hairpin, "1").map_err(|source| Error::Io {
-        action: format!("setting {hairpin}"),
-        source,
+    set_hairpin(host_name).map_err(|e| {
+        io_error(
+            &format!("setting hairpin mode on {host_name}"),
+            host_name,
+            e,
+        )
     })?;
 
     let action = |verb: &str| format!("{verb} {POD_INTERFACE} in the namespace of process {pid}");
@@ -105,6 +108,21 @@ pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
 
 fn io_error(action: &str, ifname: &str, e: io::Error) -> Error {
     Error::from_io(action.to_owned(), ifname, e)
+}
+
+/// `ip link set HOST type bridge_slave hairpin on`, through netlink rather
+/// than sysfs: `/sys` shows the namespace that mounted it, which is not the
+/// agent's when it runs in a namespace of its own (the multi-host lab).
+fn set_hairpin(host: &str) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message.header.index = link::index(host)?;
+    message.attributes = vec![LinkAttribute::LinkInfo(vec![
+        LinkInfo::PortKind(InfoPortKind::Bridge),
+        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+            true,
+        )])),
+    ])];
+    socket::request(RouteNetlinkMessage::NewLink(message), 0).map(drop)
 }
 
 /// `ip link add HOST mtu M master BRIDGE up type veth peer name eth0

@@ -24,7 +24,7 @@ use moor_hostnet::PodInterface;
 use tokio::time::Instant;
 
 use crate::change_log::{Change, ChangeLog};
-use crate::pod_network::{self, POD_IP_LABEL, POD_RANGE_LABEL, PodNetwork};
+use crate::pod_network::{self, NODE_RANGE_LABEL, POD_IP_LABEL, POD_RANGE_LABEL, PodNetwork};
 use crate::types::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, LogOptions,
     NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping, RuntimeInfo,
@@ -62,6 +62,18 @@ pub struct Docker {
     /// Created containers with a network namespace of their own, until they
     /// start: what the start still has to set up.
     unattached: Arc<std::sync::Mutex<HashMap<String, Attachment>>>,
+    /// The subnet the network must have (the node's pod range); `None`:
+    /// Docker picks one.
+    subnet: Option<NodeSubnet>,
+}
+
+/// The cluster network of a node whose pod range the cluster assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSubnet {
+    /// The node's pod range (`spec.podCIDR`): the bridge's subnet.
+    pub range: Ipv4Net,
+    /// The bridge's MTU (the overlay's, below the host's by its header).
+    pub mtu: Option<u32>,
 }
 
 /// How a new sandbox joins the network once it runs.
@@ -221,6 +233,15 @@ impl Docker {
     /// negotiates the API version. `network` is the cluster bridge network
     /// whose address [`ContainerInfo::ip`] reports.
     pub async fn connect(network: &str) -> Result<Self, Error> {
+        Self::connect_with(network, None).await
+    }
+
+    /// [`Docker::connect`], with the network made on `subnet` when it is
+    /// given: the bridge takes the range's first address, Docker its lower
+    /// half, pods the upper half, and Docker masquerades nothing (pods keep
+    /// their address towards other nodes; the node agent masquerades what
+    /// leaves the cluster).
+    pub async fn connect_with(network: &str, subnet: Option<NodeSubnet>) -> Result<Self, Error> {
         let docker = bollard::Docker::connect_with_local_defaults()
             .map_err(unavailable)?
             .negotiate_version()
@@ -242,6 +263,7 @@ impl Docker {
             change_log: Arc::default(),
             pod_network: Arc::new(std::sync::RwLock::new(pod_network)),
             unattached: Arc::default(),
+            subnet,
         };
         let checking = runtime.clone();
         tokio::spawn(async move { checking.remove_unattached(UNATTACHED_AGE).await });
@@ -345,6 +367,9 @@ impl Docker {
     /// host's routes and other networks; another agent's probe may take the
     /// same subnet meanwhile, so a failed create tries again.
     async fn create_network(&self, name: &str) -> Result<(), Error> {
+        if let Some(subnet) = self.subnet {
+            return self.create_node_network(name, subnet).await;
+        }
         let mut last = None;
         for _ in 0..3 {
             let probe = NetworkCreateRequest {
@@ -397,6 +422,54 @@ impl Docker {
             }
         }
         Err(last.unwrap_or_else(|| Error::Engine(format!("cannot create network {name}"))))
+    }
+
+    /// Creates the cluster network on the node's pod range (see
+    /// [`Docker::connect_with`]).
+    async fn create_node_network(&self, name: &str, subnet: NodeSubnet) -> Result<(), Error> {
+        let range = subnet.range.trunc();
+        let (Some(gateway), Some((docker_range, pod_range))) =
+            (range.hosts().next(), PodNetwork::split(range))
+        else {
+            return Err(Error::Engine(format!(
+                "the pod range {range} is too small for a node (it needs a /29 or larger)"
+            )));
+        };
+        let mut options = HashMap::from([(
+            "com.docker.network.bridge.enable_ip_masquerade".to_owned(),
+            "false".to_owned(),
+        )]);
+        if let Some(mtu) = subnet.mtu {
+            options.insert("com.docker.network.driver.mtu".into(), mtu.to_string());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            options: Some(options),
+            labels: Some(HashMap::from([
+                ("moor.network".into(), "true".into()),
+                (POD_RANGE_LABEL.into(), pod_range.to_string()),
+                (NODE_RANGE_LABEL.into(), range.to_string()),
+            ])),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(range.to_string()),
+                    ip_range: Some(docker_range.to_string()),
+                    gateway: Some(gateway.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(created) => self.keep_one_network(name, &created.id).await,
+            Err(err) if status_of(&err) == Some(409) => Ok(()),
+            Err(err) => Err(Error::Engine(format!(
+                "creating network {name} on the node's pod range {range}: {}",
+                engine(err)
+            ))),
+        }
     }
 
     /// Releases the addresses of sandboxes that are gone (an agent stopped

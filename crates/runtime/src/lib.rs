@@ -13,7 +13,7 @@ mod fake;
 pub mod pod_network;
 mod types;
 
-pub use docker::Docker;
+pub use docker::{Docker, NodeSubnet};
 pub use error::Error;
 pub use fake::Fake;
 pub use types::{

@@ -34,6 +34,10 @@ pub const IPAM_DIR: &str = "/run/moor/ipam";
 /// Docker's `IPRange`, for containers Docker attaches itself).
 pub const POD_RANGE_LABEL: &str = "moor.pod-range";
 
+/// The network label that names the node's pod range, on a network made on
+/// it (the cluster assigned the range; see `Docker::connect_with`).
+pub const NODE_RANGE_LABEL: &str = "moor.node-range";
+
 /// The sandbox label that carries the address moor gave it.
 pub const POD_IP_LABEL: &str = "moor.sandbox.ip";
 

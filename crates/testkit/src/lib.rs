@@ -6,11 +6,13 @@
 
 mod etcd;
 mod eventually;
+mod lab;
 mod net;
 mod trace;
 
 pub use etcd::{EtcdServer, EtcdTlsFiles};
 pub use eventually::POLL_INTERVAL;
+pub use lab::{Lab, LabHost};
 pub use net::{free_port, http_get};
 pub use trace::init_tracing;
 

@@ -5,8 +5,8 @@
 //!
 //! Modes (the first argument):
 //! - `serve [--port N] [--echo-port N] [--trap-sigterm FILE]`: answers every HTTP request on
-//!   TCP port N with `pod=$POD_NAME ip=$POD_IP`, and every UDP datagram on the same port with
-//!   `pod=$POD_NAME ip=$POD_IP ` followed by the datagram. With `--echo-port` it also runs a
+//!   TCP port N with `pod=$POD_NAME ip=$POD_IP peer=CALLER_IP`, and every UDP datagram on the
+//!   same port with `pod=$POD_NAME ip=$POD_IP peer=CALLER_IP ` followed by the datagram. With `--echo-port` it also runs a
 //!   raw TCP echo server there (for benchmarks). With `--trap-sigterm` it appends `SIGTERM` to
 //!   FILE on SIGTERM and keeps serving (to test grace periods); otherwise it exits 0 on SIGTERM
 //!   or SIGINT.

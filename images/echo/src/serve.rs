@@ -1,4 +1,4 @@
-//! `serve`: HTTP and UDP answers naming the pod, and an optional raw TCP echo port.
+//! `serve`: HTTP and UDP answers naming the pod and the caller's address, and an optional raw TCP echo port.
 
 use std::io;
 use std::net::SocketAddr;
@@ -56,16 +56,18 @@ pub async fn serve(args: &[String]) -> io::Result<u8> {
     }
 }
 
-fn pod() -> String {
+/// Who answers, and the address the request came from (tests check that
+/// traffic between pods keeps its source address).
+fn pod(peer: SocketAddr) -> String {
     let pod = std::env::var("POD_NAME").unwrap_or_default();
     let ip = std::env::var("POD_IP").unwrap_or_default();
-    format!("pod={pod} ip={ip}")
+    format!("pod={pod} ip={ip} peer={}", peer.ip())
 }
 
 async fn answer(mut stream: TcpStream) -> io::Result<()> {
     let mut buf = [0u8; 4096];
     let _ = stream.read(&mut buf).await?;
-    let body = format!("{}\n", pod());
+    let body = format!("{}\n", pod(stream.peer_addr()?));
     let response = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -75,7 +77,7 @@ async fn answer(mut stream: TcpStream) -> io::Result<()> {
 }
 
 async fn answer_datagram(udp: &UdpSocket, payload: &[u8], peer: SocketAddr) {
-    let mut reply = format!("{} ", pod()).into_bytes();
+    let mut reply = format!("{} ", pod(peer)).into_bytes();
     reply.extend_from_slice(payload);
     if let Err(err) = udp.send_to(&reply, peer).await {
         eprintln!("udp reply to {peer}: {err}");

@@ -31,6 +31,8 @@ pub struct Config {
     pub pod_eviction_timeout: Duration,
     /// Most pods evicted from tainted nodes per second; 0: no limit.
     pub eviction_rate: u32,
+    /// The pod ranges handed to nodes (`spec.podCIDR`); `None`: none are.
+    pub pod_ranges: Option<crate::PodRanges>,
 }
 
 // === impl Config ===
@@ -51,6 +53,7 @@ impl Config {
             node_monitor_grace_period: Duration::from_secs(40),
             pod_eviction_timeout: Duration::from_secs(60),
             eviction_rate: 10,
+            pod_ranges: Some(crate::PodRanges::default()),
         }
     }
 }

@@ -16,7 +16,8 @@
 //!   Foreground they wait until their blocking dependents are gone;
 //! - namespaces (`namespace`): a terminating namespace is emptied, then let go;
 //! - node lifecycle (`nodelifecycle`): nodes whose agent stopped renewing
-//!   its lease become Ready=Unknown and tainted, and their pods are evicted.
+//!   its lease become Ready=Unknown and tainted, and their pods are evicted;
+//! - node IPAM (`nodeipam`): each node's pod range, cut from the cluster CIDR.
 //!
 //! Every loop is a client of the public API, fed by watches.
 
@@ -30,6 +31,7 @@ mod gc;
 mod informer;
 mod kinds;
 mod namespace;
+mod nodeipam;
 mod nodelifecycle;
 mod pods;
 mod queue;
@@ -39,10 +41,11 @@ mod supervise;
 
 pub use config::{Config, LeaseConfig};
 pub use error::Error;
+pub use nodeipam::{CIDR_NOT_AVAILABLE, Ranges as PodRanges};
 
 use moor_api::apps::v1::{Deployment, ReplicaSet};
 use moor_api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Pod, ReplicationController, Secret, Service,
+    ConfigMap, Endpoints, Namespace, Node, Pod, ReplicationController, Secret, Service,
 };
 use moor_client::Client;
 use tokio::task::JoinSet;
@@ -98,6 +101,7 @@ fn start_controllers(config: &Config, client: Client, shutdown: CancellationToke
     let mut config_maps = Informer::<ConfigMap>::new();
     let mut secrets = Informer::<Secret>::new();
     let mut namespaces = Informer::<Namespace>::new();
+    let mut nodes = Informer::<Node>::new();
 
     let rc = replica::Controller::<ReplicationController>::new(
         &client,
@@ -145,7 +149,10 @@ fn start_controllers(config: &Config, client: Client, shutdown: CancellationToke
     );
     let ns = namespace::Controller::new(&client, namespaces.reader(), handles, config);
     ns.register(&mut namespaces);
-    let lifecycle = nodelifecycle::Controller::new(&client, &mut pods, config);
+    let lifecycle = nodelifecycle::Controller::new(&client, &mut nodes, &mut pods, config);
+    let ipam = config
+        .pod_ranges
+        .map(|ranges| nodeipam::Controller::new(&client, &mut nodes, ranges));
 
     let mut tasks = JoinSet::new();
     tasks.spawn(pods.run(client.api(), shutdown.clone()));
@@ -157,6 +164,7 @@ fn start_controllers(config: &Config, client: Client, shutdown: CancellationToke
     tasks.spawn(config_maps.run(client.api(), shutdown.clone()));
     tasks.spawn(secrets.run(client.api(), shutdown.clone()));
     tasks.spawn(namespaces.run(client.api(), shutdown.clone()));
+    tasks.spawn(nodes.run(client.api(), shutdown.clone()));
     tasks.spawn(rc.run(shutdown.clone()));
     tasks.spawn(rs.run(shutdown.clone()));
     tasks.spawn(deploy.run(shutdown.clone()));
@@ -164,6 +172,9 @@ fn start_controllers(config: &Config, client: Client, shutdown: CancellationToke
     tasks.spawn(gc.run(shutdown.clone()));
     tasks.spawn(ns.run(shutdown.clone()));
     tasks.spawn(lifecycle.run(client.clone(), shutdown.clone()));
+    if let Some(ipam) = ipam {
+        tasks.spawn(ipam.run(shutdown.clone()));
+    }
     tracing::info!(server = %config.server, "controller-manager running");
     tasks
 }

@@ -49,6 +49,11 @@ pub struct JoinArgs {
     /// Do not run the service proxy and cluster DNS (this host runs one already).
     #[arg(long)]
     no_proxy: bool,
+    #[command(flatten)]
+    network: crate::NetworkArgs,
+    /// The service proxy's data path: userspace (it forwards) or iptables (kernel NAT rules).
+    #[arg(long, default_value_t = moor_proxy::Mode::default())]
+    proxy_mode: moor_proxy::Mode,
 }
 
 /// Joins (or rejoins) and runs the node until `shutdown`.
@@ -94,6 +99,7 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
     node.credentials = credentials.clone();
     node.agent_listen = Some(args.agent_listen);
     node.agent_tls = Some(agent_tls);
+    args.network.apply(&mut node);
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
@@ -101,6 +107,7 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
     if !args.no_proxy {
         let mut proxy = moor_proxy::Config::new(args.server.clone(), name.clone());
         proxy.credentials = credentials;
+        proxy.mode = args.proxy_mode;
         let shutdown = shutdown.clone();
         tasks.spawn(async move { moor_proxy::run(proxy, shutdown).await.context("proxy") });
     }

@@ -73,10 +73,69 @@ struct ControlArgs {
     retry_period_seconds: u64,
 }
 
+/// How a node's pods reach the rest of the cluster (`moor node`, `join`, `up`).
+#[derive(Args, Clone)]
+pub struct NetworkArgs {
+    /// How pods reach pods on other hosts: vxlan (an overlay over any IP network), host-gw
+    /// (plain routes; every host on one L2 segment) or none (this host's pods only).
+    #[arg(long, default_value = "vxlan")]
+    network_backend: moor_node::network::Backend,
+    /// This node's address, where other nodes send its pods' traffic (default: the address of
+    /// the host's default route).
+    #[arg(long)]
+    node_ip: Option<std::net::Ipv4Addr>,
+    /// The cluster's pod network, as the controller-manager's --cluster-cidr: pods' traffic
+    /// leaving it is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+}
+
+impl NetworkArgs {
+    /// Sets the node agent's network settings.
+    pub fn apply(&self, config: &mut moor_node::Config) {
+        config.network_backend = self.network_backend;
+        if let Some(ip) = self.node_ip {
+            config.node_ip = ip;
+        }
+        config.cluster_cidr = self.cluster_cidr;
+    }
+}
+
+/// How the controller-manager cuts the cluster's pod network into node ranges.
+#[derive(Args, Clone)]
+pub struct PodRangeArgs {
+    /// Size of each node's pod range, as a prefix length within --cluster-cidr.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Do not hand nodes pod ranges (their agents must run with --network-backend none).
+    #[arg(long)]
+    no_allocate_node_cidrs: bool,
+}
+
+impl PodRangeArgs {
+    /// The ranges handed out of `cluster`, or why they cannot be.
+    pub fn ranges(
+        &self,
+        cluster: ipnet::Ipv4Net,
+    ) -> anyhow::Result<Option<moor_controller_manager::PodRanges>> {
+        if self.no_allocate_node_cidrs {
+            return Ok(None);
+        }
+        moor_controller_manager::PodRanges::new(cluster, self.node_cidr_mask_size)
+            .map(Some)
+            .map_err(|why| anyhow::anyhow!("--cluster-cidr/--node-cidr-mask-size: {why}"))
+    }
+}
+
 #[derive(Args)]
 struct ControllerManagerArgs {
     #[command(flatten)]
     control: ControlArgs,
+    /// The cluster's pod network, cut into a range per node (spec.podCIDR).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    #[command(flatten)]
+    pod_ranges: PodRangeArgs,
     /// Seconds without a lease renewal before a node is marked Unknown and tainted.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period_seconds: u64,
@@ -132,6 +191,8 @@ struct NodeArgs {
     /// Seconds between reads of --manifest-dir.
     #[arg(long, default_value_t = 5)]
     manifest_interval_seconds: u64,
+    #[command(flatten)]
+    network: NetworkArgs,
 }
 
 #[derive(Args)]
@@ -244,6 +305,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Certs(command) => certs::run(command),
             Command::ControllerManager(ControllerManagerArgs {
                 control: args,
+                cluster_cidr,
+                pod_ranges,
                 node_monitor_grace_period_seconds,
                 pod_eviction_timeout_seconds,
                 eviction_rate,
@@ -255,6 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Duration::from_secs(node_monitor_grace_period_seconds.max(1));
                 config.pod_eviction_timeout = Duration::from_secs(pod_eviction_timeout_seconds);
                 config.eviction_rate = eviction_rate;
+                config.pod_ranges = pod_ranges.ranges(cluster_cidr)?;
                 config.leader_elect = args.leader_elect;
                 config.lease = moor_controller_manager::LeaseConfig {
                     duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
@@ -300,6 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if args.count.is_some() && config.runtime != moor_node::RuntimeKind::Fake {
                     anyhow::bail!("--count needs --runtime fake");
                 }
+                args.network.apply(&mut config);
                 config.count = args.count;
                 config.heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
                 // The agent service in plain text, checked by a token only an

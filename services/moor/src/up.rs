@@ -32,6 +32,13 @@ pub struct UpArgs {
     tls: crate::pki::ServeTlsArgs,
     #[command(flatten)]
     etcd_tls: crate::pki::EtcdTlsArgs,
+    #[command(flatten)]
+    network: crate::NetworkArgs,
+    #[command(flatten)]
+    pod_ranges: crate::PodRangeArgs,
+    /// The service proxy's data path: userspace (it forwards) or iptables (kernel NAT rules).
+    #[arg(long, default_value_t = moor_proxy::Mode::default())]
+    proxy_mode: moor_proxy::Mode,
 }
 
 /// Runs the cluster until `shutdown`.
@@ -40,6 +47,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         Some(dir) => dir,
         None => crate::home()?.join(".moor"),
     };
+    let pod_ranges = args.pod_ranges.ranges(args.network.cluster_cidr)?;
     check_docker().await?;
     let storage = if args.etcd_endpoints.is_empty() {
         moor_apiserver::Storage::DataDir(home.join("data"))
@@ -113,6 +121,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     }
     tracing::info!("scheduler started");
     let mut controllers = moor_controller_manager::Config::new(url.clone());
+    controllers.pod_ranges = pod_ranges;
     controllers.credentials =
         credentials("controller-manager", "system:kube-controller-manager", &[])?;
     {
@@ -130,6 +139,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         None => crate::hostname(),
     };
     let mut node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
+    args.network.apply(&mut node);
     if let Some(pki) = &pki {
         // One identity for both sides: the node towards the apiserver, and
         // its agent's service towards the apiserver's calls.
@@ -147,6 +157,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     tracing::info!(node = %node_name, "node agent started");
     let mut proxy = moor_proxy::Config::new(url.clone(), node_name.clone());
     proxy.credentials = credentials("proxy", "system:kube-proxy", &[])?;
+    proxy.mode = args.proxy_mode;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { moor_proxy::run(proxy, shutdown).await.context("proxy") });

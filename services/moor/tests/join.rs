@@ -135,6 +135,7 @@ impl Drop for Leftovers {
         for node in &self.0 {
             moor_integration_tests::remove_docker_leftovers(node, "moor-join-unused-network");
         }
+        moor_integration_tests::remove_pod_network_leftovers();
     }
 }
 

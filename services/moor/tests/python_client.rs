@@ -31,6 +31,7 @@ impl Drop for Up {
         let _ = self.0.kill();
         let _ = self.0.wait();
         moor_integration_tests::remove_docker_leftovers(&self.1, "moor-py-unused-network");
+        moor_integration_tests::remove_pod_network_leftovers();
     }
 }
 

@@ -119,6 +119,7 @@ struct Leftovers(String);
 impl Drop for Leftovers {
     fn drop(&mut self) {
         moor_integration_tests::remove_docker_leftovers(&self.0, "moor-tour-unused-network");
+        moor_integration_tests::remove_pod_network_leftovers();
         let _ = std::process::Command::new("docker")
             .args(["rmi", &format!("moor/echo:tour-{}", std::process::id())])
             .output();

@@ -107,11 +107,23 @@ async fn stop(mut child: Child) {
     );
 }
 
+/// Removes the node's containers and its pod network when the test ends,
+/// also on a panic.
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        moor_integration_tests::remove_docker_leftovers(&self.0, "moor-up-unused-network");
+        moor_integration_tests::remove_pod_network_leftovers();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()> {
     let home = tempfile::tempdir()?;
     let port = moor_testkit::free_port();
     let node = format!("up-test-{}", std::process::id());
+    let _leftovers = Leftovers(node.clone());
     let pod_name = format!("up-hello-{}", std::process::id());
     let first = up(home.path(), port, &node);
 

@@ -114,7 +114,7 @@ impl Agent {
             name: config.name.clone(),
             client,
             runtime,
-            host_ip: moor_rpc::host_ip().to_string(),
+            host_ip: config.node_ip.to_string(),
             hostname: hostname(),
             data_dir,
             agent_port,
@@ -250,11 +250,12 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// heartbeat while it does not answer. `None` when shut down first.
 pub async fn connect_docker(
     config: &Config,
+    subnet: Option<moor_runtime::NodeSubnet>,
     client: &Client,
     shutdown: &CancellationToken,
 ) -> Option<Docker> {
     loop {
-        match Docker::connect(&config.network).await {
+        match Docker::connect_with(&config.network, subnet).await {
             Ok(docker) => return Some(docker),
             Err(err) => {
                 tracing::warn!(node = %config.name, %err, "docker does not answer; reporting NotReady and retrying");

@@ -76,6 +76,14 @@ pub struct Config {
     pub manifest_dir: Option<PathBuf>,
     /// How often the manifest directory is read again.
     pub manifest_interval: Duration,
+    /// How pods reach other nodes' pods (see [`crate::network`]); with
+    /// anything but `Local` the agent waits for the node's pod range.
+    pub network_backend: crate::network::Backend,
+    /// The node's address: reported as InternalIP, pods' hostIP, and where
+    /// other nodes send this node's pod traffic.
+    pub node_ip: Ipv4Addr,
+    /// The whole pod network: what pods send outside it is masqueraded.
+    pub cluster_cidr: moor_hostnet::Ipv4Net,
 }
 
 // === impl Config ===
@@ -105,6 +113,12 @@ impl Config {
             agent_tls: None,
             manifest_dir: None,
             manifest_interval: Duration::from_secs(5),
+            network_backend: crate::network::Backend::Local,
+            node_ip: match moor_rpc::host_ip() {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+            },
+            cluster_cidr: moor_hostnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16),
         }
     }
 

@@ -32,6 +32,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The pod network between hosts could not be set up or kept.
+    #[error("pod network: {0}")]
+    Network(String),
     /// The data directory.
     #[error("{path}: {source}")]
     Io {

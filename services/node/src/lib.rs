@@ -22,6 +22,7 @@ mod agent;
 mod config;
 mod error;
 mod gc;
+pub mod network;
 mod node;
 mod pod;
 mod server;
@@ -41,6 +42,8 @@ use crate::agent::Agent;
 /// agents named `NAME-0` ...) until `shutdown` is cancelled. Containers keep
 /// running after shutdown; the next agent adopts them.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    // The agent's own: a failed overlay stops the rest, not the caller's.
+    let shutdown = shutdown.child_token();
     let client = moor_client::Client::connect(&config.server, &config.credentials)?;
     let mut agents = JoinSet::new();
     match (config.runtime, config.count) {
@@ -58,10 +61,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             agents.spawn(run_one(config, client, runtime, shutdown));
         }
         (RuntimeKind::Docker, _) => {
-            let Some(runtime) = agent::connect_docker(&config, &client, &shutdown).await else {
+            let mut config = config;
+            let subnet = if config.network_backend == network::Backend::Local {
+                None
+            } else {
+                let Some((network, overlay)) = network::set_up(&config, &client, &shutdown).await?
+                else {
+                    return Ok(());
+                };
+                agents.spawn({
+                    let (client, shutdown) = (client.clone(), shutdown.clone());
+                    async move {
+                        let result = overlay.run(client, shutdown.clone()).await;
+                        // Pods on a range the cluster no longer routes here
+                        // are unreachable: stop the agent rather than run them.
+                        shutdown.cancel();
+                        result
+                    }
+                });
+                // One network per pod range: a node given a new range
+                // (deleted and joined again) starts on a new bridge; the old
+                // one's containers go with their pods.
+                config.network = format!(
+                    "{}-{}-{}",
+                    config.network,
+                    network.range.network(),
+                    network.range.prefix_len()
+                );
+                Some(moor_runtime::NodeSubnet {
+                    range: network.range,
+                    mtu: Some(network.mtu),
+                })
+            };
+            let Some(runtime) = agent::connect_docker(&config, subnet, &client, &shutdown).await
+            else {
                 return Ok(());
             };
-            let mut config = config;
             if config.cluster_dns.is_none() {
                 let Some(()) = discover_cluster_dns(&mut config, &client, &shutdown).await else {
                     return Ok(());

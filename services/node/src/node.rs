@@ -78,6 +78,26 @@ struct Facts<'a> {
     agent_port: u16,
 }
 
+/// Creates the Node when missing (before its pod range can be assigned),
+/// without a status: the first heartbeat writes it.
+pub async fn register(config: &Config, client: &Client) -> Result<(), Error> {
+    let nodes = client.api::<Node>();
+    match nodes.get("", &config.name).await {
+        Ok(_) => Ok(()),
+        Err(moor_client::Error::NotFound(_)) => {
+            match nodes.create(&new_node(&config.name, None)).await {
+                Ok(_) => {
+                    tracing::info!(node = %config.name, "registered node");
+                    Ok(())
+                }
+                Err(moor_client::Error::AlreadyExists(_)) => Ok(()),
+                Err(err) => Err(err.into()),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Creates the Node when missing, then writes its status.
 async fn write_node(
     config: &Config,

@@ -38,7 +38,25 @@ impl Kind for Node {
     // The node agent registers its node with its status already known.
     fn prepare_create(&mut self) {}
 
-    fn validate(&self, _old: Option<&Self>, errors: &mut Errors) {
+    fn validate(&self, old: Option<&Self>, errors: &mut Errors) {
+        let pod_cidr = |node: &Node| node.spec.as_ref().map(|s| s.pod_cidr.clone());
+        let cidr = pod_cidr(self).unwrap_or_default();
+        if !cidr.is_empty() && cidr.parse::<ipnet::Ipv4Net>().is_err() {
+            errors.invalid(
+                "spec.podCIDR",
+                &cidr,
+                "must be an IPv4 CIDR such as 10.244.1.0/24",
+            );
+        }
+        // Pods hold addresses from it and other nodes route it: moving it
+        // would strand both (Kubernetes refuses the same).
+        let before = old.and_then(pod_cidr).unwrap_or_default();
+        if !before.is_empty() && before != cidr {
+            errors.add(
+                "spec.podCIDR",
+                format!("Forbidden: may not change once set (it is {before})"),
+            );
+        }
         if let Some(spec) = &self.spec {
             for (i, taint) in spec.taints.iter().enumerate() {
                 if let Err(why) = moor_labels::validation::qualified_name(&taint.key) {

@@ -12,8 +12,8 @@
 //!   controllers recreate them, and the scheduler keeps them off tainted
 //!   nodes.
 //!
-//! The controller follows nodes and node leases itself; pods come from the
-//! controller-manager's shared pod informer.
+//! The controller follows node leases itself; nodes and pods come from the
+//! controller-manager's shared informers.
 
 mod decide;
 mod evict;
@@ -30,9 +30,8 @@ use crate::informer::Informer;
 /// Where node agents keep their Leases (moor-node's `LEASE_NAMESPACE`).
 const LEASE_NAMESPACE: &str = "moor-system";
 
-/// The node monitor and the taint manager, with their node and lease caches.
+/// The node monitor and the taint manager, with their lease cache.
 pub struct Controller {
-    nodes: Informer<Node>,
     leases: Informer<Lease>,
     monitor: monitor::Monitor,
     evictor: evict::Evictor,
@@ -41,9 +40,13 @@ pub struct Controller {
 // === impl Controller ===
 
 impl Controller {
-    /// Both halves, fed by their own node and lease informers and by `pods`.
-    pub fn new(client: &Client, pods: &mut Informer<Pod>, config: &Config) -> Self {
-        let mut nodes = Informer::new();
+    /// Both halves, fed by their own lease informer and by `nodes` and `pods`.
+    pub fn new(
+        client: &Client,
+        nodes: &mut Informer<Node>,
+        pods: &mut Informer<Pod>,
+        config: &Config,
+    ) -> Self {
         let mut leases = Informer::new();
         let monitor = monitor::Monitor::new(
             client,
@@ -52,23 +55,21 @@ impl Controller {
             pods.reader(),
             config.node_monitor_grace_period,
         );
-        monitor.register(&mut nodes, &mut leases);
+        monitor.register(nodes, &mut leases);
         let evictor = evict::Evictor::new(client, nodes.reader(), pods.reader(), config);
-        evictor.register(&mut nodes, pods);
+        evictor.register(nodes, pods);
         Self {
-            nodes,
             leases,
             monitor,
             evictor,
         }
     }
 
-    /// Runs the informers and both loops until `shutdown` is cancelled.
+    /// Runs the lease informer and both loops until `shutdown` is cancelled.
     pub async fn run(self, client: Client, shutdown: CancellationToken) {
         let params = ListParams::default().namespace(LEASE_NAMESPACE);
         let leases = moor_client::watcher(client.api::<Lease>(), params);
         tokio::join!(
-            self.nodes.run(client.api(), shutdown.clone()),
             self.leases.run_stream(leases, shutdown.clone()),
             self.monitor.run(shutdown.clone()),
             self.evictor.run(shutdown),

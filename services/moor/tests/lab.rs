@@ -1,0 +1,701 @@
+//! Pods across hosts, on the lab (`scripts/lab.sh`): three hosts, each a
+//! network namespace with its own dockerd, joined by one bridge. The first
+//! runs `moor up`, the others `moor join`, all through the binaries; then
+//! pods on different hosts talk by pod IP (TCP and UDP, both ways, with
+//! their own source address), through a service's cluster IP and DNS name,
+//! through a node port on a host without the pod, and out of the cluster
+//! through masquerade. Needs root; the lab goes away with the test, on
+//! failure too.
+
+#![allow(clippy::unwrap_used)] // tests: a failed call is a failed test
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use moor_api::Resource;
+use moor_api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, Node, ObjectFieldSelector, Pod, PodSpec,
+    Service, ServicePort, ServiceSpec,
+};
+use moor_api::meta::v1::ObjectMeta;
+use moor_client::{Client, ListParams};
+use moor_testkit::Lab;
+use moor_testkit::assert_eventually;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn moor_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_moor"))
+}
+
+fn moorctl_path() -> PathBuf {
+    moor_path().with_file_name("moorctl")
+}
+
+/// `moor ARGS` in the namespace of lab host `host`, with its own HOME.
+fn moor_on(lab: &Lab, host: usize, home: &Path, args: &[&str]) -> Child {
+    let mut command = Command::from(lab.command(host, moor_path()));
+    command
+        .args(args)
+        .env("HOME", home)
+        .env_remove("MOOR_CONFIG")
+        .env_remove("MOOR_TOKEN")
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    command.spawn().expect("moor starts")
+}
+
+/// A `moor` command run from the root namespace as the administrator.
+async fn moor(home: &Path, args: &[&str]) -> (i32, String, String) {
+    output(Command::new(moor_path()).args(args).env("HOME", home)).await
+}
+
+/// moorctl run from the root namespace as the administrator.
+async fn moorctl(home: &Path, args: &[&str]) -> (i32, String, String) {
+    output(
+        Command::new(moorctl_path())
+            .args(args)
+            .env("HOME", home)
+            .env_remove("MOOR_CONFIG")
+            .env_remove("MOOR_SERVER"),
+    )
+    .await
+}
+
+async fn output(command: &mut Command) -> (i32, String, String) {
+    let out = command.output().await.expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn admin_client(home: &Path) -> Client {
+    let target = moorctl::config::target(None, None, &home.join(".moor/config")).unwrap();
+    Client::connect(&target.server, &target.credentials).unwrap()
+}
+
+async fn ready_nodes(client: &Client) -> Vec<String> {
+    let Ok((nodes, _)) = client.api::<Node>().list(&ListParams::default()).await else {
+        return Vec::new();
+    };
+    let mut ready: Vec<String> = nodes
+        .into_iter()
+        .filter(|n| {
+            n.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
+            })
+        })
+        .map(|n| n.metadata.unwrap().name)
+        .collect();
+    ready.sort();
+    ready
+}
+
+/// An echo server pod named `name` on node `node`, labelled `app=app`.
+fn echo_pod(name: &str, node: &str, app: &str) -> Pod {
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut pod = Pod {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            labels: HashMap::from([("app".to_owned(), app.to_owned())]),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            node_selector: HashMap::from([("kubernetes.io/hostname".to_owned(), node.to_owned())]),
+            containers: vec![Container {
+                name: "echo".into(),
+                image: "moor/echo:0.1".into(),
+                image_pull_policy: "Never".into(),
+                args: vec!["serve".into(), "--port".into(), "8080".into()],
+                ports: vec![ContainerPort {
+                    container_port: 8080,
+                    ..Default::default()
+                }],
+                env: vec![
+                    EnvVar {
+                        name: "POD_NAME".into(),
+                        value_from: Some(field("metadata.name")),
+                        ..Default::default()
+                    },
+                    EnvVar {
+                        name: "POD_IP".into(),
+                        value_from: Some(field("status.podIP")),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    pod.set_type_meta();
+    pod
+}
+
+fn service(name: &str, app: &str, node_port: bool) -> Service {
+    let mut service = Service {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(ServiceSpec {
+            selector: HashMap::from([("app".to_owned(), app.to_owned())]),
+            r#type: if node_port { "NodePort" } else { "ClusterIP" }.into(),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: "TCP".into(),
+                port: 80,
+                target_port: Some(moor_api::meta::v1::IntOrString {
+                    value: Some(moor_api::meta::v1::int_or_string::Value::IntVal(8080)),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    service.set_type_meta();
+    service
+}
+
+/// Pod name → (its node, its IP) once each of `names` runs with an IP.
+async fn running(client: &Client, names: &[&str]) -> Option<BTreeMap<String, (String, String)>> {
+    let (pods, _) = client
+        .api::<Pod>()
+        .list(&ListParams::default().namespace("default"))
+        .await
+        .ok()?;
+    let mut found = BTreeMap::new();
+    for pod in pods {
+        let name = pod.metadata.as_ref()?.name.clone();
+        let status = pod.status.unwrap_or_default();
+        if names.contains(&name.as_str()) && status.phase == "Running" && !status.pod_ip.is_empty()
+        {
+            found.insert(name, (pod.spec?.node_name, status.pod_ip));
+        }
+    }
+    (found.len() == names.len()).then_some(found)
+}
+
+/// `/echo ARGS` inside pod `pod` through `moorctl exec`: its exit code and
+/// output.
+async fn in_pod(home: &Path, pod: &str, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["exec", pod, "--", "/echo"];
+    all.extend_from_slice(args);
+    let (code, out, err) = moorctl(home, &all).await;
+    (code, format!("{out}{err}"))
+}
+
+/// Answers each HTTP request with the caller's address: a server "outside
+/// the cluster", in the root namespace.
+async fn outside_server(address: Ipv4Addr) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let body = format!("caller={}\n", peer.ip());
+                let response = format!(
+                    "HTTP/1.0 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A cluster on a three-host lab: `moor up` on the first host, `moor
+/// join` on the others, all with `flags` (backend, proxy mode).
+struct LabCluster {
+    // Fields drop in order: the processes before the lab they run in.
+    _up: Child,
+    joined: Vec<Option<Child>>,
+    client: Client,
+    names: Vec<String>,
+    hosts: Vec<moor_testkit::LabHost>,
+    server: String,
+    flags: Vec<String>,
+    home: tempfile::TempDir,
+    lab: Lab,
+}
+
+impl LabCluster {
+    async fn start(tag: &str, flags: &[&str]) -> Self {
+        let lab = Lab::up(
+            &format!("{tag}{}", std::process::id() % 100_000),
+            3,
+            &["moor/pause:0.1", "moor/echo:0.1"],
+        )
+        .expect("the lab comes up");
+        let hosts: Vec<_> = lab.hosts().to_vec();
+        let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+        let home = tempfile::tempdir().unwrap();
+        let listen = format!("{}:6443", hosts[0].address);
+        let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+        let mut args = vec![
+            "up",
+            "--listen",
+            &listen,
+            "--node-name",
+            &names[0],
+            "--log",
+            "warn",
+        ];
+        args.extend(flags.iter().map(String::as_str));
+        let up = moor_on(&lab, 0, home.path(), &args);
+        assert_eventually!(
+            home.path().join(".moor/config").exists(),
+            PATIENCE,
+            "moor up writes its context"
+        );
+        let client = admin_client(home.path());
+        assert_eventually!(
+            ready_nodes(&client).await == names[..1],
+            PATIENCE,
+            "the first host's node is Ready"
+        );
+        let (code, token, err) = moor(home.path(), &["token", "create", "--ttl", "10m"]).await;
+        assert_eq!(code, 0, "moor token create: {err}");
+        let mut cluster = Self {
+            _up: up,
+            joined: Vec::new(),
+            client,
+            names,
+            hosts,
+            server: format!("https://{listen}"),
+            flags,
+            home,
+            lab,
+        };
+        for host in 1..3 {
+            let child = cluster.join(host, Some(token.trim()));
+            cluster.joined.push(Some(child));
+        }
+        assert_eventually!(
+            ready_nodes(&cluster.client).await == cluster.names,
+            PATIENCE,
+            "every host's node is Ready"
+        );
+        cluster
+    }
+
+    /// `moor join` on lab host `host` (1 or 2), with a token the first time.
+    fn join(&self, host: usize, token: Option<&str>) -> Child {
+        let data = self.home.path().join(&self.names[host]);
+        let mut args = vec![
+            "join",
+            &self.server,
+            "--name",
+            &self.names[host],
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--log",
+            "warn",
+        ];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        args.extend(self.flags.iter().map(String::as_str));
+        moor_on(&self.lab, host, self.home.path(), &args)
+    }
+
+    fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Runs `program ARGS` in lab host `host`'s namespace: its stdout.
+    fn on_host(&self, host: usize, program: &str, args: &[&str]) -> String {
+        let out = self.lab.command(host, program).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn node_range(&self, host: usize) -> String {
+        let node = self.client.api::<Node>().get("", &self.names[host]).await;
+        node.ok()
+            .and_then(|n| n.spec)
+            .map(|s| s.pod_cidr)
+            .unwrap_or_default()
+    }
+}
+
+/// Pod-to-pod requests between the named pods (`(from, to)`), TCP and
+/// UDP, each answer naming the caller's own pod IP.
+async fn pods_reach_each_other(
+    home: &Path,
+    placed: &BTreeMap<String, (String, String)>,
+    pairs: &[(&str, &str)],
+) {
+    let ip = |pod: &str| placed[pod].1.clone();
+    for (from, to) in pairs {
+        let url = format!("http://{}:8080/", ip(to));
+        let expect = format!("pod={to} ip={} peer={}", ip(to), ip(from));
+        let (code, out) = in_pod(
+            home,
+            from,
+            &["get", &url, "--expect", &expect, "--retry-seconds", "30"],
+        )
+        .await;
+        assert_eq!(code, 0, "TCP {from} -> {to}: {out}");
+        let target = format!("{}:8080", ip(to));
+        let (code, out) = in_pod(
+            home,
+            from,
+            &[
+                "udp",
+                &target,
+                "ping",
+                "--expect",
+                &expect,
+                "--retry-seconds",
+                "30",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "UDP {from} -> {to}: {out}");
+    }
+}
+
+/// Pods `a`, `b`, `c` on hosts 1, 2, 3 (`a` labelled app=client, the others
+/// app=far), once they run.
+async fn three_pods(cluster: &LabCluster) -> BTreeMap<String, (String, String)> {
+    let pods = cluster.client.api::<Pod>();
+    for (pod, host) in [("a", 0), ("b", 1), ("c", 2)] {
+        let app = if pod == "a" { "client" } else { "far" };
+        pods.create(&echo_pod(pod, &cluster.names[host], app))
+            .await
+            .unwrap();
+    }
+    assert_eventually!(
+        running(&cluster.client, &["a", "b", "c"]).await.is_some(),
+        PATIENCE,
+        "the three pods run"
+    );
+    running(&cluster.client, &["a", "b", "c"]).await.unwrap()
+}
+
+/// From pod `a` on the first host: a service whose endpoints (`b`, `c`)
+/// are on the other hosts, by cluster IP and by DNS name; and from outside,
+/// a node port on the second host reaching a pod on the third.
+async fn services_reach_the_other_hosts(cluster: &LabCluster) {
+    let (client, home) = (&cluster.client, cluster.home());
+    let services = client.api::<Service>();
+    let far = services
+        .create(&service("far", "far", false))
+        .await
+        .unwrap();
+    let cluster_ip = far.spec.unwrap().cluster_ip;
+    for target in [format!("http://{cluster_ip}/"), "http://far/".to_owned()] {
+        for wanted in ["pod=b", "pod=c"] {
+            let (code, out) = in_pod(
+                home,
+                "a",
+                &["get", &target, "--expect", wanted, "--retry-seconds", "60"],
+            )
+            .await;
+            assert_eq!(code, 0, "{target} from a reaches {wanted}: {out}");
+        }
+    }
+    client
+        .api::<Pod>()
+        .create(&echo_pod("only-c", &cluster.names[2], "only-c"))
+        .await
+        .unwrap();
+    let exposed = services
+        .create(&service("only-c", "only-c", true))
+        .await
+        .unwrap();
+    let node_port = u16::try_from(exposed.spec.unwrap().ports[0].node_port).unwrap();
+    let via_b = std::net::SocketAddr::from((cluster.hosts[1].address, node_port));
+    assert_eventually!(
+        moor_testkit::http_get(via_b)
+            .await
+            .is_ok_and(|b| b.contains("pod=only-c")),
+        PATIENCE,
+        "node port {via_b} on host 2 reaches the pod on host 3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_three_hosts_reach_each_other_services_and_the_outside() {
+    let cluster = LabCluster::start("vx", &[]).await;
+    let (client, names, hosts) = (&cluster.client, &cluster.names, &cluster.hosts);
+    let first = hosts[0].address;
+    let home = cluster.home();
+    // One range per node, each published with its VTEP.
+    let (nodes, _) = client
+        .api::<Node>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut ranges: Vec<String> = nodes
+        .iter()
+        .map(|n| n.spec.as_ref().unwrap().pod_cidr.clone())
+        .collect();
+    ranges.sort();
+    ranges.dedup();
+    assert_eq!(
+        ranges.len(),
+        3,
+        "each node has its own pod range: {ranges:?}"
+    );
+
+    let placed = three_pods(&cluster).await;
+    let ip = |pod: &str| placed[pod].1.clone();
+    for (pod, host) in [("a", 0), ("b", 1), ("c", 2)] {
+        assert_eq!(placed[pod].0, names[host]);
+        let range: ipnet::Ipv4Net = nodes
+            .iter()
+            .find(|n| n.metadata.as_ref().unwrap().name == names[host])
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .pod_cidr
+            .parse()
+            .unwrap();
+        assert!(
+            range.contains(&ip(pod).parse::<Ipv4Addr>().unwrap()),
+            "pod {pod} has {} from its node's range {range}",
+            ip(pod)
+        );
+    }
+
+    // Pod to pod across hosts, both ways, TCP and UDP, source kept.
+    pods_reach_each_other(
+        home,
+        &placed,
+        &[("a", "b"), ("b", "a"), ("c", "a"), ("b", "c")],
+    )
+    .await;
+
+    services_reach_the_other_hosts(&cluster).await;
+
+    // Out of the cluster: masqueraded to the host's address.
+    let outside = outside_server(cluster.lab.root_address()).await;
+    let (code, out) = in_pod(
+        home,
+        "a",
+        &[
+            "get",
+            &format!("http://{outside}/"),
+            "--expect",
+            &format!("caller={first}"),
+            "--retry-seconds",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "a pod reaches the outside as its host: {out}");
+    let (code, out) = in_pod(
+        home,
+        "b",
+        &[
+            "get",
+            &format!("http://{outside}/"),
+            "--expect",
+            &format!("caller={}", hosts[1].address),
+            "--retry-seconds",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(
+        code, 0,
+        "a joined host's pod reaches the outside as its host: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iptables_proxy_reaches_endpoints_on_other_hosts() {
+    let cluster = LabCluster::start("ipt", &["--proxy-mode", "iptables"]).await;
+    let placed = three_pods(&cluster).await;
+    pods_reach_each_other(cluster.home(), &placed, &[("a", "b"), ("c", "a")]).await;
+    services_reach_the_other_hosts(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_gw_routes_pods_between_hosts_without_encapsulation() {
+    let cluster = LabCluster::start("hgw", &["--network-backend", "host-gw"]).await;
+    let placed = three_pods(&cluster).await;
+    pods_reach_each_other(
+        cluster.home(),
+        &placed,
+        &[("a", "b"), ("b", "c"), ("c", "a")],
+    )
+    .await;
+    let routes = cluster.on_host(0, "ip", &["route", "show", "proto", "109"]);
+    for host in [1, 2] {
+        let range = cluster.node_range(host).await;
+        let via = format!("{range} via {}", cluster.hosts[host].address);
+        assert!(routes.contains(&via), "host 1 routes {via}: {routes}");
+    }
+    let links = cluster.on_host(0, "ip", &["-o", "link", "show"]);
+    assert!(
+        !links.contains("moor.1"),
+        "host-gw makes no VXLAN device: {links}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_off_loses_its_pods_to_the_others_and_comes_back_clean() {
+    let cluster = LabCluster::start("cut", &[]).await;
+    let (client, names) = (&cluster.client, &cluster.names);
+    // A deployment spread over the three hosts, its pods leaving an
+    // unreachable node as soon as it is marked so.
+    let manifest = cluster.home().join("spread.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: spread}\nspec:\n  replicas: 3\n  \
+         selector: {matchLabels: {app: spread}}\n  template:\n    metadata: {labels: {app: spread}}\n    \
+         spec:\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, \
+         effect: NoExecute, tolerationSeconds: 0}\n      containers:\n      - name: echo\n        \
+         image: moor/echo:0.1\n        imagePullPolicy: Never\n        args: [serve]\n",
+    )
+    .unwrap();
+    let (code, _, err) =
+        moorctl(cluster.home(), &["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "apply: {err}");
+    let spread = async || -> Vec<(String, String)> {
+        let params = ListParams::default()
+            .namespace("default")
+            .labels("app=spread");
+        let Ok((pods, _)) = client.api::<Pod>().list(&params).await else {
+            return Vec::new();
+        };
+        let mut placed: Vec<(String, String)> = pods
+            .into_iter()
+            .filter(|p| {
+                p.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.deletion_timestamp.is_none())
+                    && p.status.as_ref().is_some_and(|s| s.phase == "Running")
+            })
+            .map(|p| (p.spec.unwrap().node_name, p.metadata.unwrap().name))
+            .collect();
+        placed.sort();
+        placed
+    };
+    assert_eventually!(
+        spread().await.iter().map(|(n, _)| n).collect::<Vec<_>>()
+            == names.iter().collect::<Vec<_>>(),
+        PATIENCE,
+        "one pod on each host: {:?}",
+        spread().await
+    );
+    let on_third = spread()
+        .await
+        .into_iter()
+        .find(|(node, _)| *node == names[2])
+        .unwrap()
+        .1;
+
+    // Cut the third host's link to the lab.
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip {args:?}");
+    };
+    ip(&["link", "set", &names[2], "down"]);
+    assert_eventually!(
+        {
+            let now = spread().await;
+            now.len() == 3 && now.iter().all(|(node, _)| *node != names[2])
+        },
+        Duration::from_secs(180),
+        "the cut-off host's pod runs again on the others: {:?}",
+        spread().await
+    );
+    ip(&["link", "set", &names[2], "up"]);
+    assert_eventually!(
+        ready_nodes(client).await == *names,
+        PATIENCE,
+        "the third host is Ready again"
+    );
+    let filter = format!("label=moor.pod.name={on_third}");
+    assert_eventually!(
+        cluster
+            .on_host(2, "docker", &["ps", "-aq", "--filter", &filter])
+            .trim()
+            .is_empty(),
+        PATIENCE,
+        "the containers of the pod it lost are removed from the third host"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_joins_again_with_a_new_range_and_the_routes_follow() {
+    let mut cluster = LabCluster::start("rej", &[]).await;
+    let old = cluster.node_range(2).await;
+    assert!(!old.is_empty());
+    let routes =
+        |cluster: &LabCluster| cluster.on_host(0, "ip", &["route", "show", "proto", "109"]);
+    assert!(
+        routes(&cluster).contains(&old),
+        "host 1 routes {old}: {}",
+        routes(&cluster)
+    );
+
+    let mut third = cluster.joined[1].take().unwrap();
+    third.kill().await.unwrap();
+    third.wait().await.unwrap();
+    cluster
+        .client
+        .api::<Node>()
+        .delete("", &cluster.names[2], &moor_client::DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eventually!(
+        !routes(&cluster).contains(&old),
+        PATIENCE,
+        "host 1 drops the route to the deleted node's range {old}: {}",
+        routes(&cluster)
+    );
+
+    // Joining again needs no token: the node keeps its certificate.
+    cluster.joined[1] = Some(cluster.join(2, None));
+    assert_eventually!(
+        ready_nodes(&cluster.client).await == cluster.names,
+        PATIENCE,
+        "the node is back"
+    );
+    let new = cluster.node_range(2).await;
+    assert!(!new.is_empty() && new != old, "a new range: {old} -> {new}");
+    assert_eventually!(
+        routes(&cluster).contains(&new),
+        PATIENCE,
+        "host 1 routes the new range {new}: {}",
+        routes(&cluster)
+    );
+    let placed = three_pods(&cluster).await;
+    let range: ipnet::Ipv4Net = new.parse().unwrap();
+    assert!(
+        range.contains(&placed["c"].1.parse::<Ipv4Addr>().unwrap()),
+        "the third host's pod {} is in its new range {range}",
+        placed["c"].1
+    );
+    pods_reach_each_other(cluster.home(), &placed, &[("a", "c"), ("c", "b")]).await;
+}
