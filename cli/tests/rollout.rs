@@ -396,14 +396,18 @@ spec:
     let small = m.write("small.yaml", &pod("100m"));
     let big = m.write("big.yaml", &pod("1000"));
     let node = cluster.node.clone();
-    // The scheduler may serve plans before the node has registered.
+    // The scheduler may serve plans before the node has registered, or
+    // before it is Ready.
     assert_eventually!(
         {
             let out = m.run(&["schedule", "--dry-run", "-f", &small]).await;
-            out.code == 0 && out.stdout.contains(&format!("\n{node} "))
+            out.code == 0
+                && out
+                    .stdout
+                    .contains(&format!("pod/plan would be bound to node {node}"))
         },
         PATIENCE,
-        "the scheduler never served a plan with node {node}"
+        "the scheduler never planned to bind to node {node}"
     );
     let out = m.ok(&["schedule", "--dry-run", "-f", &small]).await;
     assert!(out.starts_with("NODE"), "{out}");

@@ -39,6 +39,10 @@ pub struct ListParams {
     pub label_selector: String,
     /// Field selector, e.g. `metadata.name=web`.
     pub field_selector: String,
+    /// Empty: the latest objects; `"0"`: whatever the apiserver's watch
+    /// cache holds (see [`ListParams::any_version`]). Lists only: a watch
+    /// takes its starting point from [`WatchParams::resource_version`].
+    pub resource_version: String,
 }
 
 /// Filters and the starting point of a raw watch.
@@ -149,6 +153,16 @@ impl ListParams {
         self.field_selector = selector.into();
         self
     }
+
+    /// Lists answered from the apiserver's watch cache (Kubernetes'
+    /// `resourceVersion=0`): cheap, indexed for pods by `spec.nodeName`,
+    /// possibly behind the store but never behind what a watch on the same
+    /// apiserver has delivered. For callers that act only on objects they
+    /// learned of through such a watch (a node agent on its pods).
+    pub fn any_version(mut self) -> Self {
+        self.resource_version = "0".into();
+        self
+    }
 }
 
 // === impl Api ===
@@ -183,6 +197,7 @@ impl<K: Resource> Api<K> {
             namespace: params.namespace.clone(),
             label_selector: params.label_selector.clone(),
             field_selector: params.field_selector.clone(),
+            resource_version: params.resource_version.clone(),
         };
         let list: K::List = self.unary("List", request).await?;
         Ok(K::from_list(list))

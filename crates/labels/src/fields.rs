@@ -129,6 +129,15 @@ impl FieldSelector {
         &self.terms
     }
 
+    /// The value `field` must equal, when a term asks for that (an index
+    /// on the field can then answer instead of a scan).
+    pub fn exact(&self, field: &str) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|t| t.field == field && t.operator == Operator::Equals)
+            .map(|t| t.value.as_str())
+    }
+
     /// Whether an object whose fields `get` reads meets every term. A field
     /// `get` does not know compares as the empty string, as in Kubernetes.
     pub fn matches(&self, get: impl Fn(&str) -> Option<String>) -> bool {

@@ -68,8 +68,10 @@ pub struct Docker {
 }
 
 /// The cluster network of a node whose pod range the cluster assigned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSubnet {
+    /// The node: its networks of earlier ranges are removed once empty.
+    pub node: String,
     /// The node's pod range (`spec.podCIDR`): the bridge's subnet.
     pub range: Ipv4Net,
     /// The bridge's MTU (the overlay's, below the host's by its header).
@@ -367,7 +369,7 @@ impl Docker {
     /// host's routes and other networks; another agent's probe may take the
     /// same subnet meanwhile, so a failed create tries again.
     async fn create_network(&self, name: &str) -> Result<(), Error> {
-        if let Some(subnet) = self.subnet {
+        if let Some(subnet) = &self.subnet {
             return self.create_node_network(name, subnet).await;
         }
         let mut last = None;
@@ -426,7 +428,8 @@ impl Docker {
 
     /// Creates the cluster network on the node's pod range (see
     /// [`Docker::connect_with`]).
-    async fn create_node_network(&self, name: &str, subnet: NodeSubnet) -> Result<(), Error> {
+    async fn create_node_network(&self, name: &str, subnet: &NodeSubnet) -> Result<(), Error> {
+        self.remove_earlier_networks(name, &subnet.node).await;
         let range = subnet.range.trunc();
         let (Some(gateway), Some((docker_range, pod_range))) =
             (range.hosts().next(), PodNetwork::split(range))
@@ -450,6 +453,7 @@ impl Docker {
                 ("moor.network".into(), "true".into()),
                 (POD_RANGE_LABEL.into(), pod_range.to_string()),
                 (NODE_RANGE_LABEL.into(), range.to_string()),
+                (crate::labels::NODE.into(), subnet.node.clone()),
             ])),
             ipam: Some(Ipam {
                 config: Some(vec![IpamConfig {
@@ -469,6 +473,42 @@ impl Docker {
                 "creating network {name} on the node's pod range {range}: {}",
                 engine(err)
             ))),
+        }
+    }
+
+    /// Removes the networks node `node` made on earlier pod ranges (it was
+    /// deleted and registered again) once no container uses them: their
+    /// bridges would keep routes to ranges other nodes may now hold.
+    async fn remove_earlier_networks(&self, current: &str, node: &str) {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{}={node}", crate::labels::NODE),
+                NODE_RANGE_LABEL.to_owned(),
+            ],
+        )]);
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(networks) = self.docker.list_networks(Some(options)).await else {
+            return;
+        };
+        for network in networks {
+            let (Some(id), Some(name)) = (network.id, network.name) else {
+                continue;
+            };
+            if name == current {
+                continue;
+            }
+            // Docker refuses to remove a network with containers on it.
+            match self.docker.remove_network(&id).await {
+                Ok(()) => {
+                    tracing::info!(network = %name, "removed this node's network of an earlier pod range")
+                }
+                Err(err) => {
+                    tracing::info!(network = %name, %err, "this node's network of an earlier pod range stays while containers use it")
+                }
+            }
         }
     }
 

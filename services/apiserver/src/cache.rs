@@ -6,7 +6,7 @@
 //! it, so a new watcher sees each event exactly once: in its replay or live.
 //! The lock is never held across an await.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::StreamExt;
@@ -104,6 +104,8 @@ pub enum Start<K> {
 
 struct State<K> {
     objects: BTreeMap<String, Arc<K>>,
+    /// Keys by the value of the indexed field (`Cache::indexed`).
+    by_field: HashMap<String, BTreeSet<String>>,
     events: VecDeque<Arc<Change<K>>>,
     /// Latest revision applied.
     revision: i64,
@@ -114,6 +116,9 @@ struct State<K> {
 /// The watch cache of one resource.
 pub struct Cache<K> {
     state: RwLock<State<K>>,
+    /// The field whose values key an index (pods: `spec.nodeName`, so a
+    /// node's pod list costs its own pods, not the cluster's).
+    index: Option<&'static str>,
     live: broadcast::Sender<Arc<Change<K>>>,
     capacity: usize,
     primed: tokio::sync::watch::Sender<bool>,
@@ -124,11 +129,23 @@ pub struct Cache<K> {
 impl<K: Resource> Cache<K> {
     /// An empty cache keeping `capacity` recent events.
     pub fn new(capacity: usize) -> Arc<Self> {
+        Self::build(capacity, None)
+    }
+
+    /// [`Cache::new`], with lists that select one value of `field` answered
+    /// from an index on it.
+    pub fn indexed(capacity: usize, field: &'static str) -> Arc<Self> {
+        Self::build(capacity, Some(field))
+    }
+
+    fn build(capacity: usize, index: Option<&'static str>) -> Arc<Self> {
         let (live, _) = broadcast::channel(capacity.max(16));
         let (primed, _) = tokio::sync::watch::channel(false);
         Arc::new(Self {
+            index,
             state: RwLock::new(State {
                 objects: BTreeMap::new(),
+                by_field: HashMap::new(),
                 events: VecDeque::new(),
                 revision: 0,
                 floor: 0,
@@ -158,6 +175,37 @@ impl<K: Resource> Cache<K> {
             .range(prefix.to_string()..)
             .take_while(|(key, _)| key.starts_with(prefix))
             .any(|(_, object)| test(object))
+    }
+
+    /// The cached objects under `prefix` that pass `filter`, and the
+    /// revision they are current at. A filter on one value of the indexed
+    /// field reads only the objects with that value.
+    pub fn list(&self, prefix: &str, filter: &crate::watch::Filter) -> (Vec<Arc<K>>, i64) {
+        let state = self.read();
+        let indexed = self
+            .index
+            .and_then(|field| Some((field, filter.exact_field(field)?)));
+        let items = match indexed {
+            Some((_, value)) => state
+                .by_field
+                .get(value)
+                .into_iter()
+                .flatten()
+                .filter(|key| key.starts_with(prefix))
+                .filter_map(|key| state.objects.get(key))
+                .filter(|object| filter.matches(&***object))
+                .cloned()
+                .collect(),
+            None => state
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .map(|(_, object)| object)
+                .filter(|object| filter.matches(&***object))
+                .cloned()
+                .collect(),
+        };
+        (items, state.revision)
     }
 
     /// The latest revision applied.
@@ -196,14 +244,8 @@ impl<K: Resource> Cache<K> {
         if change.revision <= state.revision {
             return;
         }
-        match change.kind {
-            EventType::Deleted => {
-                state.objects.remove(key);
-            }
-            _ => {
-                state.objects.insert(key.to_string(), change.object.clone());
-            }
-        }
+        let object = (change.kind != EventType::Deleted).then(|| change.object.clone());
+        self.put(&mut state, key, object);
         state.revision = change.revision;
         state.events.push_back(change.clone());
         while state.events.len() > self.capacity {
@@ -223,6 +265,13 @@ impl<K: Resource> Cache<K> {
             items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         if !primed {
             let mut state = self.write();
+            state.by_field = HashMap::new();
+            if let Some(field) = self.index {
+                for (key, object) in &fresh {
+                    let value = object.field(field).unwrap_or_default();
+                    state.by_field.entry(value).or_default().insert(key.clone());
+                }
+            }
             state.objects = fresh;
             state.revision = revision;
             state.floor = revision;
@@ -276,11 +325,8 @@ impl<K: Resource> Cache<K> {
         change.synthetic = true;
         let change = Arc::new(change);
         let mut state = self.write();
-        if kind == EventType::Deleted {
-            state.objects.remove(key);
-        } else {
-            state.objects.insert(key.to_string(), object);
-        }
+        let object = (kind != EventType::Deleted).then_some(object);
+        self.put(&mut state, key, object);
         state.events.push_back(change.clone());
         while state.events.len() > self.capacity {
             if let Some(old) = state.events.pop_front() {
@@ -358,6 +404,37 @@ impl<K: Resource> Cache<K> {
         }
     }
 
+    /// Stores `object` at `key` (`None`: removes it), keeping the index.
+    fn put(&self, state: &mut State<K>, key: &str, object: Option<Arc<K>>) {
+        let old = match &object {
+            Some(object) => state.objects.insert(key.to_string(), object.clone()),
+            None => state.objects.remove(key),
+        };
+        let Some(field) = self.index else {
+            return;
+        };
+        let old_value = old.map(|o| o.field(field).unwrap_or_default());
+        let new_value = object.map(|o| o.field(field).unwrap_or_default());
+        if old_value == new_value {
+            return;
+        }
+        if let Some(value) = old_value
+            && let Some(keys) = state.by_field.get_mut(&value)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                state.by_field.remove(&value);
+            }
+        }
+        if let Some(value) = new_value {
+            state
+                .by_field
+                .entry(value)
+                .or_default()
+                .insert(key.to_string());
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State<K>> {
         // A poisoned lock means a panic mid-update; the state is still
         // consistent enough to serve (each update is a few assignments).
@@ -366,5 +443,78 @@ impl<K: Resource> Cache<K> {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State<K>> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moor_api::core::v1::{Pod, PodSpec};
+    use moor_api::meta::v1::{ListRequest, ObjectMeta};
+
+    use super::*;
+    use crate::watch::Filter;
+
+    fn pod(name: &str, node: &str) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn on(node: &str) -> Filter {
+        Filter::from_list::<Pod>(&ListRequest {
+            field_selector: format!("spec.nodeName={node}"),
+            ..Default::default()
+        })
+        .expect("valid")
+    }
+
+    fn names(cache: &Cache<Pod>, filter: &Filter) -> Vec<String> {
+        let (items, _) = cache.list("/p/", filter);
+        items.iter().map(|p| p.meta().name.clone()).collect()
+    }
+
+    fn change(revision: i64, kind: EventType, pod: Pod) -> Change<Pod> {
+        Change::new(revision, kind, Arc::new(pod), None)
+    }
+
+    #[test]
+    fn the_index_follows_creates_moves_and_deletes() {
+        let cache = Cache::<Pod>::indexed(16, "spec.nodeName");
+        cache.reset(vec![("/p/default/a".into(), pod("a", "n1"))], 1);
+        cache.apply(change(2, EventType::Added, pod("b", "")), "/p/default/b");
+        assert_eq!(names(&cache, &on("n1")), ["a"]);
+        assert_eq!(names(&cache, &on("")), ["b"]);
+        // b is bound to n1, a moves to n2 (as a re-created pod would).
+        cache.apply(
+            change(3, EventType::Modified, pod("b", "n1")),
+            "/p/default/b",
+        );
+        cache.apply(
+            change(4, EventType::Modified, pod("a", "n2")),
+            "/p/default/a",
+        );
+        assert_eq!(names(&cache, &on("n1")), ["b"]);
+        assert_eq!(names(&cache, &on("n2")), ["a"]);
+        assert!(names(&cache, &on("")).is_empty());
+        cache.apply(
+            change(5, EventType::Deleted, pod("b", "n1")),
+            "/p/default/b",
+        );
+        assert!(names(&cache, &on("n1")).is_empty());
+        assert!(!cache.read().by_field.contains_key("n1"), "empty sets go");
+        // A re-list rebuilds it from what is there.
+        cache.reset(vec![("/p/default/c".into(), pod("c", "n1"))], 9);
+        assert_eq!(names(&cache, &on("n1")), ["c"]);
+        assert!(names(&cache, &on("n2")).is_empty());
+        assert_eq!(cache.revision(), 9);
     }
 }

@@ -286,7 +286,12 @@ impl ApiServer {
         }
         let nodes = registry::<core::v1::Node>(&shared, size, &mut tasks);
         let secrets = registry::<core::v1::Secret>(&shared, size, &mut tasks);
-        let pods = registry::<core::v1::Pod>(&shared, size, &mut tasks);
+        // Node agents list their pods by spec.nodeName.
+        let pods = registry_with(
+            &shared,
+            Cache::<core::v1::Pod>::indexed(size, "spec.nodeName"),
+            &mut tasks,
+        );
         // Join tokens are Secrets; a token's holder may only ask for a
         // node certificate, which the CA's holder signs.
         server.authenticate(Arc::new(certificates::Access::new(secrets.clone())));

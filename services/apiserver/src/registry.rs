@@ -166,6 +166,21 @@ impl<K: Kind> Registry<K> {
             Some(ns) => format!("{}{}/", Self::prefix(), ns),
             None => Self::prefix(),
         };
+        match req.resource_version.as_str() {
+            "" => {}
+            "0" => {
+                self.cache.wait_primed().await;
+                let (items, revision) = self.cache.list(&prefix, &filter);
+                let items = items.iter().map(|object| K::clone(object)).collect();
+                return Ok(K::into_list(items, revision.to_string()));
+            }
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "resourceVersion {other:?}: a list takes \"0\" (any cached version) or \
+                     nothing (the latest)"
+                )));
+            }
+        }
         let (kvs, revision) = self.shared.store.list(&prefix).await?;
         let mut items = Vec::with_capacity(kvs.len());
         for kv in &kvs {

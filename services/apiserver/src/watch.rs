@@ -60,6 +60,11 @@ impl Filter {
         (!self.namespace.is_empty()).then_some(self.namespace.as_str())
     }
 
+    /// The value `field` must equal, if the field selector says so.
+    pub fn exact_field(&self, field: &str) -> Option<&str> {
+        self.fields.exact(field)
+    }
+
     /// Whether the object passes every filter.
     pub fn matches<K: Resource>(&self, object: &K) -> bool {
         let meta = object.meta();

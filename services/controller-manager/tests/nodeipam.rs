@@ -87,11 +87,20 @@ async fn ranges(client: &Client) -> Vec<(String, String)> {
 async fn two_hundred_nodes_registering_at_once_get_distinct_ranges() {
     let (_apiserver, url, client) = apiserver().await;
     let _cm = ControllerManager::start(&url, "10.244.0.0/16", 24);
-    join_all((0..200).map(|i| {
-        let client = client.clone();
-        async move { register(&client, &format!("node-{i}")).await }
-    }))
-    .await;
+    // 200 simulated node agents in one process, registering together.
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = moor_node::Config::new(url.clone(), "sim", dir.path().to_path_buf());
+    agents.runtime = moor_node::RuntimeKind::Fake;
+    agents.count = Some(200);
+    agents.agent_listen = None;
+    let stop = CancellationToken::new();
+    let _stop_agents = stop.clone().drop_guard();
+    tokio::spawn(moor_node::run(agents, stop));
+    assert_eventually!(
+        ranges(&client).await.len() == 200,
+        CONVERGE,
+        "the 200 simulated nodes register"
+    );
     assert_eventually!(
         ranges(&client).await.iter().all(|(_, r)| !r.is_empty()),
         CONVERGE,

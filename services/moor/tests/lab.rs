@@ -698,4 +698,13 @@ async fn a_deleted_node_joins_again_with_a_new_range_and_the_routes_follow() {
         placed["c"].1
     );
     pods_reach_each_other(cluster.home(), &placed, &[("a", "c"), ("c", "b")]).await;
+    let networks = cluster.on_host(2, "docker", &["network", "ls", "--format", "{{.Name}}"]);
+    let (old_network, new_network) = (
+        format!("moor-{}", old.replace('/', "-")),
+        format!("moor-{}", new.replace('/', "-")),
+    );
+    assert!(
+        networks.contains(&new_network) && !networks.contains(&old_network),
+        "the third host's network moves to the new range: {networks}"
+    );
 }

@@ -255,7 +255,7 @@ pub async fn connect_docker(
     shutdown: &CancellationToken,
 ) -> Option<Docker> {
     loop {
-        match Docker::connect_with(&config.network, subnet).await {
+        match Docker::connect_with(&config.network, subnet.clone()).await {
             Ok(docker) => return Some(docker),
             Err(err) => {
                 tracing::warn!(node = %config.name, %err, "docker does not answer; reporting NotReady and retrying");

@@ -38,7 +38,9 @@ async fn collect(agent: &Agent) -> Result<(), Error> {
         .list_containers(&[(labels::NODE, &agent.name)])
         .await?;
     let dirs = pod_dirs(agent).await?;
-    let params = ListParams::default().fields(format!("spec.nodeName={}", agent.name));
+    let params = ListParams::default()
+        .fields(format!("spec.nodeName={}", agent.name))
+        .any_version();
     let (pods, _) = agent.client.api::<Pod>().list(&params).await?;
     // Static pods register before their containers exist and go after
     // they are removed, so reading them after the containers is safe too.

@@ -89,6 +89,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
                     network.range.prefix_len()
                 );
                 Some(moor_runtime::NodeSubnet {
+                    node: config.name.clone(),
                     range: network.range,
                     mtu: Some(network.mtu),
                 })

@@ -357,15 +357,24 @@ impl Overlay {
         let local = Arc::new(self.local);
         let mut events = std::pin::pin!(moor_client::watcher(
             client.api::<Node>(),
-            ListParams::default()
+            ListParams::default().any_version()
         ));
         let mut nodes: HashMap<String, Node> = HashMap::new();
         let mut synced = false;
         let mut resync = tokio::time::interval(RESYNC);
+        // What was programmed last: a Node's heartbeat changes its status
+        // every few seconds, and reprogramming every peer for each would
+        // cost O(nodes²) a heartbeat period.
+        let mut programmed: Option<Vec<Peer>> = None;
         loop {
+            let mut forced = false;
             let changed = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                _ = resync.tick() => synced,
+                _ = resync.tick() => {
+                    // Someone may have deleted an entry by hand.
+                    forced = true;
+                    synced
+                }
                 event = events.next() => match event {
                     Some(Ok(Event::Applied(node))) => {
                         nodes.insert(name_of(&node), node);
@@ -400,10 +409,15 @@ impl Overlay {
                 )));
             }
             let peers = peers(&local, nodes.values());
+            if !forced && programmed.as_ref() == Some(&peers) {
+                continue;
+            }
             let programming = local.clone();
-            match blocking(move || program(&programming, &peers)).await {
-                Ok(Ok(())) => {}
+            let wanted = peers.clone();
+            match blocking(move || program(&programming, &wanted)).await {
+                Ok(Ok(())) => programmed = Some(peers),
                 Ok(Err(err)) | Err(err) => {
+                    programmed = None;
                     tracing::warn!(%err, "cannot program the routes to other nodes' pods; retrying at the next change or resync");
                 }
             }

@@ -98,31 +98,50 @@ pub async fn register(config: &Config, client: &Client) -> Result<(), Error> {
     }
 }
 
-/// Creates the Node when missing, then writes its status.
+/// Creates the Node when missing, then writes its status. A write that
+/// loses to another writer of the Node (the controller-manager setting its
+/// pod range, taints) is made again on the new version at once, rather
+/// than a heartbeat later: a new node would stay NotReady meanwhile.
 async fn write_node(
     config: &Config,
     client: &Client,
     facts: &Facts<'_>,
     ready: Result<RuntimeInfo, String>,
 ) -> Result<(), Error> {
+    const ATTEMPTS: usize = 5;
     let nodes = client.api::<Node>();
-    let mut node = match nodes.get("", &config.name).await {
-        // A Node made for us (a join claims its name by creating it): add
-        // the labels a registration sets that it lacks.
-        Ok(node) => with_own_labels(&nodes, node, &config.name, ready.as_ref().ok()).await?,
-        Err(moor_client::Error::NotFound(_)) => {
-            let node = nodes
-                .create(&new_node(&config.name, ready.as_ref().ok()))
-                .await?;
-            tracing::info!(node = %config.name, "registered node");
-            node
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut node = match nodes.get("", &config.name).await {
+            // A Node made for us (a join claims its name by creating it): add
+            // the labels a registration sets that it lacks.
+            Ok(node) => {
+                match with_own_labels(&nodes, node, &config.name, ready.as_ref().ok()).await {
+                    Ok(node) => node,
+                    Err(Error::Api(moor_client::Error::Conflict(_))) if attempt < ATTEMPTS => {
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            Err(moor_client::Error::NotFound(_)) => {
+                let node = nodes
+                    .create(&new_node(&config.name, ready.as_ref().ok()))
+                    .await?;
+                tracing::info!(node = %config.name, "registered node");
+                node
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let old = node.status.clone().unwrap_or_default();
+        node.status = Some(node_status(&old, facts, ready.clone()));
+        match nodes.update_status(&node).await {
+            Ok(_) => return Ok(()),
+            Err(moor_client::Error::Conflict(_)) if attempt < ATTEMPTS => {}
+            Err(err) => return Err(err.into()),
         }
-        Err(err) => return Err(err.into()),
-    };
-    let old = node.status.clone().unwrap_or_default();
-    node.status = Some(node_status(&old, facts, ready));
-    nodes.update_status(&node).await?;
-    Ok(())
+    }
 }
 
 /// `node` with every label [`new_node`] sets that it lacks, written back

@@ -56,7 +56,7 @@ impl ServiceLinks {
 /// The variables of every service in the pod's namespace.
 async fn list(agent: &Agent, pod: &Pod) -> Result<Vec<(String, String)>, Error> {
     let namespace = pod.metadata.as_ref().map_or("", |m| m.namespace.as_str());
-    let params = ListParams::default().namespace(namespace);
+    let params = ListParams::default().namespace(namespace).any_version();
     let (mut services, _) =
         agent
             .client

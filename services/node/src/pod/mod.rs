@@ -41,7 +41,9 @@ const DEFAULT_GRACE_SECONDS: i64 = 30;
 pub async fn run_controller(agent: Arc<Agent>, shutdown: CancellationToken) {
     let (probers, wakes) = Probers::new(agent.runtime.clone(), shutdown.clone());
     let probers = Arc::new(probers);
-    let params = ListParams::default().fields(format!("spec.nodeName={}", agent.name));
+    let params = ListParams::default()
+        .fields(format!("spec.nodeName={}", agent.name))
+        .any_version();
     let controller = Controller::new(agent.client.api::<Pod>(), params);
     let reconcile = {
         let (agent, probers) = (agent.clone(), probers.clone());

@@ -75,7 +75,9 @@ pub async fn remove(agent: &Agent, pod: &Pod) -> Result<(), Error> {
 /// Deletes the mirror pods on this node that no static pod (`keep`, by
 /// namespace and name) has.
 pub async fn remove_orphans(agent: &Agent, keep: &HashSet<(String, String)>) -> Result<(), Error> {
-    let params = ListParams::default().fields(format!("spec.nodeName={}", agent.name));
+    let params = ListParams::default()
+        .fields(format!("spec.nodeName={}", agent.name))
+        .any_version();
     let (pods, _) = agent.client.api::<Pod>().list(&params).await?;
     for pod in pods.iter().filter(|p| is_mirror(p)) {
         let (namespace, name) = names(pod);
