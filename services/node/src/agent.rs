@@ -47,6 +47,11 @@ pub struct Agent {
     /// Pulls running in the background, by (pod uid, container name).
     // A std Mutex: only short synchronous sections use it.
     pulls: Mutex<HashMap<(String, String), Pull>>,
+    /// The Node status last written (heartbeat times left out) and when:
+    /// an unchanged one is written again only now and then.
+    pub reported: Mutex<Option<(moor_api::core::v1::NodeStatus, tokio::time::Instant)>>,
+    /// The node's Lease as last written, renewed without reading it first.
+    pub lease: Mutex<Option<moor_api::coordination::v1::Lease>>,
     /// The static pods this agent runs, by uid (the mirror pods in the API
     /// have other uids).
     // A std Mutex: only short synchronous sections use it.
@@ -124,6 +129,8 @@ impl Agent {
             pull_failures: Mutex::default(),
             pulls: Mutex::default(),
             statics: Mutex::default(),
+            reported: Mutex::default(),
+            lease: Mutex::default(),
         })
     }
 

@@ -38,8 +38,22 @@ pub async fn heartbeat_loop(agent: Arc<Agent>, shutdown: CancellationToken) {
     }
 }
 
-/// One heartbeat: asks the runtime, then writes Node status and Lease.
+/// One heartbeat: asks the runtime, writes the Node's status when it
+/// changed or was last written [`STATUS_REFRESH`] ago, and renews the
+/// Lease, which alone tells the cluster the node is alive (as Kubernetes'
+/// node leases): a thousand nodes cost a thousand small Lease writes a
+/// heartbeat, not a thousand Node rewrites.
 async fn heartbeat(agent: &Agent) -> Result<(), Error> {
+    let result = beat(agent).await;
+    if result.is_err() {
+        // Whatever was reported may have been lost or overruled meanwhile
+        // (a partition ends with the node marked Unknown): say it again.
+        *locked(&agent.reported) = None;
+    }
+    result
+}
+
+async fn beat(agent: &Agent) -> Result<(), Error> {
     let ready = match agent.runtime.info().await {
         Ok(info) => Ok(info),
         Err(err) => {
@@ -52,8 +66,32 @@ async fn heartbeat(agent: &Agent) -> Result<(), Error> {
         hostname: &agent.hostname,
         agent_port: agent.agent_port,
     };
-    write_node(&agent.config, &agent.client, &facts, ready).await?;
-    renew_lease(&agent.client, &agent.name, &agent.config).await
+    let mut summary = node_status(&NodeStatus::default(), &facts, ready.clone());
+    for condition in &mut summary.conditions {
+        condition.last_heartbeat_time = None;
+        condition.last_transition_time = None;
+    }
+    let due = match &*locked(&agent.reported) {
+        Some((last, at)) => *last != summary || at.elapsed() >= STATUS_REFRESH,
+        None => true,
+    };
+    if due {
+        write_node(&agent.config, &agent.client, &facts, ready).await?;
+        *locked(&agent.reported) = Some((summary, tokio::time::Instant::now()));
+    }
+    let cached = locked(&agent.lease).take();
+    let lease = renew_lease(&agent.client, &agent.name, &agent.config, cached).await?;
+    *locked(&agent.lease) = Some(lease);
+    Ok(())
+}
+
+/// How long a Node's status may go unwritten while nothing in it changes.
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reports the node NotReady before any runtime answered at all.
@@ -68,7 +106,8 @@ pub async fn report_unreachable(
         agent_port: 0,
     };
     write_node(config, client, &facts, Err(message.to_owned())).await?;
-    renew_lease(client, &config.name, config).await
+    renew_lease(client, &config.name, config, None).await?;
+    Ok(())
 }
 
 struct Facts<'a> {
@@ -272,18 +311,41 @@ fn node_status(
 }
 
 /// Creates or renews the node's Lease.
-async fn renew_lease(client: &Client, name: &str, config: &Config) -> Result<(), Error> {
+async fn renew_lease(
+    client: &Client,
+    name: &str,
+    config: &Config,
+    cached: Option<Lease>,
+) -> Result<Lease, Error> {
     let leases = client.api::<Lease>();
     let now = Timestamp::from(std::time::SystemTime::now());
-    let duration = i32::try_from(config.heartbeat.as_secs().saturating_mul(4)).unwrap_or(40);
-    match leases.get(LEASE_NAMESPACE, name).await {
-        Ok(mut lease) => {
-            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            spec.holder_identity = Some(name.to_owned());
-            spec.lease_duration_seconds = Some(duration);
-            spec.renew_time = Some(now);
-            leases.update(&lease).await?;
+    // Four heartbeats, in whole seconds, at least one (a lease of zero
+    // seconds is invalid; tests beat faster than once a second).
+    let seconds = config
+        .heartbeat
+        .saturating_mul(4)
+        .as_millis()
+        .div_ceil(1000)
+        .max(1);
+    let duration = i32::try_from(seconds).unwrap_or(i32::MAX);
+    let renew = |mut lease: Lease| {
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        spec.holder_identity = Some(name.to_owned());
+        spec.lease_duration_seconds = Some(duration);
+        spec.renew_time = Some(now);
+        lease
+    };
+    // The Lease as this agent last wrote it: one write, no read, unless
+    // someone else changed it meanwhile.
+    if let Some(lease) = cached {
+        match leases.update(&renew(lease)).await {
+            Ok(lease) => return Ok(lease),
+            Err(moor_client::Error::Conflict(_) | moor_client::Error::NotFound(_)) => {}
+            Err(err) => return Err(err.into()),
         }
+    }
+    match leases.get(LEASE_NAMESPACE, name).await {
+        Ok(lease) => Ok(leases.update(&renew(lease)).await?),
         Err(moor_client::Error::NotFound(_)) => {
             let mut lease = Lease {
                 metadata: Some(ObjectMeta {
@@ -301,9 +363,8 @@ async fn renew_lease(client: &Client, name: &str, config: &Config) -> Result<(),
                 ..Default::default()
             };
             lease.set_type_meta();
-            leases.create(&lease).await?;
+            Ok(leases.create(&lease).await?)
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => Err(err.into()),
     }
-    Ok(())
 }

@@ -224,3 +224,68 @@ async fn readiness_and_liveness_probes_run_through_the_fake_runtime() {
     shutdown.cancel();
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_renew_the_lease_and_leave_an_unchanged_node_alone() {
+    use moor_api::coordination::v1::Lease;
+
+    let apiserver = Apiserver::start().await.unwrap();
+    let url = format!("http://{}", apiserver.addr);
+    let client = Client::new(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(url, "steady", dir.path().to_path_buf());
+    config.heartbeat = Duration::from_millis(100);
+    let runtime = std::sync::Arc::new(moor_runtime::Fake::new(2, 1 << 30));
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(moor_node::run_with_runtime(
+        config,
+        runtime.clone(),
+        shutdown.clone(),
+    ));
+    let nodes = client.api::<Node>();
+    assert_eventually!(
+        nodes.get("", "steady").await.is_ok_and(|n| ready(&n)),
+        Duration::from_secs(30)
+    );
+    let version = |object: Option<&moor_api::meta::v1::ObjectMeta>| {
+        object
+            .map(|m| m.resource_version.clone())
+            .unwrap_or_default()
+    };
+    let node_version = version(nodes.get("", "steady").await.unwrap().metadata.as_ref());
+    let leases = client.api::<Lease>();
+    let lease_version = || async {
+        version(
+            leases
+                .get("moor-system", "steady")
+                .await
+                .ok()
+                .and_then(|l| l.metadata)
+                .as_ref(),
+        )
+    };
+    // Five renewals of the lease, each seen as a new version.
+    let mut seen = vec![lease_version().await];
+    while seen.len() < 6 {
+        assert_eventually!(
+            lease_version().await != *seen.last().unwrap(),
+            Duration::from_secs(30),
+            "the lease is renewed"
+        );
+        seen.push(lease_version().await);
+    }
+    assert_eq!(
+        version(nodes.get("", "steady").await.unwrap().metadata.as_ref()),
+        node_version,
+        "the Node is not rewritten while nothing in its status changes"
+    );
+    // A change is written at once, without waiting for the refresh.
+    runtime.set_down(true);
+    assert_eventually!(
+        nodes.get("", "steady").await.is_ok_and(|n| !ready(&n)),
+        Duration::from_secs(30),
+        "NotReady is reported"
+    );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
