@@ -42,6 +42,6 @@ pub use neighbour::{Neighbour, list_neighbours, remove_neighbour, replace_neighb
 /// Each peer's pod range is a route, over the overlay or (host-gw) straight
 /// to the peer node, marked with moor's protocol so it can be found again.
 pub use route::{ROUTE_PROTOCOL, Route, list_routes, remove_route, replace_route};
-pub use veth::{POD_INTERFACE, PodInterface, attach_pod};
+pub use veth::{POD_INTERFACE, PodInterface, attach_pod, set_hairpin};
 /// The one device per node that carries a VXLAN overlay.
 pub use vxlan::{VXLAN_PORT, VxlanConfig, ensure_vxlan};

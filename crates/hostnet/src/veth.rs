@@ -80,13 +80,15 @@ pub fn attach_pod(interface: &PodInterface) -> Result<(), Error> {
             e,
         )
     })?;
-    set_hairpin(host_name).map_err(|e| {
-        io_error(
-            &format!("setting hairpin mode on {host_name}"),
-            host_name,
-            e,
-        )
-    })?;
+    link::index(host_name)
+        .and_then(set_hairpin_on)
+        .map_err(|e| {
+            io_error(
+                &format!("setting hairpin mode on {host_name}"),
+                host_name,
+                e,
+            )
+        })?;
 
     let action = |verb: &str| format!("{verb} {POD_INTERFACE} in the namespace of process {pid}");
     let inside = socket::open_in(&netns).map_err(|source| Error::Io {
@@ -110,12 +112,22 @@ fn io_error(action: &str, ifname: &str, e: io::Error) -> Error {
     Error::from_io(action.to_owned(), ifname, e)
 }
 
-/// `ip link set HOST type bridge_slave hairpin on`, through netlink rather
-/// than sysfs: `/sys` shows the namespace that mounted it, which is not the
-/// agent's when it runs in a namespace of its own (the multi-host lab).
-fn set_hairpin(host: &str) -> io::Result<()> {
+/// Sets hairpin mode on the bridge port with index `index` (`ip link set
+/// PORT type bridge_slave hairpin on`), so a pod's own packets may come back
+/// to it through the bridge: a pod reaching itself through a service address
+/// the kernel translates back to it. Through netlink rather than sysfs:
+/// `/sys` shows the namespace that mounted it, which is not the caller's when
+/// it runs in a network namespace of its own (the multi-host lab).
+pub fn set_hairpin(index: u32) -> Result<(), Error> {
+    set_hairpin_on(index).map_err(|source| Error::Io {
+        action: format!("setting hairpin mode on link index {index}"),
+        source,
+    })
+}
+
+fn set_hairpin_on(index: u32) -> io::Result<()> {
     let mut message = LinkMessage::default();
-    message.header.index = link::index(host)?;
+    message.header.index = index;
     message.attributes = vec![LinkAttribute::LinkInfo(vec![
         LinkInfo::PortKind(InfoPortKind::Bridge),
         LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(

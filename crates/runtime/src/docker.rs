@@ -1245,24 +1245,13 @@ async fn hairpin(id: &str, pid: u32) -> Result<(), Error> {
     let peer = tokio::fs::read_to_string(&iflink)
         .await
         .map_err(|e| Error::Engine(format!("{iflink}: {e}")))?;
-    let peer = peer.trim().to_string();
-    let mut entries = tokio::fs::read_dir("/sys/class/net")
-        .await
-        .map_err(|e| Error::Engine(format!("/sys/class/net: {e}")))?;
-    while let Ok(Some(entry)) = entries.next_entry().await {
-        let index = tokio::fs::read_to_string(entry.path().join("ifindex"))
-            .await
-            .unwrap_or_default();
-        if index.trim() == peer {
-            let mode = entry.path().join("brport/hairpin_mode");
-            return tokio::fs::write(&mode, "1")
-                .await
-                .map_err(|e| Error::Engine(format!("{}: {e}", mode.display())));
-        }
-    }
-    Err(Error::Engine(format!(
-        "no host interface with index {peer} (the bridge port of container {id})"
-    )))
+    let peer: u32 = peer
+        .trim()
+        .parse()
+        .map_err(|e| Error::Engine(format!("{iflink}: {e}")))?;
+    blocking(move || moor_hostnet::set_hairpin(peer))
+        .await?
+        .map_err(|e| Error::Engine(format!("the bridge port of container {id}: {e}")))
 }
 
 /// The layers of an image being pulled, from Docker's progress messages.
