@@ -10,6 +10,7 @@ mod footprint;
 mod overlay;
 mod pod_startup;
 mod proxy;
+mod scale;
 mod scheduler;
 mod server;
 mod stats;
@@ -47,6 +48,8 @@ enum Command {
     Tls(tls::Args),
     /// Pod to pod across two lab hosts through each network backend against host to host.
     Overlay(overlay::Args),
+    /// Many live simulated nodes on one apiserver: a Deployment of 10 pods per node to Running.
+    Scale(scale::Args),
 }
 
 #[tokio::main]
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         Command::PodStartup(args) => pod_startup::run(args).await?,
         Command::Tls(args) => tls::run(args).await?,
         Command::Overlay(args) => overlay::run(args).await?,
+        Command::Scale(args) => scale::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

@@ -94,6 +94,17 @@ pub fn decode<K: Resource>(kv: &KeyValue) -> Result<K, Error> {
 /// A live feed of changes.
 pub type Live<K> = broadcast::Receiver<Arc<Change<K>>>;
 
+/// Changes a watcher of one indexed value may fall behind by before it is
+/// ended (and lists again): such a feed carries one node's pods, not the
+/// cluster's, so it needs far less room than the shared one.
+const TRIGGER_CAPACITY: usize = 256;
+
+fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Where a new watcher starts.
 pub enum Start<K> {
     /// Every current object as ADDED, at the cache's revision.
@@ -116,6 +127,11 @@ struct State<K> {
 /// The watch cache of one resource.
 pub struct Cache<K> {
     state: RwLock<State<K>>,
+    /// Live feeds of the changes touching one value of the indexed field
+    /// (its old or new value), for watchers that select that value: a
+    /// node agent's watch wakes for its own pods only, not for every pod
+    /// of the cluster (Kubernetes' watch cache triggers).
+    triggers: std::sync::Mutex<HashMap<String, broadcast::Sender<Arc<Change<K>>>>>,
     /// The field whose values key an index (pods: `spec.nodeName`, so a
     /// node's pod list costs its own pods, not the cluster's).
     index: Option<&'static str>,
@@ -143,6 +159,7 @@ impl<K: Resource> Cache<K> {
         let (primed, _) = tokio::sync::watch::channel(false);
         Arc::new(Self {
             index,
+            triggers: std::sync::Mutex::default(),
             state: RwLock::new(State {
                 objects: BTreeMap::new(),
                 by_field: HashMap::new(),
@@ -216,6 +233,26 @@ impl<K: Resource> Cache<K> {
     /// Starts a watcher: its starting events and a live receiver, taken
     /// atomically. `after: None` asks for a snapshot.
     pub fn subscribe(&self, after: Option<i64>) -> Result<(Start<K>, Live<K>), Error> {
+        self.subscribe_to(after, None)
+    }
+
+    /// [`Cache::subscribe`] for a watcher that passes `filter`: one that
+    /// selects a single value of the indexed field gets only the changes
+    /// touching that value live (its start is filtered by the caller).
+    pub fn subscribe_filtered(
+        &self,
+        after: Option<i64>,
+        filter: &crate::watch::Filter,
+    ) -> Result<(Start<K>, Live<K>), Error> {
+        let trigger = self.index.and_then(|field| filter.exact_field(field));
+        self.subscribe_to(after, trigger)
+    }
+
+    fn subscribe_to(
+        &self,
+        after: Option<i64>,
+        trigger: Option<&str>,
+    ) -> Result<(Start<K>, Live<K>), Error> {
         let state = self.read();
         let start = match after {
             None => Start::Snapshot(state.objects.values().cloned().collect(), state.revision),
@@ -234,7 +271,16 @@ impl<K: Resource> Cache<K> {
                     .collect(),
             ),
         };
-        Ok((start, self.live.subscribe()))
+        // Subscribed under the state lock, as `apply` sends under it: no
+        // change falls between the start and the feed.
+        let live = match trigger {
+            None => self.live.subscribe(),
+            Some(value) => locked(&self.triggers)
+                .entry(value.to_owned())
+                .or_insert_with(|| broadcast::channel(TRIGGER_CAPACITY).0)
+                .subscribe(),
+        };
+        Ok((start, live))
     }
 
     /// Applies one store event.
@@ -245,8 +291,9 @@ impl<K: Resource> Cache<K> {
             return;
         }
         let object = (change.kind != EventType::Deleted).then(|| change.object.clone());
-        self.put(&mut state, key, object);
+        let old = self.put(&mut state, key, object);
         state.revision = change.revision;
+        self.trigger(old.as_deref(), &change);
         state.events.push_back(change.clone());
         while state.events.len() > self.capacity {
             if let Some(old) = state.events.pop_front() {
@@ -326,7 +373,8 @@ impl<K: Resource> Cache<K> {
         let change = Arc::new(change);
         let mut state = self.write();
         let object = (kind != EventType::Deleted).then_some(object);
-        self.put(&mut state, key, object);
+        let old = self.put(&mut state, key, object);
+        self.trigger(old.as_deref(), &change);
         state.events.push_back(change.clone());
         while state.events.len() > self.capacity {
             if let Some(old) = state.events.pop_front() {
@@ -404,19 +452,44 @@ impl<K: Resource> Cache<K> {
         }
     }
 
-    /// Stores `object` at `key` (`None`: removes it), keeping the index.
-    fn put(&self, state: &mut State<K>, key: &str, object: Option<Arc<K>>) {
+    /// Sends `change` to the watchers of the indexed field's value before
+    /// (`old`, the cached object it replaces) and after; drops the feeds
+    /// nobody listens to any more.
+    fn trigger(&self, old: Option<&K>, change: &Arc<Change<K>>) {
+        let Some(field) = self.index else {
+            return;
+        };
+        let mut values = vec![change.object.field(field).unwrap_or_default()];
+        for object in old.into_iter().chain(change.prev.as_deref()) {
+            let value = object.field(field).unwrap_or_default();
+            if !values.contains(&value) {
+                values.push(value);
+            }
+        }
+        let mut triggers = locked(&self.triggers);
+        for value in values {
+            if let Some(feed) = triggers.get(&value)
+                && feed.send(change.clone()).is_err()
+            {
+                triggers.remove(&value);
+            }
+        }
+    }
+
+    /// Stores `object` at `key` (`None`: removes it), keeping the index;
+    /// returns what was there.
+    fn put(&self, state: &mut State<K>, key: &str, object: Option<Arc<K>>) -> Option<Arc<K>> {
         let old = match &object {
             Some(object) => state.objects.insert(key.to_string(), object.clone()),
             None => state.objects.remove(key),
         };
         let Some(field) = self.index else {
-            return;
+            return old;
         };
-        let old_value = old.map(|o| o.field(field).unwrap_or_default());
+        let old_value = old.as_ref().map(|o| o.field(field).unwrap_or_default());
         let new_value = object.map(|o| o.field(field).unwrap_or_default());
         if old_value == new_value {
-            return;
+            return old;
         }
         if let Some(value) = old_value
             && let Some(keys) = state.by_field.get_mut(&value)
@@ -433,6 +506,7 @@ impl<K: Resource> Cache<K> {
                 .or_default()
                 .insert(key.to_string());
         }
+        old
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State<K>> {
@@ -516,5 +590,41 @@ mod tests {
         assert_eq!(names(&cache, &on("n1")), ["c"]);
         assert!(names(&cache, &on("n2")).is_empty());
         assert_eq!(cache.revision(), 9);
+    }
+
+    #[test]
+    fn a_watcher_of_one_node_is_woken_by_its_pods_only() {
+        let cache = Cache::<Pod>::indexed(16, "spec.nodeName");
+        cache.reset(vec![("/p/default/a".into(), pod("a", ""))], 1);
+        let (_, mut n1) = cache
+            .subscribe_filtered(Some(1), &on("n1"))
+            .expect("subscribed");
+        let (_, mut all) = cache.subscribe(Some(1)).expect("subscribed");
+        cache.apply(change(2, EventType::Added, pod("b", "n2")), "/p/default/b");
+        assert!(n1.try_recv().is_err(), "another node's pod is not sent");
+        // a is bound to n1: the change reaches n1's feed by its new value.
+        cache.apply(
+            change(3, EventType::Modified, pod("a", "n1")),
+            "/p/default/a",
+        );
+        assert_eq!(n1.try_recv().expect("sent").revision, 3);
+        cache.apply(
+            change(4, EventType::Deleted, pod("a", "n1")),
+            "/p/default/a",
+        );
+        assert_eq!(n1.try_recv().expect("sent").revision, 4);
+        assert!(n1.try_recv().is_err());
+        let revisions: Vec<i64> = std::iter::from_fn(|| all.try_recv().ok())
+            .map(|c| c.revision)
+            .collect();
+        assert_eq!(
+            revisions,
+            [2, 3, 4],
+            "an unfiltered watcher gets everything"
+        );
+        // A feed nobody listens to goes with its next change.
+        drop(n1);
+        cache.apply(change(5, EventType::Added, pod("c", "n1")), "/p/default/c");
+        assert!(!locked(&cache.triggers).contains_key("n1"));
     }
 }

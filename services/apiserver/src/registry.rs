@@ -418,7 +418,7 @@ impl<K: Kind> Registry<K> {
         self.cache.wait_primed().await;
         let bookmarks = req.allow_bookmarks.then_some(self.shared.bookmark_interval);
         let shutdown = self.shared.shutdown.clone();
-        match self.cache.subscribe(after) {
+        match self.cache.subscribe_filtered(after, &filter) {
             Ok((Start::Snapshot(objects, revision), rx)) => {
                 let first = objects
                     .iter()
