@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use moor_api::Resource;
-use moor_api::core::v1::{Container, Node, Pod, PodSpec};
+use moor_api::core::v1::{Container, Pod, PodSpec};
 use moor_api::meta::v1::ObjectMeta;
-use moor_client::{Client, ListParams};
+use moor_client::Client;
 use moor_testkit::Lab;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -145,7 +145,7 @@ async fn measure(args: &Args, moor: &Path, backend: &str) -> anyhow::Result<Valu
     let target = moorctl::config::target(None, None, &config)?;
     let client = Client::connect(&target.server, &target.credentials)?;
     until("the first node to be Ready", async || {
-        ready(&client).await == 1
+        moor_integration_tests::ready_nodes(&client).await.len() == 1
     })
     .await?;
     let token = std::process::Command::new(moor)
@@ -173,7 +173,10 @@ async fn measure(args: &Args, moor: &Path, backend: &str) -> anyhow::Result<Valu
             "warn",
         ],
     )?);
-    until("both nodes to be Ready", async || ready(&client).await == 2).await?;
+    until("both nodes to be Ready", async || {
+        moor_integration_tests::ready_nodes(&client).await.len() == 2
+    })
+    .await?;
 
     let pods = client.api::<Pod>();
     pods.create(&echo_pod("client", "h1")).await?;
@@ -343,22 +346,6 @@ async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) -> anyhow::
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
-}
-
-async fn ready(client: &Client) -> usize {
-    let Ok((nodes, _)) = client.api::<Node>().list(&ListParams::default()).await else {
-        return 0;
-    };
-    nodes
-        .iter()
-        .filter(|n| {
-            n.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.r#type == "Ready" && c.status == "True")
-            })
-        })
-        .count()
 }
 
 fn echo_pod(name: &str, node: &str) -> Pod {

@@ -14,9 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use moor_api::Resource;
-use moor_api::apps::v1::{Deployment, DeploymentSpec};
-use moor_api::core::v1::{Container, Node, Pod, PodSpec, PodTemplateSpec, ResourceRequirements};
-use moor_api::meta::v1::{LabelSelector, ObjectMeta};
+use moor_api::apps::v1::Deployment;
+use moor_api::core::v1::{Node, Pod};
 use moor_client::watcher::Event;
 use moor_client::{Client, ListParams};
 use serde_json::{Value, json};
@@ -122,7 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let counter = tokio::spawn(follow_pods(client.clone(), running_tx));
     client
         .api::<Deployment>()
-        .create(&deployment(replicas))
+        .create(&moor_integration_tests::light_deployment(APP, replicas))
         .await
         .context("creating the deployment")?;
     let created = Instant::now();
@@ -193,7 +192,7 @@ async fn follow_nodes(client: Client, tx: tokio::sync::watch::Sender<(usize, usi
         };
         for node in nodes {
             let name = node.meta().name.clone();
-            let now = is_ready(&node);
+            let now = moor_integration_tests::is_ready(&node);
             if ready.get(&name) == Some(&true) && !now {
                 lapsed.insert(name.clone());
             }
@@ -236,58 +235,6 @@ async fn follow_pods(client: Client, tx: tokio::sync::watch::Sender<usize>) {
     }
 }
 
-fn is_ready(node: &Node) -> bool {
-    node.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.r#type == "Ready" && c.status == "True")
-    })
-}
-
 fn is_running(pod: &Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| s.phase == "Running")
-}
-
-fn deployment(replicas: usize) -> Deployment {
-    let labels: HashMap<String, String> = [("app".to_owned(), APP.to_owned())].into();
-    let mut deployment = Deployment {
-        metadata: Some(ObjectMeta {
-            name: APP.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(DeploymentSpec {
-            replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
-            selector: Some(LabelSelector {
-                match_labels: labels.clone(),
-                ..Default::default()
-            }),
-            template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels,
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        image: "moor/echo:0.1".into(),
-                        resources: Some(ResourceRequirements {
-                            requests: [
-                                ("cpu".to_owned(), "10m".to_owned()),
-                                ("memory".to_owned(), "16Mi".to_owned()),
-                            ]
-                            .into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    deployment.set_type_meta();
-    deployment
 }

@@ -2,8 +2,10 @@
 //! whole cluster on the real Docker daemon.
 
 mod cluster;
+mod objects;
 
 pub use cluster::{Cluster, remove_docker_leftovers, remove_pod_network_leftovers};
+pub use objects::{is_ready, light_deployment, ready_nodes};
 
 use std::net::SocketAddr;
 

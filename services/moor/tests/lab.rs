@@ -81,25 +81,6 @@ fn admin_client(home: &Path) -> Client {
     Client::connect(&target.server, &target.credentials).unwrap()
 }
 
-async fn ready_nodes(client: &Client) -> Vec<String> {
-    let Ok((nodes, _)) = client.api::<Node>().list(&ListParams::default()).await else {
-        return Vec::new();
-    };
-    let mut ready: Vec<String> = nodes
-        .into_iter()
-        .filter(|n| {
-            n.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.r#type == "Ready" && c.status == "True")
-            })
-        })
-        .map(|n| n.metadata.unwrap().name)
-        .collect();
-    ready.sort();
-    ready
-}
-
 /// An echo server pod named `name` on node `node`, labelled `app=app`.
 fn echo_pod(name: &str, node: &str, app: &str) -> Pod {
     let field = |path: &str| EnvVarSource {
@@ -272,7 +253,7 @@ impl LabCluster {
         );
         let client = admin_client(home.path());
         assert_eventually!(
-            ready_nodes(&client).await == names[..1],
+            moor_integration_tests::ready_nodes(&client).await == names[..1],
             PATIENCE,
             "the first host's node is Ready"
         );
@@ -294,7 +275,7 @@ impl LabCluster {
             cluster.joined.push(Some(child));
         }
         assert_eventually!(
-            ready_nodes(&cluster.client).await == cluster.names,
+            moor_integration_tests::ready_nodes(&cluster.client).await == cluster.names,
             PATIENCE,
             "every host's node is Ready"
         );
@@ -631,7 +612,7 @@ async fn a_host_cut_off_loses_its_pods_to_the_others_and_comes_back_clean() {
     );
     ip(&["link", "set", &names[2], "up"]);
     assert_eventually!(
-        ready_nodes(client).await == *names,
+        moor_integration_tests::ready_nodes(client).await == *names,
         PATIENCE,
         "the third host is Ready again"
     );
@@ -678,7 +659,7 @@ async fn a_deleted_node_joins_again_with_a_new_range_and_the_routes_follow() {
     // Joining again needs no token: the node keeps its certificate.
     cluster.joined[1] = Some(cluster.join(2, None));
     assert_eventually!(
-        ready_nodes(&cluster.client).await == cluster.names,
+        moor_integration_tests::ready_nodes(&cluster.client).await == cluster.names,
         PATIENCE,
         "the node is back"
     );

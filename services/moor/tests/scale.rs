@@ -12,9 +12,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use moor_api::Resource;
-use moor_api::apps::v1::{Deployment, DeploymentSpec};
-use moor_api::core::v1::{Container, Node, Pod, PodSpec, PodTemplateSpec, ResourceRequirements};
-use moor_api::meta::v1::{LabelSelector, ObjectMeta};
+use moor_api::apps::v1::Deployment;
+use moor_api::core::v1::Pod;
 use moor_client::{Client, ListParams};
 use moor_testkit::assert_eventually;
 use tokio::process::{Child, Command};
@@ -51,22 +50,6 @@ fn peak_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-async fn ready_nodes(client: &Client) -> usize {
-    let Ok((nodes, _)) = client.api::<Node>().list(&ListParams::default()).await else {
-        return 0;
-    };
-    nodes
-        .iter()
-        .filter(|n| {
-            n.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.r#type == "Ready" && c.status == "True")
-            })
-        })
-        .count()
-}
-
 async fn running_pods(client: &Client) -> usize {
     let params = ListParams::default().namespace("default").any_version();
     let Ok((pods, _)) = client.api::<Pod>().list(&params).await else {
@@ -75,50 +58,6 @@ async fn running_pods(client: &Client) -> usize {
     pods.iter()
         .filter(|p| p.status.as_ref().is_some_and(|s| s.phase == "Running"))
         .count()
-}
-
-fn deployment() -> Deployment {
-    let labels: HashMap<String, String> = [("app".to_owned(), "guard".to_owned())].into();
-    let mut deployment = Deployment {
-        metadata: Some(ObjectMeta {
-            name: "guard".into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(DeploymentSpec {
-            replicas: Some(i32::try_from(PODS).unwrap()),
-            selector: Some(LabelSelector {
-                match_labels: labels.clone(),
-                ..Default::default()
-            }),
-            template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels,
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        image: "moor/echo:0.1".into(),
-                        resources: Some(ResourceRequirements {
-                            requests: [
-                                ("cpu".to_owned(), "10m".to_owned()),
-                                ("memory".to_owned(), "16Mi".to_owned()),
-                            ]
-                            .into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    deployment.set_type_meta();
-    deployment
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,13 +100,13 @@ async fn five_hundred_live_nodes_run_five_thousand_pods_in_bounded_apiserver_mem
         agents_dir.path().to_str().unwrap(),
     ]);
     assert_eventually!(
-        ready_nodes(&client).await == NODES,
+        moor_integration_tests::ready_nodes(&client).await.len() == NODES,
         PATIENCE,
         "{NODES} simulated nodes Ready"
     );
     client
         .api::<Deployment>()
-        .create(&deployment())
+        .create(&moor_integration_tests::light_deployment("guard", PODS))
         .await
         .unwrap();
     assert_eventually!(
