@@ -16,15 +16,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use moor_api::Resource;
 use moor_api::core::v1::{Container, Pod, PodSpec};
 use moor_api::meta::v1::ObjectMeta;
 use moor_client::Client;
 use moor_testkit::Lab;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
+use crate::proxy::deploy::until;
 use crate::proxy::load::{Generator, Shape};
 use crate::stats::Samples;
 
@@ -36,8 +36,6 @@ const TARGET_ADDED_P99_MS: f64 = 0.1;
 const POD_PORT: u16 = 9000;
 /// The host echo server's port.
 const HOST_PORT: u16 = 9001;
-/// Bound for the cluster and its pods to come up.
-const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Flags of `moor-bench overlay`.
 #[derive(clap::Args)]
@@ -335,17 +333,6 @@ fn spawn(mut command: std::process::Command, home: &Path, args: &[&str]) -> anyh
         .env_remove("MOOR_CONFIG")
         .stdout(Stdio::null())
         .spawn()?)
-}
-
-async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        if Instant::now() > deadline {
-            bail!("waited {PATIENCE:?} for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
 }
 
 fn echo_pod(name: &str, node: &str) -> Pod {

@@ -165,7 +165,7 @@ fn pid(cluster: &Cluster) -> anyhow::Result<u32> {
         .with_context(|| format!("pid of container {id}"))
 }
 
-pub(super) async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + PATIENCE;
     while !check().await {
         anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -8,7 +8,7 @@
 //! proxy included; the load generator has its own runtime and threads.
 
 mod cpu;
-mod deploy;
+pub(crate) mod deploy;
 pub(crate) mod load;
 
 use std::time::Duration;

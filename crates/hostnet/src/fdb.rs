@@ -5,14 +5,14 @@
 
 use std::net::Ipv4Addr;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::Error;
-use crate::neighbour::{mac_text, permanent};
+use crate::neighbour::{mac_text, permanent_entries};
 use crate::socket;
 
 /// A forwarding entry: frames to `mac` go to the node at `destination`.
@@ -71,30 +71,8 @@ pub fn remove_fdb(device: u32, mac: [u8; 6], destination: Ipv4Addr) -> Result<bo
 /// The permanent forwarding entries of link `device` with an IPv4
 /// destination, in the kernel's order.
 pub fn list_fdb(device: u32) -> Result<Vec<FdbEntry>, Error> {
-    let mut query = NeighbourMessage::default();
-    query.header.family = AddressFamily::Bridge;
-    // The kernel dumps every link's entries (bridges' and each device's
-    // own addresses too) unless the socket asked for strict checking, so
-    // the link is checked here.
-    let replies =
-        socket::request(RouteNetlinkMessage::GetNeighbour(query), NLM_F_DUMP).map_err(|e| {
-            Error::from_io_index(
-                format!("listing the fdb entries of dev index {device}"),
-                device,
-                e,
-            )
-        })?;
-    Ok(replies
-        .into_iter()
-        .filter_map(|reply| match reply {
-            RouteNetlinkMessage::NewNeighbour(entry)
-                if entry.header.ifindex == device && permanent(&entry) =>
-            {
-                parse(&entry)
-            }
-            _ => None,
-        })
-        .collect())
+    let entries = permanent_entries(AddressFamily::Bridge, device, "fdb entries")?;
+    Ok(entries.iter().filter_map(parse).collect())
 }
 
 /// What every request about `mac` to `destination` on `device` carries.
@@ -156,7 +134,7 @@ mod tests {
         let parsed = NeighbourMessage::parse(&buf).expect("parses");
         assert_eq!(parsed.header.family, AddressFamily::Bridge);
         assert!(parsed.header.flags.contains(NeighbourFlags::Own));
-        assert!(permanent(&parsed));
+        assert!(crate::neighbour::permanent(&parsed));
         assert_eq!(parse(&parsed), Some(FdbEntry { mac, destination }));
     }
 

@@ -66,12 +66,25 @@ pub fn remove_neighbour(device: u32, ip: Ipv4Addr) -> Result<bool, Error> {
 /// The permanent IPv4 neighbours of link `device` (learnt ones come and go
 /// and are left out), in the kernel's order.
 pub fn list_neighbours(device: u32) -> Result<Vec<Neighbour>, Error> {
+    let entries = permanent_entries(AddressFamily::Inet, device, "neighbours")?;
+    Ok(entries.iter().filter_map(parse).collect())
+}
+
+/// The permanent entries of link `device` in the neighbour table of
+/// `family` (`Inet`: ARP; `Bridge`: forwarding entries). The kernel dumps
+/// every link's entries unless the socket asked for strict checking, so the
+/// link is checked here; `what` names them in an error.
+pub(crate) fn permanent_entries(
+    family: AddressFamily,
+    device: u32,
+    what: &str,
+) -> Result<Vec<NeighbourMessage>, Error> {
     let mut query = NeighbourMessage::default();
-    query.header.family = AddressFamily::Inet;
+    query.header.family = family;
     let replies =
         socket::request(RouteNetlinkMessage::GetNeighbour(query), NLM_F_DUMP).map_err(|e| {
             Error::from_io_index(
-                format!("listing the neighbours of dev index {device}"),
+                format!("listing the {what} of dev index {device}"),
                 device,
                 e,
             )
@@ -79,10 +92,10 @@ pub fn list_neighbours(device: u32) -> Result<Vec<Neighbour>, Error> {
     Ok(replies
         .into_iter()
         .filter_map(|reply| match reply {
-            RouteNetlinkMessage::NewNeighbour(neighbour)
-                if neighbour.header.ifindex == device && permanent(&neighbour) =>
+            RouteNetlinkMessage::NewNeighbour(entry)
+                if entry.header.ifindex == device && permanent(&entry) =>
             {
-                parse(&neighbour)
+                Some(entry)
             }
             _ => None,
         })

@@ -448,12 +448,9 @@ fn peers<'a>(local: &Local, nodes: impl Iterator<Item = &'a Node>) -> Vec<Peer> 
         if range == local.range {
             continue;
         }
-        let annotations = node
-            .metadata
-            .as_ref()
-            .map(|m| &m.annotations)
-            .cloned()
-            .unwrap_or_default();
+        let Some(annotations) = node.metadata.as_ref().map(|m| &m.annotations) else {
+            continue;
+        };
         let Some(public_ip) = annotations
             .get(PUBLIC_IP_ANNOTATION)
             .and_then(|ip| ip.parse().ok())

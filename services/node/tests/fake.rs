@@ -83,21 +83,67 @@ async fn fifty_fake_nodes_register_ready_and_run_pods() {
     agents.await.unwrap().unwrap();
 }
 
+/// One agent on a fake runtime the test drives, against its own apiserver;
+/// [`OneAgent::stop`] ends it and checks it ended cleanly.
+struct OneAgent {
+    client: Client,
+    runtime: std::sync::Arc<moor_runtime::Fake>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), moor_node::Error>>,
+    _dir: tempfile::TempDir,
+    _apiserver: Apiserver,
+}
+
+impl OneAgent {
+    /// Node `name`, its settings adjusted by `tweak`, on a fake runtime
+    /// prepared by `prepare` before the agent starts.
+    async fn start(
+        name: &str,
+        tweak: impl FnOnce(&mut Config),
+        prepare: impl FnOnce(&moor_runtime::Fake),
+    ) -> Self {
+        let apiserver = Apiserver::start().await.expect("the apiserver starts");
+        let url = format!("http://{}", apiserver.addr);
+        let client = Client::new(&url).expect("a client");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = Config::new(url, name, dir.path().to_path_buf());
+        tweak(&mut config);
+        let runtime = std::sync::Arc::new(moor_runtime::Fake::new(2, 1 << 30));
+        prepare(&runtime);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(moor_node::run_with_runtime(
+            config,
+            runtime.clone(),
+            shutdown.clone(),
+        ));
+        Self {
+            client,
+            runtime,
+            shutdown,
+            task,
+            _dir: dir,
+            _apiserver: apiserver,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("the agent task ends")
+            .expect("the agent stops cleanly");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_goes_not_ready_while_the_runtime_is_down_and_recovers() {
-    let apiserver = Apiserver::start().await.unwrap();
-    let url = format!("http://{}", apiserver.addr);
-    let client = Client::new(&url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(url, "flaky", dir.path().to_path_buf());
-    config.heartbeat = Duration::from_millis(200);
-    let runtime = std::sync::Arc::new(moor_runtime::Fake::new(2, 1 << 30));
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(moor_node::run_with_runtime(
-        config,
-        runtime.clone(),
-        shutdown.clone(),
-    ));
+    let agent = OneAgent::start(
+        "flaky",
+        |config| config.heartbeat = Duration::from_millis(200),
+        |_| {},
+    )
+    .await;
+    let (client, runtime) = (&agent.client, &agent.runtime);
     let nodes = client.api::<Node>();
     let condition = |node: Node| {
         node.status
@@ -128,8 +174,7 @@ async fn node_goes_not_ready_while_the_runtime_is_down_and_recovers() {
         Duration::from_secs(30),
         "Ready again by itself"
     );
-    shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,18 +182,10 @@ async fn readiness_and_liveness_probes_run_through_the_fake_runtime() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
 
-    let apiserver = Apiserver::start().await.unwrap();
-    let url = format!("http://{}", apiserver.addr);
-    let client = Client::new(&url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(url, "probed", dir.path().to_path_buf());
-    config.backoff_base = Duration::from_millis(200);
-    config.backoff_max = Duration::from_secs(1);
-    let runtime = Arc::new(moor_runtime::Fake::new(2, 1 << 30));
     // `ready` answers what the test says; `alive` always fails.
     let ready_code = Arc::new(AtomicI64::new(1));
     let code = ready_code.clone();
-    runtime.set_exec(move |_, command| {
+    let answer = move |_: &_, command: &[String]| {
         let exit_code = match command.first().map(String::as_str) {
             Some("ready") => code.load(Ordering::Relaxed),
             _ => 1,
@@ -157,13 +194,17 @@ async fn readiness_and_liveness_probes_run_through_the_fake_runtime() {
             exit_code,
             output: String::new(),
         })
-    });
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(moor_node::run_with_runtime(
-        config,
-        runtime.clone(),
-        shutdown.clone(),
-    ));
+    };
+    let agent = OneAgent::start(
+        "probed",
+        |config| {
+            config.backoff_base = Duration::from_millis(200);
+            config.backoff_max = Duration::from_secs(1);
+        },
+        |runtime| runtime.set_exec(answer),
+    )
+    .await;
+    let client = &agent.client;
     let probe = |command: &str| {
         Some(moor_api::core::v1::Probe {
             exec: Some(moor_api::core::v1::ExecAction {
@@ -179,13 +220,13 @@ async fn readiness_and_liveness_probes_run_through_the_fake_runtime() {
     let mut dying = support::echo("main", &["serve"]);
     dying.liveness_probe = probe("alive");
     support::create_and_bind(
-        &client,
+        client,
         support::pod("gated", "Always", vec![gated]),
         "probed",
     )
     .await;
     support::create_and_bind(
-        &client,
+        client,
         support::pod("dying", "Always", vec![dying]),
         "probed",
     )
@@ -221,27 +262,20 @@ async fn readiness_and_liveness_probes_run_through_the_fake_runtime() {
         Duration::from_secs(30),
         "a failing liveness probe restarts the container"
     );
-    shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_renew_the_lease_and_leave_an_unchanged_node_alone() {
     use moor_api::coordination::v1::Lease;
 
-    let apiserver = Apiserver::start().await.unwrap();
-    let url = format!("http://{}", apiserver.addr);
-    let client = Client::new(&url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(url, "steady", dir.path().to_path_buf());
-    config.heartbeat = Duration::from_millis(100);
-    let runtime = std::sync::Arc::new(moor_runtime::Fake::new(2, 1 << 30));
-    let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(moor_node::run_with_runtime(
-        config,
-        runtime.clone(),
-        shutdown.clone(),
-    ));
+    let agent = OneAgent::start(
+        "steady",
+        |config| config.heartbeat = Duration::from_millis(100),
+        |_| {},
+    )
+    .await;
+    let (client, runtime) = (&agent.client, &agent.runtime);
     let nodes = client.api::<Node>();
     assert_eventually!(
         nodes.get("", "steady").await.is_ok_and(|n| ready(&n)),
@@ -286,6 +320,5 @@ async fn heartbeats_renew_the_lease_and_leave_an_unchanged_node_alone() {
         Duration::from_secs(30),
         "NotReady is reported"
     );
-    shutdown.cancel();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
 }
