@@ -122,6 +122,10 @@ pub struct GetArgs {
     /// Do not print table headers.
     #[arg(long)]
     pub no_headers: bool,
+    /// Read long lists in pages of this many objects, all at one version,
+    /// as kubectl does (0: in one answer).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(i64).range(0..))]
+    pub chunk_size: i64,
 }
 
 /// Arguments of verbs that read manifests.

@@ -17,6 +17,9 @@ pub struct Filter {
     pub labels: String,
     /// Field selector.
     pub fields: String,
+    /// Lists only: read in pages of at most this many objects, all at the
+    /// first page's version (0: in one answer).
+    pub chunk_size: i64,
 }
 
 /// One change reported by a watch.
@@ -92,21 +95,21 @@ pub async fn list_at(
     filter: &Filter,
 ) -> Result<(Vec<DynamicMessage>, String)> {
     let method = Client::method(&info.service, "List")?;
-    let request = filter_request(&method, info, filter);
-    let response = client.unary(&method, request).await?;
-    let version = meta_str(&response, "resource_version");
-    let items = response
-        .get_field_by_name("items")
-        .and_then(|v| {
-            v.as_list().map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.as_message().cloned())
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
-    Ok((items, version))
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut request = filter_request(&method, info, filter);
+        request.set_field_by_name("limit", Value::I64(filter.chunk_size));
+        request.set_field_by_name("continue", Value::String(token));
+        let response = client.unary(&method, request).await?;
+        if let Some(Value::List(page)) = response.get_field_by_name("items").as_deref() {
+            items.extend(page.iter().filter_map(|i| i.as_message().cloned()));
+        }
+        token = meta_str(&response, "continue");
+        if token.is_empty() {
+            return Ok((items, meta_str(&response, "resource_version")));
+        }
+    }
 }
 
 /// Creates an object; returns it as stored.

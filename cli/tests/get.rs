@@ -82,6 +82,18 @@ async fn tables_look_like_kubectl() {
     let out = c.ok(&["get", "pods/web-1", "-o", "name"]).await;
     assert_eq!(out, "pod/web-1\n");
 
+    // Pages of one: the same list as in one answer.
+    let one_answer = c
+        .ok(&["get", "pods", "-A", "-o", "name", "--chunk-size", "0"])
+        .await;
+    assert_eq!(one_answer.lines().count(), 3, "{one_answer}");
+    let paged = c
+        .ok(&["get", "pods", "-A", "-o", "name", "--chunk-size", "1"])
+        .await;
+    assert_eq!(paged, one_answer);
+    let out = c.run(&["get", "pods", "--chunk-size", "-1"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+
     // Nothing found: a note on stderr, nothing on stdout.
     let out = c.run(&["get", "pods", "-l", "app=none"]).await;
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:?}");

@@ -23,6 +23,7 @@ pub async fn run(ctx: &Ctx, args: DrainArgs) -> Result<()> {
         namespace: String::new(),
         labels: String::new(),
         fields: format!("spec.nodeName={}", args.node),
+        ..Filter::default()
     };
     let on_node = objects::list(&client, pods, &filter).await?;
     let (to_delete, skipped): (Vec<_>, Vec<_>) =

@@ -42,6 +42,7 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
         namespace: namespace.clone(),
         labels: args.selector.clone().unwrap_or_default(),
         fields: args.field_selector.clone().unwrap_or_default(),
+        chunk_size: args.chunk_size,
     };
     if args.watch {
         let mut filter = filter;
@@ -97,6 +98,7 @@ pub async fn events(ctx: &Ctx, args: EventsArgs) -> Result<()> {
         output: None,
         watch: args.watch,
         no_headers: false,
+        chunk_size: 500,
     };
     run(ctx, get).await
 }

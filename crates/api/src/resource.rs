@@ -46,9 +46,10 @@ pub trait Resource:
     /// Clears the status (no-op without status).
     fn clear_status(&mut self);
     /// Builds a list message.
-    fn into_list(items: Vec<Self>, resource_version: String) -> Self::List;
-    /// Takes the items and resourceVersion out of a list message.
-    fn from_list(list: Self::List) -> (Vec<Self>, String);
+    fn into_list(items: Vec<Self>, metadata: crate::meta::v1::ListMeta) -> Self::List;
+    /// Takes the items and metadata (resourceVersion, continue token) out
+    /// of a list message.
+    fn from_list(list: Self::List) -> (Vec<Self>, crate::meta::v1::ListMeta);
 
     /// The value of a field for field selectors: `metadata.name` and
     /// `metadata.namespace` for every kind, more for some.
@@ -127,26 +128,26 @@ macro_rules! resource {
                 resource!(@clear $status self);
             }
 
-            fn into_list(items: Vec<Self>, resource_version: String) -> Self::List {
-                <$list>::from_parts(items, resource_version)
+            fn into_list(items: Vec<Self>, metadata: crate::meta::v1::ListMeta) -> Self::List {
+                <$list>::from_parts(items, metadata)
             }
 
-            fn from_list(list: Self::List) -> (Vec<Self>, String) {
-                let rv = list.metadata.map(|m| m.resource_version).unwrap_or_default();
-                (list.items, rv)
+            fn from_list(list: Self::List) -> (Vec<Self>, crate::meta::v1::ListMeta) {
+                (list.items, list.metadata.unwrap_or_default())
             }
 
             $($($extra)*)?
         }
 
         impl $list {
-            fn from_parts(items: Vec<$ty>, resource_version: String) -> Self {
+            fn from_parts(items: Vec<$ty>, metadata: crate::meta::v1::ListMeta) -> Self {
                 Self {
-                    metadata: Some(crate::meta::v1::ListMeta { resource_version }),
+                    metadata: Some(metadata),
                     items,
                 }
             }
         }
+
     };
     (@status_kind status) => { StatusKind::Subresource };
     (@status_kind none) => { StatusKind::None };

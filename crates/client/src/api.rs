@@ -43,6 +43,10 @@ pub struct ListParams {
     /// cache holds (see [`ListParams::any_version`]). Lists only: a watch
     /// takes its starting point from [`WatchParams::resource_version`].
     pub resource_version: String,
+    /// Lists only: read in pages of at most this many objects (0: one
+    /// answer with everything). [`Api::list`] still returns the whole list,
+    /// every page read at the first page's version.
+    pub limit: i64,
 }
 
 /// Filters and the starting point of a raw watch.
@@ -191,13 +195,38 @@ impl<K: Resource> Api<K> {
         self.unary("Get", request).await
     }
 
-    /// Lists matching objects and the resourceVersion the list is consistent at.
+    /// Lists matching objects and the resourceVersion the list is consistent
+    /// at; in pages of `params.limit` when it is set, all read at one version.
     pub async fn list(&self, params: &ListParams) -> Result<(Vec<K>, String), Error> {
+        let (mut items, mut meta) = self.list_page(params, "").await?;
+        while !meta.r#continue.is_empty() {
+            let (more, next) = self.list_page(params, &meta.r#continue).await?;
+            items.extend(more);
+            meta = next;
+        }
+        Ok((items, meta.resource_version))
+    }
+
+    /// One page of a list: at most `params.limit` objects after the page
+    /// `continue_token` ended (empty: the first page). The metadata's
+    /// `continue` leads to the next page; empty on the last.
+    pub async fn list_page(
+        &self,
+        params: &ListParams,
+        continue_token: &str,
+    ) -> Result<(Vec<K>, moor_api::meta::v1::ListMeta), Error> {
         let request = ListRequest {
             namespace: params.namespace.clone(),
             label_selector: params.label_selector.clone(),
             field_selector: params.field_selector.clone(),
-            resource_version: params.resource_version.clone(),
+            // A continued list is read at its first page's version.
+            resource_version: if continue_token.is_empty() {
+                params.resource_version.clone()
+            } else {
+                String::new()
+            },
+            limit: params.limit,
+            r#continue: continue_token.to_string(),
         };
         let list: K::List = self.unary("List", request).await?;
         Ok(K::from_list(list))

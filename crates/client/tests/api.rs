@@ -35,6 +35,21 @@ async fn config_map_crud() -> anyhow::Result<()> {
     let names: Vec<_> = items.iter().map(|o| o.meta().name.as_str()).collect();
     assert_eq!(names, ["web"]);
 
+    // In pages of one: the whole list, at one version, from the store and
+    // from the cache.
+    for params in [
+        ListParams::default().namespace("default"),
+        ListParams::default().namespace("default").any_version(),
+    ] {
+        let paged = ListParams { limit: 1, ..params };
+        let (items, _) = api.list(&paged).await?;
+        let names: Vec<_> = items.iter().map(|o| o.meta().name.as_str()).collect();
+        assert_eq!(names, ["db", "web"], "{paged:?}");
+        let (page, meta) = api.list_page(&paged, "").await?;
+        assert_eq!(page.len(), 1);
+        assert!(!meta.r#continue.is_empty(), "a cut page leads on");
+    }
+
     let mut changed = got.clone();
     changed.data.insert("value".into(), "2".into());
     let updated = api.update(&changed).await?;

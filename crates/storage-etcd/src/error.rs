@@ -47,6 +47,12 @@ pub(crate) fn is_compacted(e: &etcd_client::Error) -> bool {
         if status.code() == Code::OutOfRange && status.message().contains(COMPACTED))
 }
 
+/// Whether `e` is etcd's "required revision is a future revision".
+pub(crate) fn is_future_revision(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status)
+        if status.code() == Code::OutOfRange && status.message().contains("future revision"))
+}
+
 /// Classifies an etcd-client failure: anything a reconnect or a retry may
 /// cure is `Unavailable`; the rest is `Internal`.
 pub(crate) fn storage_error(e: etcd_client::Error) -> StorageError {

@@ -8,10 +8,10 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
     KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
-use moor_storage::{Error as StorageError, KeyValue, Store, WatchStream};
+use moor_storage::{Error as StorageError, KeyValue, Page, Store, WatchStream};
 
 use crate::convert::key_value;
-use crate::error::{is_compacted, storage_error};
+use crate::error::{is_compacted, is_future_revision, storage_error};
 use crate::{Error, watch};
 
 /// Default bound on one request, so that a dead cluster fails calls with
@@ -158,6 +158,51 @@ impl Store for EtcdStore {
                 _ => return Ok((items, revision)),
             }
         }
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<i64>,
+    ) -> Result<Page, StorageError> {
+        let (start, end) = prefix_range(prefix);
+        // The first key after `start_after` in byte order is itself plus a NUL.
+        let from = match start_after {
+            Some(key) if key.as_bytes() >= start.as_slice() => [key.as_bytes(), b"\0"].concat(),
+            _ => start,
+        };
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let mut options = GetOptions::new().with_range(end).with_limit(limit);
+        if let Some(revision) = revision {
+            options = options.with_revision(revision);
+        }
+        let response = self.timed(self.kv().get(from, Some(options))).await?;
+        let response = response.map_err(|e| match (revision, e) {
+            (Some(requested), e) if is_compacted(&e) => StorageError::Compacted {
+                requested,
+                // etcd does not say where its compaction point is.
+                compacted: requested,
+            },
+            (Some(requested), e) if is_future_revision(&e) => {
+                StorageError::FutureRevision(requested)
+            }
+            (_, e) => storage_error(e),
+        })?;
+        let items = response
+            .kvs()
+            .iter()
+            .map(key_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            revision: match revision {
+                Some(revision) => revision,
+                None => header_revision(response.header())?,
+            },
+            more: response.more(),
+            items,
+        })
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<i64, StorageError> {

@@ -40,6 +40,18 @@ const LIST: &str = select_rows!(
     "(SELECT MAX(id) FROM log WHERE name >= ?1 AND name < ?2 GROUP BY name) "
     "AND deleted = 0 ORDER BY name"
 );
+/// The rows live at a revision under a key range, from a first key on, at
+/// most a limit: each key's latest row at or before the revision, unless
+/// that row is a tombstone. Compaction keeps exactly those rows for every
+/// revision from its point on (kine's model). Walks the (name, id) index
+/// in key order and stops at the limit, so a page costs the rows of its
+/// own keys, not of every key after it.
+const PAGE: &str = select_rows!(
+    "FROM log AS l WHERE l.name >= ?1 AND l.name < ?2 AND l.id <= CAST(?3 AS INTEGER) "
+    "AND l.deleted = 0 AND NOT EXISTS (SELECT 1 FROM log AS n WHERE n.name = l.name "
+    "AND n.id > l.id AND n.id <= CAST(?3 AS INTEGER)) "
+    "ORDER BY l.name LIMIT CAST(?4 AS INTEGER)"
+);
 /// Writes under a key range after a revision, at most a limit.
 const HISTORY: &str = select_rows!(
     "FROM log WHERE id > ?1 AND name >= ?2 AND name < ?3 "
@@ -169,6 +181,26 @@ pub(crate) fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<KeyV
     rows.map(|row| row.map(|row| row.key_value())).collect()
 }
 
+/// Up to `limit` keys under `prefix` from `from` on (inclusive; `None`:
+/// the prefix's first), as they were at `revision`, in key order.
+pub(crate) fn page(
+    conn: &Connection,
+    prefix: &str,
+    from: Option<&[u8]>,
+    revision: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<KeyValue>> {
+    let (start, end) = prefix_range(prefix);
+    let start = match from {
+        Some(from) if from > start.as_slice() => from.to_vec(),
+        _ => start,
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(PAGE)?;
+    let rows = stmt.query_map(params![start, end, revision, limit], Row::read)?;
+    rows.map(|row| row.map(|row| row.key_value())).collect()
+}
+
 /// Up to `limit` writes under `prefix` with a revision above `after`, in
 /// revision order.
 pub(crate) fn history(
@@ -200,11 +232,33 @@ mod tests {
         for i in 0..3 {
             latest(&conn, &format!("/k/{i}")).expect("latest");
             history(&conn, &format!("/k/{i}"), i, 10 + i as usize).expect("history");
+            page(&conn, "/k/", None, i, 10 + i as usize).expect("page");
         }
-        for sql in [LATEST, HISTORY] {
+        for sql in [LATEST, HISTORY, PAGE] {
             let stmt = conn.prepare_cached(sql).expect("cached");
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
         }
+    }
+
+    /// A page walks the key index in order and stops at its limit: no
+    /// sort of every key after the page's first.
+    #[test]
+    fn pages_read_the_key_index_in_order() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let conn = crate::schema::open_writer(&dir.path().join("test.db")).expect("open");
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PAGE}"))
+            .expect("explain");
+        let plan: Vec<String> = stmt
+            .query_map(params![b"/k/".to_vec(), b"/k0".to_vec(), 5, 10], |row| {
+                row.get::<_, String>(3)
+            })
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("plan rows");
+        let plan = plan.join("\n");
+        assert!(plan.contains("log_name_id"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! history does not delay writes, and writes do not queue reads. Why
 //! `spawn_blocking`: SQLite calls block, and the runtime's workers must not.
 //! Each read runs in one transaction, so it sees one consistent snapshot.
+//!
+//! Reads at once are bounded, and their connections kept: under a burst,
+//! reads queue for a connection (an await, cheap) rather than each taking a
+//! blocking thread and a connection of its own. Unbounded, thousands of node
+//! agents' writes (each reads the key first) opened hundreds of connections,
+//! each reading the file into a cold page cache of its own, and the
+//! apiserver spent its cores and gigabytes of memory there.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,9 +22,10 @@ use rusqlite::Connection;
 use crate::error::storage_error;
 use crate::schema;
 
-/// Idle connections kept for reuse; more are opened under load and closed
-/// once returned past this count.
-const MAX_IDLE: usize = 4;
+/// Reads running at once, each on its own connection (kept for reuse).
+/// Reads are CPU work on a warm page cache: a few per core keep the cores
+/// busy while one waits on the disk.
+const MAX_READERS: usize = 8;
 
 /// A small pool of read-only connections to the database file.
 pub(crate) struct Readers {
@@ -25,6 +33,8 @@ pub(crate) struct Readers {
     // A std mutex, held only for a push or a pop on a blocking-pool thread,
     // never across an await.
     idle: Mutex<Vec<Connection>>,
+    /// One permit per read running.
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 // === impl Readers ===
@@ -35,6 +45,7 @@ impl Readers {
         Arc::new(Self {
             path,
             idle: Mutex::new(Vec::new()),
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
         })
     }
 
@@ -45,6 +56,12 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        // Held by the blocking task: a caller that gives up waiting does not
+        // free its permit before the read is done.
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Internal("sqlite readers closed".to_owned()))?;
         let this = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
             let mut conn = match this.take() {
@@ -57,6 +74,7 @@ impl Readers {
                 Ok(value)
             });
             this.give_back(conn);
+            drop(permit);
             result
         });
         match task.await {
@@ -75,10 +93,11 @@ impl Readers {
             .pop()
     }
 
-    /// Returns a connection to the pool, or closes it if the pool is full.
+    /// Returns a connection to the pool (it never holds more than
+    /// `MAX_READERS`: one per permit).
     fn give_back(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_READERS {
             idle.push(conn);
         }
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use moor_storage::{Error as StorageError, Event, KeyValue, Store, WatchStream};
+use moor_storage::{Error as StorageError, Event, KeyValue, Page, Store, WatchStream};
 use tokio::sync::broadcast;
 
 use crate::readers::Readers;
@@ -97,6 +97,46 @@ impl Store for SqliteStore {
             Ok((query::list(conn, &prefix)?, query::current_revision(conn)?))
         };
         self.readers.read(read).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<i64>,
+    ) -> Result<Page, StorageError> {
+        let prefix = prefix.to_owned();
+        // The first key after `start_after` in byte order is itself plus a NUL.
+        let from = start_after.map(|key| [key.as_bytes(), b"\0"].concat());
+        let limit = limit.max(1);
+        let read = move |conn: &rusqlite::Connection| {
+            let current = query::current_revision(conn)?;
+            let compacted = query::compact_revision(conn)?;
+            let at = revision.unwrap_or(current);
+            if at > current || at < compacted {
+                return Ok(Err((at, current, compacted)));
+            }
+            // One more than asked tells whether the page is the last.
+            let mut items = query::page(conn, &prefix, from.as_deref(), at, limit + 1)?;
+            let more = items.len() > limit;
+            items.truncate(limit);
+            Ok(Ok(Page {
+                items,
+                revision: at,
+                more,
+            }))
+        };
+        match self.readers.read(read).await? {
+            Ok(page) => Ok(page),
+            Err((requested, current, _)) if requested > current => {
+                Err(StorageError::FutureRevision(requested))
+            }
+            Err((requested, _, compacted)) => Err(StorageError::Compacted {
+                requested,
+                compacted,
+            }),
+        }
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<i64, StorageError> {

@@ -7,6 +7,12 @@
 //! read already returned are skipped by revision. If the receiver lags (the
 //! broadcast dropped events it had not taken yet), the watch goes back to
 //! reading the log from its last delivered revision: nothing is lost.
+//!
+//! A watch also moves past writes to other prefixes, seen live or read past
+//! in the log: a watch of a quiet prefix that falls behind rereads the log
+//! from the last write it saw anywhere, not from its own last event. (From
+//! its own, each of the apiserver's quiet caches rescanned the whole log of a
+//! busy cluster at every lag.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,6 +48,10 @@ struct Watcher {
     last: i64,
     /// Events read from the log, not yet delivered.
     pending: VecDeque<Event>,
+    /// The revision of the snapshot a finished catch-up read: the log holds
+    /// nothing more for the prefix up to it, so `last` moves there once
+    /// `pending` is delivered.
+    read_to: i64,
     phase: Phase,
 }
 
@@ -60,6 +70,7 @@ pub(crate) async fn watch(
         // Revisions start at 1: any `after` below that means "everything".
         last: after.max(0),
         pending: VecDeque::new(),
+        read_to: 0,
         phase: Phase::CatchUp,
     };
     watcher.catch_up().await?;
@@ -90,10 +101,16 @@ impl Watcher {
                 }
                 Phase::Live => match self.live.recv().await {
                     Ok(event) => {
+                        self.last = self.last.max(self.read_to);
                         let revision = event.kv.mod_revision;
-                        if revision > self.last && event.kv.key.starts_with(&self.prefix) {
+                        if revision > self.last {
+                            // The broadcast is in revision order and lossless
+                            // until it reports a lag: whatever the key, every
+                            // change of the prefix up to here is delivered.
                             self.last = revision;
-                            return Some(Ok(Event::clone(&event)));
+                            if event.kv.key.starts_with(&self.prefix) {
+                                return Some(Ok(Event::clone(&event)));
+                            }
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
@@ -113,12 +130,17 @@ impl Watcher {
     /// Reads the next page of the log after `last` into `pending`, or goes
     /// live if there is none. Fails if that history is compacted.
     async fn catch_up(&mut self) -> Result<(), StorageError> {
-        let (prefix, after) = (self.prefix.clone(), self.last);
-        let (compacted, rows) = self
+        let (prefix, after) = (self.prefix.clone(), self.last.max(self.read_to));
+        let (compacted, current, rows) = self
             .readers
             .read(move |conn| {
                 let compacted = query::compact_revision(conn)?;
-                Ok((compacted, query::history(conn, &prefix, after, PAGE)?))
+                let current = query::current_revision(conn)?;
+                Ok((
+                    compacted,
+                    current,
+                    query::history(conn, &prefix, after, PAGE)?,
+                ))
             })
             .await?;
         if after < compacted {
@@ -127,7 +149,9 @@ impl Watcher {
                 compacted,
             });
         }
-        if rows.is_empty() {
+        // A short page is the end of the prefix's log at this snapshot.
+        if rows.len() < PAGE {
+            self.read_to = current;
             self.phase = Phase::Live;
         }
         self.pending.extend(rows.iter().map(query::Row::event));

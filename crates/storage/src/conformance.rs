@@ -23,6 +23,7 @@
 
 mod compaction;
 mod crud;
+mod pages;
 mod watch;
 
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub use crud::{
     concurrent_compare_and_swap, create_if_absent, delete_compare_and_swap, get_missing,
     list_prefix, revisions_increase, update_compare_and_swap, update_missing,
 };
+pub use pages::list_pages;
 pub use watch::{watch_history_live_boundary, watch_prefix_filter, watch_replays_history};
 
 /// How long a check waits for an event it expects before it fails. Generous:
@@ -61,6 +63,7 @@ macro_rules! conformance_tests {
             delete_compare_and_swap,
             revisions_increase,
             list_prefix,
+            list_pages,
             concurrent_compare_and_swap,
             watch_replays_history,
             watch_history_live_boundary,

@@ -60,6 +60,17 @@ pub struct Event {
     pub prev: Option<KeyValue>,
 }
 
+/// One page of a listing ([`Store::list_page`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The keys of the page, in key order.
+    pub items: Vec<KeyValue>,
+    /// The revision the page was read at.
+    pub revision: i64,
+    /// Keys remain after the page's last.
+    pub more: bool,
+}
+
 /// A stream of changes, in revision order. An `Err` item is the last one:
 /// the stream ends after it, and the caller watches again (or relists).
 pub type WatchStream = BoxStream<'static, Result<Event, Error>>;
@@ -83,6 +94,9 @@ pub enum Error {
         /// The key's current revision.
         current: i64,
     },
+    /// A read at a revision the store has not reached.
+    #[error("revision {0} is in the future: the store has not reached it")]
+    FutureRevision(i64),
     /// History at or before the requested revision has been compacted away.
     #[error("revision {requested} is compacted (oldest kept after {compacted})")]
     Compacted {
@@ -108,6 +122,20 @@ pub trait Store: Send + Sync + 'static {
     /// Every key under `prefix`, in key order, and the store revision the
     /// listing is consistent at.
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), Error>;
+
+    /// At most `limit` (at least 1) keys under `prefix` that sort after
+    /// `start_after` (`None`: from the first), in key order, as they were at
+    /// `revision` (`None`: now). A revision before the compaction point
+    /// fails with `Compacted`, one past the store's with `FutureRevision`.
+    /// Reading every page of a listing at the first page's revision gives
+    /// each key once, whatever is written meanwhile.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<i64>,
+    ) -> Result<Page, Error>;
 
     /// Creates `key` if absent; returns its new revision.
     async fn create(&self, key: &str, value: Bytes) -> Result<i64, Error>;

@@ -99,6 +99,82 @@ pub type Live<K> = broadcast::Receiver<Arc<Change<K>>>;
 /// cluster's, so it needs far less room than the shared one.
 const TRIGGER_CAPACITY: usize = 256;
 
+/// A watcher's live feed: the shared one (every change of the kind), or
+/// its own of the changes touching one value of the indexed field. Its own
+/// is a queue that lets go of each change once taken: a ring per value
+/// would keep the last changes of every node's pods alive, gigabytes at
+/// thousands of nodes.
+pub enum Feed<K> {
+    /// Every change, shared with every other such watcher.
+    Shared(Live<K>),
+    /// This watcher's own changes.
+    Own {
+        /// The changes.
+        rx: tokio::sync::mpsc::Receiver<Arc<Change<K>>>,
+        /// Set when the cache dropped the feed for being full.
+        lagged: Arc<std::sync::atomic::AtomicBool>,
+    },
+}
+
+/// Why a feed gave no change.
+pub enum Stop {
+    /// The watcher fell this many changes (or more) behind.
+    Lagged(u64),
+    /// The cache is gone.
+    Closed,
+}
+
+// === impl Feed ===
+
+impl<K> Feed<K> {
+    /// The next change.
+    pub async fn recv(&mut self) -> Result<Arc<Change<K>>, Stop> {
+        match self {
+            Feed::Shared(rx) => rx.recv().await.map_err(|err| match err {
+                broadcast::error::RecvError::Lagged(n) => Stop::Lagged(n),
+                broadcast::error::RecvError::Closed => Stop::Closed,
+            }),
+            Feed::Own { rx, lagged } => match rx.recv().await {
+                Some(change) => Ok(change),
+                None => Err(Self::ended(lagged)),
+            },
+        }
+    }
+
+    /// The next change if one is waiting (`None`: none is).
+    pub fn try_recv(&mut self) -> Option<Result<Arc<Change<K>>, Stop>> {
+        match self {
+            Feed::Shared(rx) => match rx.try_recv() {
+                Ok(change) => Some(Ok(change)),
+                Err(broadcast::error::TryRecvError::Empty) => None,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(Stop::Lagged(n))),
+                Err(broadcast::error::TryRecvError::Closed) => Some(Err(Stop::Closed)),
+            },
+            Feed::Own { rx, lagged } => match rx.try_recv() {
+                Ok(change) => Some(Ok(change)),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    Some(Err(Self::ended(lagged)))
+                }
+            },
+        }
+    }
+
+    fn ended(lagged: &std::sync::atomic::AtomicBool) -> Stop {
+        if lagged.load(std::sync::atomic::Ordering::Acquire) {
+            Stop::Lagged(TRIGGER_CAPACITY as u64)
+        } else {
+            Stop::Closed
+        }
+    }
+}
+
+/// The cache's end of a watcher's own feed.
+struct Trigger<K> {
+    tx: tokio::sync::mpsc::Sender<Arc<Change<K>>>,
+    lagged: Arc<std::sync::atomic::AtomicBool>,
+}
+
 fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -131,7 +207,7 @@ pub struct Cache<K> {
     /// (its old or new value), for watchers that select that value: a
     /// node agent's watch wakes for its own pods only, not for every pod
     /// of the cluster (Kubernetes' watch cache triggers).
-    triggers: std::sync::Mutex<HashMap<String, broadcast::Sender<Arc<Change<K>>>>>,
+    triggers: std::sync::Mutex<HashMap<String, Vec<Trigger<K>>>>,
     /// The field whose values key an index (pods: `spec.nodeName`, so a
     /// node's pod list costs its own pods, not the cluster's).
     index: Option<&'static str>,
@@ -233,7 +309,10 @@ impl<K: Resource> Cache<K> {
     /// Starts a watcher: its starting events and a live receiver, taken
     /// atomically. `after: None` asks for a snapshot.
     pub fn subscribe(&self, after: Option<i64>) -> Result<(Start<K>, Live<K>), Error> {
-        self.subscribe_to(after, None)
+        match self.subscribe_to(after, None)? {
+            (start, Feed::Shared(live)) => Ok((start, live)),
+            (_, Feed::Own { .. }) => unreachable!("no trigger value, no feed of its own"),
+        }
     }
 
     /// [`Cache::subscribe`] for a watcher that passes `filter`: one that
@@ -243,7 +322,7 @@ impl<K: Resource> Cache<K> {
         &self,
         after: Option<i64>,
         filter: &crate::watch::Filter,
-    ) -> Result<(Start<K>, Live<K>), Error> {
+    ) -> Result<(Start<K>, Feed<K>), Error> {
         let trigger = self.index.and_then(|field| filter.exact_field(field));
         self.subscribe_to(after, trigger)
     }
@@ -252,17 +331,30 @@ impl<K: Resource> Cache<K> {
         &self,
         after: Option<i64>,
         trigger: Option<&str>,
-    ) -> Result<(Start<K>, Live<K>), Error> {
+    ) -> Result<(Start<K>, Feed<K>), Error> {
         let state = self.read();
-        let start = match after {
-            None => Start::Snapshot(state.objects.values().cloned().collect(), state.revision),
-            Some(rv) if rv < state.floor => {
+        let start = match (after, trigger) {
+            // One value's watcher starts with that value's objects only.
+            (None, Some(value)) => Start::Snapshot(
+                state
+                    .by_field
+                    .get(value)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|key| state.objects.get(key).cloned())
+                    .collect(),
+                state.revision,
+            ),
+            (None, None) => {
+                Start::Snapshot(state.objects.values().cloned().collect(), state.revision)
+            }
+            (Some(rv), _) if rv < state.floor => {
                 return Err(Error::Gone {
                     requested: rv,
                     oldest: state.floor,
                 });
             }
-            Some(rv) => Start::Replay(
+            (Some(rv), _) => Start::Replay(
                 state
                     .events
                     .iter()
@@ -274,11 +366,21 @@ impl<K: Resource> Cache<K> {
         // Subscribed under the state lock, as `apply` sends under it: no
         // change falls between the start and the feed.
         let live = match trigger {
-            None => self.live.subscribe(),
-            Some(value) => locked(&self.triggers)
-                .entry(value.to_owned())
-                .or_insert_with(|| broadcast::channel(TRIGGER_CAPACITY).0)
-                .subscribe(),
+            None => Feed::Shared(self.live.subscribe()),
+            Some(value) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(TRIGGER_CAPACITY);
+                let lagged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let mut triggers = locked(&self.triggers);
+                let feeds = triggers.entry(value.to_owned()).or_default();
+                // Watchers of this value that went away, without a change
+                // since to notice it.
+                feeds.retain(|feed| !feed.tx.is_closed());
+                feeds.push(Trigger {
+                    tx,
+                    lagged: lagged.clone(),
+                });
+                Feed::Own { rx, lagged }
+            }
         };
         Ok((start, live))
     }
@@ -468,9 +570,21 @@ impl<K: Resource> Cache<K> {
         }
         let mut triggers = locked(&self.triggers);
         for value in values {
-            if let Some(feed) = triggers.get(&value)
-                && feed.send(change.clone()).is_err()
-            {
+            let Some(feeds) = triggers.get_mut(&value) else {
+                continue;
+            };
+            feeds.retain(|feed| match feed.tx.try_send(change.clone()) {
+                Ok(()) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    // Dropping the sender ends the feed once the watcher
+                    // has taken what it holds; the flag says why.
+                    feed.lagged
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    false
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            if feeds.is_empty() {
                 triggers.remove(&value);
             }
         }
@@ -601,19 +715,23 @@ mod tests {
             .expect("subscribed");
         let (_, mut all) = cache.subscribe(Some(1)).expect("subscribed");
         cache.apply(change(2, EventType::Added, pod("b", "n2")), "/p/default/b");
-        assert!(n1.try_recv().is_err(), "another node's pod is not sent");
+        assert!(n1.try_recv().is_none(), "another node's pod is not sent");
         // a is bound to n1: the change reaches n1's feed by its new value.
         cache.apply(
             change(3, EventType::Modified, pod("a", "n1")),
             "/p/default/a",
         );
-        assert_eq!(n1.try_recv().expect("sent").revision, 3);
+        let sent = |feed: &mut Feed<Pod>| match feed.try_recv() {
+            Some(Ok(change)) => change.revision,
+            _ => panic!("nothing sent"),
+        };
+        assert_eq!(sent(&mut n1), 3);
         cache.apply(
             change(4, EventType::Deleted, pod("a", "n1")),
             "/p/default/a",
         );
-        assert_eq!(n1.try_recv().expect("sent").revision, 4);
-        assert!(n1.try_recv().is_err());
+        assert_eq!(sent(&mut n1), 4);
+        assert!(n1.try_recv().is_none());
         let revisions: Vec<i64> = std::iter::from_fn(|| all.try_recv().ok())
             .map(|c| c.revision)
             .collect();
@@ -626,5 +744,54 @@ mod tests {
         drop(n1);
         cache.apply(change(5, EventType::Added, pod("c", "n1")), "/p/default/c");
         assert!(!locked(&cache.triggers).contains_key("n1"));
+    }
+
+    /// A node's feed lets go of each change once taken: only the shared
+    /// history keeps changes, and only its last `capacity`. A watcher that
+    /// does not take its changes is ended as lagging, not buffered for.
+    #[test]
+    fn a_nodes_feed_keeps_no_change_it_delivered_and_ends_a_laggard() {
+        let cache = Cache::<Pod>::indexed(16, "spec.nodeName");
+        cache.reset(Vec::new(), 1);
+        let (_, mut n1) = cache
+            .subscribe_filtered(Some(1), &on("n1"))
+            .expect("subscribed");
+        cache.apply(change(2, EventType::Added, pod("a", "n1")), "/p/default/a");
+        let first = match n1.try_recv() {
+            Some(Ok(change)) => Arc::downgrade(&change),
+            _ => panic!("the change is sent"),
+        };
+        // More than the history holds, on another node.
+        for rev in 3..40 {
+            cache.apply(
+                change(rev, EventType::Added, pod(&format!("p{rev}"), "n2")),
+                &format!("/p/default/p{rev}"),
+            );
+        }
+        assert!(
+            first.upgrade().is_none(),
+            "a delivered change out of the history is freed"
+        );
+
+        let (_, mut slow) = cache
+            .subscribe_filtered(Some(39), &on("n3"))
+            .expect("subscribed");
+        let beyond = i64::try_from(TRIGGER_CAPACITY).expect("small") + 41;
+        for rev in 40..=beyond {
+            cache.apply(
+                change(rev, EventType::Added, pod(&format!("s{rev}"), "n3")),
+                &format!("/p/default/s{rev}"),
+            );
+        }
+        let mut taken = 0;
+        let stop = loop {
+            match slow.try_recv() {
+                Some(Ok(_)) => taken += 1,
+                Some(Err(stop)) => break stop,
+                None => panic!("the feed of a laggard ends"),
+            }
+        };
+        assert_eq!(taken, TRIGGER_CAPACITY, "what fit is delivered first");
+        assert!(matches!(stop, Stop::Lagged(_)), "ended as lagging");
     }
 }

@@ -119,6 +119,11 @@ impl From<moor_storage::Error> for Error {
                 requested,
                 oldest: compacted,
             },
+            // Only a continue token names a revision to read at.
+            moor_storage::Error::FutureRevision(revision) => Error::BadRequest(format!(
+                "continue token at revision {revision}, which the store has not reached: \
+                 not a token this cluster gave out"
+            )),
             moor_storage::Error::Unavailable(msg) => Error::Unavailable(msg),
             moor_storage::Error::Internal(msg) => Error::Internal(msg),
         }

@@ -13,6 +13,7 @@ mod error;
 mod grpc;
 mod kinds;
 mod node_access;
+mod pages;
 mod pod_io;
 mod propagation;
 mod proxy_config;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use moor_api::WatchEvent;
 use moor_api::core::v1::Namespace;
-use moor_api::meta::v1::{DeleteRequest, GetRequest, ListRequest, WatchRequest};
+use moor_api::meta::v1::{DeleteRequest, GetRequest, ListMeta, ListRequest, WatchRequest};
 use moor_storage::Store;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -18,9 +18,15 @@ use crate::alloc::Allocator;
 use crate::cache::{Cache, Start, decode};
 use crate::error::Error;
 use crate::kinds::Kind;
+use crate::pages::ContinueToken;
 use crate::propagation::Policy;
 use crate::validate::{self, Errors};
-use crate::watch::{self, Filter, Source};
+use crate::watch::{self, Filter};
+
+/// Keys read from the store at a time for a paged list.
+const MAX_STORE_PAGE: usize = 1000;
+/// Keys read at a time for a paged list with selectors.
+const MIN_FILTERED_PAGE: usize = 100;
 
 /// Largest object the apiserver stores, encoded.
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
@@ -166,30 +172,133 @@ impl<K: Kind> Registry<K> {
             Some(ns) => format!("{}{}/", Self::prefix(), ns),
             None => Self::prefix(),
         };
+        let limit = usize::try_from(req.limit)
+            .map_err(|_| Error::BadRequest(format!("limit {}: must not be negative", req.limit)))?;
+        if !req.r#continue.is_empty() {
+            if !req.resource_version.is_empty() {
+                return Err(Error::BadRequest(
+                    "a continued list takes no resourceVersion: every page is read at the \
+                     first page's"
+                        .into(),
+                ));
+            }
+            let token = ContinueToken::decode(&req.r#continue, &Self::prefix(), &prefix)?;
+            return self.list_store(&prefix, &filter, limit, Some(token)).await;
+        }
         match req.resource_version.as_str() {
-            "" => {}
+            "" => self.list_store(&prefix, &filter, limit, None).await,
             "0" => {
                 self.cache.wait_primed().await;
-                let (items, revision) = self.cache.list(&prefix, &filter);
+                let (mut items, revision) = self.cache.list(&prefix, &filter);
+                // The rest of a cut list comes from the store, at the
+                // cache's revision: the store has that version.
+                let token = (limit > 0 && items.len() > limit).then(|| {
+                    items.truncate(limit);
+                    items.last().map(|last| ContinueToken {
+                        revision,
+                        key: Self::key(&last.meta().namespace, &last.meta().name),
+                    })
+                });
                 let items = items.iter().map(|object| K::clone(object)).collect();
-                return Ok(K::into_list(items, revision.to_string()));
+                Ok(K::into_list(
+                    items,
+                    ListMeta {
+                        resource_version: revision.to_string(),
+                        r#continue: token
+                            .flatten()
+                            .map(|t| t.encode(&Self::prefix()))
+                            .unwrap_or_default(),
+                    },
+                ))
             }
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "resourceVersion {other:?}: a list takes \"0\" (any cached version) or \
-                     nothing (the latest)"
-                )));
-            }
+            other => Err(Error::BadRequest(format!(
+                "resourceVersion {other:?}: a list takes \"0\" (any cached version) or \
+                 nothing (the latest)"
+            ))),
         }
-        let (kvs, revision) = self.shared.store.list(&prefix).await?;
-        let mut items = Vec::with_capacity(kvs.len());
-        for kv in &kvs {
-            let object = decode::<K>(kv)?;
-            if filter.matches(&object) {
+    }
+
+    /// A list read from the store: everything now (`limit` 0, no token), or
+    /// the page of at most `limit` matching objects after `from` at its
+    /// revision, in pages from the store so that no more is decoded than
+    /// the answer needs (beyond the store's last page).
+    async fn list_store(
+        &self,
+        prefix: &str,
+        filter: &Filter,
+        limit: usize,
+        from: Option<ContinueToken>,
+    ) -> Result<K::List, Error> {
+        if limit == 0 && from.is_none() {
+            let (kvs, revision) = self.shared.store.list(prefix).await?;
+            let mut items = Vec::with_capacity(kvs.len());
+            for kv in &kvs {
+                let object = decode::<K>(kv)?;
+                if filter.matches(&object) {
+                    items.push(object);
+                }
+            }
+            return Ok(K::into_list(
+                items,
+                ListMeta {
+                    resource_version: revision.to_string(),
+                    ..Default::default()
+                },
+            ));
+        }
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let (mut revision, mut after) = match from {
+            Some(token) => (Some(token.revision), Some(token.key)),
+            None => (None, None),
+        };
+        let mut items = Vec::new();
+        let mut last_key = None;
+        loop {
+            // Unfiltered, every key read is given out; filtered, a page
+            // of some size saves round trips through sparse matches.
+            let left = limit - items.len();
+            let wanted = if filter.selects_all() {
+                left.min(MAX_STORE_PAGE)
+            } else {
+                left.clamp(MIN_FILTERED_PAGE, MAX_STORE_PAGE)
+            };
+            let page = self
+                .shared
+                .store
+                .list_page(prefix, after.as_deref(), wanted, revision)
+                .await?;
+            revision = Some(page.revision);
+            let read = page.items.len();
+            for (i, kv) in page.items.into_iter().enumerate() {
+                let object = decode::<K>(&kv)?;
+                if !filter.matches(&object) {
+                    after = Some(kv.key);
+                    continue;
+                }
                 items.push(object);
+                if items.len() == limit {
+                    // Cut here: what follows, in this page or the store's
+                    // next, is the next page's.
+                    if i + 1 < read || page.more {
+                        last_key = Some(kv.key);
+                    }
+                    break;
+                }
+                after = Some(kv.key);
+            }
+            if items.len() == limit || !page.more {
+                break;
             }
         }
-        Ok(K::into_list(items, revision.to_string()))
+        let revision = revision.unwrap_or_default();
+        let token = last_key.map(|key| ContinueToken { revision, key });
+        Ok(K::into_list(
+            items,
+            ListMeta {
+                resource_version: revision.to_string(),
+                r#continue: token.map(|t| t.encode(&Self::prefix())).unwrap_or_default(),
+            },
+        ))
     }
 
     /// Writes the metadata and spec (`Part::Main`) or the status of an
@@ -418,48 +527,29 @@ impl<K: Kind> Registry<K> {
         self.cache.wait_primed().await;
         let bookmarks = req.allow_bookmarks.then_some(self.shared.bookmark_interval);
         let shutdown = self.shared.shutdown.clone();
-        match self.cache.subscribe_filtered(after, &filter) {
-            Ok((Start::Snapshot(objects, revision), rx)) => {
+        let cache = self.cache.clone();
+        let progress: watch::Progress = Arc::new(move || cache.revision());
+        // A version older than the cache's history is refused (OUT_OF_RANGE):
+        // the client lists again, from the cache, rather than have a store
+        // watch of its own replay history to it.
+        let (first, seen, live) = match self.cache.subscribe_filtered(after, &filter)? {
+            (Start::Snapshot(objects, revision), live) => {
                 let first = objects
                     .iter()
                     .filter(|o| filter.matches(&***o))
                     .map(|o| WatchEvent::new(moor_api::meta::v1::EventType::Added, (**o).clone()))
                     .collect();
-                Ok(watch::stream(
-                    filter,
-                    first,
-                    revision,
-                    Source::Cache(rx),
-                    bookmarks,
-                    shutdown,
-                ))
+                (first, revision, live)
             }
-            Ok((Start::Replay(changes), rx)) => {
+            (Start::Replay(changes), live) => {
                 let seen = changes.last().map(|c| c.revision).or(after).unwrap_or(0);
                 let first = changes.iter().filter_map(|c| filter.deliver(c)).collect();
-                Ok(watch::stream(
-                    filter,
-                    first,
-                    seen,
-                    Source::Cache(rx),
-                    bookmarks,
-                    shutdown,
-                ))
+                (first, seen, live)
             }
-            Err(Error::Gone { requested, .. }) => {
-                // Older than the cache's buffer: the store may still have it.
-                let stream = self.shared.store.watch(&Self::prefix(), requested).await?;
-                Ok(watch::stream(
-                    filter,
-                    Vec::new(),
-                    requested,
-                    Source::Store(stream),
-                    bookmarks,
-                    shutdown,
-                ))
-            }
-            Err(err) => Err(err),
-        }
+        };
+        Ok(watch::stream(
+            filter, first, seen, live, progress, bookmarks, shutdown,
+        ))
     }
 
     /// Writes an object as read (used by bind and scale), conditioned on

@@ -9,11 +9,10 @@ use futures::stream::{BoxStream, StreamExt};
 use moor_api::meta::v1::{EventType, ListRequest, WatchRequest};
 use moor_api::{Resource, WatchEvent};
 use moor_labels::{FieldSelector, Selector};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::cache::Change;
+use crate::cache::{Change, Feed, Stop};
 use crate::error::Error;
 
 /// What a client asked to see.
@@ -65,6 +64,11 @@ impl Filter {
         self.fields.exact(field)
     }
 
+    /// Whether every object of the namespace passes (no selectors).
+    pub fn selects_all(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     /// Whether the object passes every filter.
     pub fn matches<K: Resource>(&self, object: &K) -> bool {
         let meta = object.meta();
@@ -91,35 +95,35 @@ impl Filter {
     }
 }
 
-/// Where a watcher's changes come from after its start.
-pub enum Source<K> {
-    /// The shared cache (the usual case).
-    Cache(broadcast::Receiver<Arc<Change<K>>>),
-    /// A dedicated store watch, for a client resuming from before the cache's
-    /// buffer (for instance right after an apiserver restart).
-    Store(moor_storage::WatchStream),
-}
+/// The revision the watcher's source has sent every change up to (the
+/// cache's): what a bookmark may report once the feed is drained, though
+/// none of those changes were this watcher's.
+pub type Progress = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The state of one watch stream.
 struct Watcher<K> {
     filter: Filter,
     pending: std::vec::IntoIter<WatchEvent<K>>,
-    source: Source<K>,
-    /// Revision of the last change taken from the source, delivered or not:
-    /// what a bookmark may safely report.
+    live: Feed<K>,
+    progress: Progress,
+    /// Revision of the last change taken from the feed, delivered or not,
+    /// or of the last bookmark: what a bookmark may safely report.
     seen: i64,
     bookmarked: i64,
     bookmarks: Option<tokio::time::Interval>,
+    /// A bookmark is due at this revision once the feed holds nothing more.
+    draining: Option<i64>,
     shutdown: CancellationToken,
     done: bool,
 }
 
-/// Builds a watch stream from its first events and its source.
+/// Builds a watch stream from its first events and its live feed.
 pub fn stream<K: Resource>(
     filter: Filter,
     first: Vec<WatchEvent<K>>,
     seen: i64,
-    source: Source<K>,
+    live: Feed<K>,
+    progress: Progress,
     bookmark_every: Option<Duration>,
     shutdown: CancellationToken,
 ) -> BoxStream<'static, Result<WatchEvent<K>, Status>> {
@@ -131,10 +135,12 @@ pub fn stream<K: Resource>(
     let watcher = Watcher {
         filter,
         pending: first.into_iter(),
-        source,
+        live,
+        progress,
         seen,
         bookmarked: seen,
         bookmarks,
+        draining: None,
         shutdown,
         done: false,
     };
@@ -156,6 +162,28 @@ impl<K: Resource> Watcher<K> {
             return Some(Ok(event));
         }
         loop {
+            // A bookmark is due: deliver what the feed holds first, then
+            // report the progress read before, which covers all of it. A
+            // watcher of one node's pods so stays near the cache's revision
+            // and can resume after a break without listing again.
+            if let Some(at) = self.draining {
+                let change = match self.live.try_recv() {
+                    Some(change) => change.map_err(stopped),
+                    None => {
+                        self.draining = None;
+                        self.seen = self.seen.max(at);
+                        if self.seen > self.bookmarked {
+                            self.bookmarked = self.seen;
+                            return Some(Ok(bookmark::<K>(self.seen)));
+                        }
+                        continue;
+                    }
+                };
+                match self.take(change) {
+                    Some(item) => return item,
+                    None => continue,
+                }
+            }
             let change = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
@@ -163,62 +191,55 @@ impl<K: Resource> Watcher<K> {
                     return Some(Err(Status::unavailable(format!(
                         "apiserver is shutting down; watch again from resourceVersion {}", self.seen))));
                 }
-                change = next_change(&mut self.source) => change,
+                change = self.live.recv() => change.map_err(stopped),
                 _ = tick(&mut self.bookmarks) => {
-                    if self.seen > self.bookmarked {
-                        self.bookmarked = self.seen;
-                        return Some(Ok(bookmark::<K>(self.seen)));
-                    }
+                    self.draining = Some((self.progress)());
                     continue;
                 }
             };
-            match change {
-                Ok(change) => {
-                    // Skip what this watcher has seen: a watch resumed from a
-                    // version the cache has not applied yet gets that change
-                    // live. Changes made up by a re-list share one revision, so
-                    // an equal revision passes for them.
-                    let stale = change.revision < self.seen
-                        || (change.revision == self.seen && !change.synthetic);
-                    if stale && matches!(self.source, Source::Cache(_)) {
-                        continue;
-                    }
-                    self.seen = self.seen.max(change.revision);
-                    if let Some(event) = self.filter.deliver(&change) {
-                        return Some(Ok(event));
-                    }
+            if let Some(item) = self.take(change) {
+                return item;
+            }
+        }
+    }
+
+    /// What a change from the feed gives the client, if anything:
+    /// `Err(None)` ends the stream quietly, `Err(Some(status))` with that
+    /// status.
+    fn take(
+        &mut self,
+        change: Result<Arc<Change<K>>, Option<Status>>,
+    ) -> Option<Option<Result<WatchEvent<K>, Status>>> {
+        match change {
+            Ok(change) => {
+                // Skip what this watcher has seen: a watch resumed from a
+                // version the cache has not applied yet gets that change
+                // live. Changes made up by a re-list share one revision, so
+                // an equal revision passes for them.
+                if change.revision < self.seen
+                    || (change.revision == self.seen && !change.synthetic)
+                {
+                    return None;
                 }
-                Err(status) => {
-                    self.done = true;
-                    return status.map(Err);
-                }
+                self.seen = change.revision;
+                self.filter.deliver(&change).map(|event| Some(Ok(event)))
+            }
+            Err(status) => {
+                self.done = true;
+                Some(status.map(Err))
             }
         }
     }
 }
 
-/// The next change from the source; `Err(None)` ends the stream quietly,
-/// `Err(Some(status))` ends it with that status.
-async fn next_change<K: Resource>(
-    source: &mut Source<K>,
-) -> Result<Arc<Change<K>>, Option<Status>> {
-    match source {
-        Source::Cache(rx) => match rx.recv().await {
-            Ok(change) => Ok(change),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                Err(Some(Status::resource_exhausted(format!(
-                    "watcher too slow: fell {n} events behind; list again and watch from the list's resourceVersion"
-                ))))
-            }
-            Err(broadcast::error::RecvError::Closed) => Err(None),
-        },
-        Source::Store(stream) => match stream.next().await {
-            Some(Ok(event)) => Change::from_store(&event)
-                .map(Arc::new)
-                .map_err(|e| Some(e.into())),
-            Some(Err(err)) => Err(Some(Error::from(err).into())),
-            None => Err(None),
-        },
+/// How a stopped feed ends the stream: quietly when the cache is gone,
+/// with RESOURCE_EXHAUSTED for a watcher that fell behind.
+fn stopped(stop: Stop) -> Option<Status> {
+    match stop {
+        Stop::Lagged(n) => Some(Status::resource_exhausted(format!(
+            "watcher too slow: fell {n} events behind; list again and watch from the list's resourceVersion"
+        ))),
+        Stop::Closed => None,
     }
 }
 
@@ -244,6 +265,7 @@ mod tests {
     use super::*;
     use moor_api::core::v1::ConfigMap;
     use moor_api::meta::v1::ObjectMeta;
+    use tokio::sync::broadcast;
 
     fn change(revision: i64, name: &str, synthetic: bool) -> Arc<Change<ConfigMap>> {
         let object = ConfigMap {
@@ -270,7 +292,8 @@ mod tests {
             filter,
             Vec::new(),
             3,
-            Source::Cache(rx),
+            Feed::Shared(rx),
+            Arc::new(|| 0),
             None,
             CancellationToken::new(),
         );

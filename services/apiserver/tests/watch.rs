@@ -1,5 +1,6 @@
 //! Watch fan-out: every watcher sees every change exactly once, in order,
-//! also across apiserver restarts; filters; bookmarks; OUT_OF_RANGE.
+//! also across apiserver restarts (listing again where the new cache has
+//! no history that old); filters; bookmarks; OUT_OF_RANGE.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -7,29 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, config_map};
 use futures::StreamExt;
-use moor_api::core::v1::ConfigMap;
 use moor_api::core::v1::config_maps_client::ConfigMapsClient;
-use moor_api::meta::v1::{EventType, ObjectMeta, WatchRequest};
+use moor_api::meta::v1::{EventType, WatchRequest};
 use tokio::sync::mpsc;
 use tonic::Code;
-
-fn config_map(name: &str, labels: &[(&str, &str)], value: &str) -> ConfigMap {
-    let mut cm = ConfigMap {
-        metadata: Some(ObjectMeta {
-            name: name.to_string(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    cm.data.insert("v".into(), value.into());
-    cm
-}
 
 /// What a watcher records: (resourceVersion, type, name, value).
 type Seen = (i64, i32, String, String);
@@ -43,18 +27,22 @@ async fn every_watcher_sees_every_change_once_in_order_across_restarts() -> anyh
         .create(config_map("seed", &[], "0"))
         .await?
         .into_inner();
-    let start_rv = first.metadata.unwrap().resource_version;
+    let start_rv: i64 = first.metadata.unwrap().resource_version.parse()?;
 
     const WATCHERS: usize = 20;
     const MUTATIONS: usize = 1000;
+    let (done_tx, done_rx) = tokio::sync::watch::channel(None::<i64>);
     let mut receivers = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..WATCHERS {
         let (tx, rx) = mpsc::unbounded_channel();
         receivers.push(rx);
-        let url = server.url();
-        let rv = start_rv.clone();
-        tasks.spawn(resuming_watcher(url, rv, MUTATIONS, tx));
+        tasks.spawn(resuming_watcher(
+            server.url(),
+            start_rv,
+            done_rx.clone(),
+            tx,
+        ));
     }
 
     // 1000 mutations: creates, updates and deletes over 50 names, with two
@@ -107,21 +95,72 @@ async fn every_watcher_sees_every_change_once_in_order_across_restarts() -> anyh
         }
         truth.push((meta.resource_version.parse()?, kind as i32, name, value));
     }
+    let last_rv = truth.last().map(|t| t.0).unwrap_or(start_rv);
+    done_tx.send(Some(last_rv))?;
 
-    for (w, mut rx) in receivers.into_iter().enumerate() {
-        let mut got = Vec::with_capacity(MUTATIONS);
-        while got.len() < MUTATIONS {
-            let next = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
-            match next {
-                Ok(Some(seen)) => got.push(seen),
-                _ => anyhow::bail!(
-                    "watcher {w} saw only {} of {MUTATIONS} changes; last {:?}",
-                    got.len(),
-                    got.last()
-                ),
+    // The state the truth gives at a revision (the seed excluded).
+    let state_at = |rv: i64| {
+        let mut state = std::collections::BTreeMap::new();
+        for (at, kind, name, value) in truth.iter().take_while(|t| t.0 <= rv) {
+            let _ = at;
+            if *kind == EventType::Deleted as i32 {
+                state.remove(name);
+            } else {
+                state.insert(name.clone(), value.clone());
             }
         }
-        assert_eq!(got, truth, "watcher {w} saw a different history");
+        state
+    };
+    for (w, mut rx) in receivers.into_iter().enumerate() {
+        // Segments of the watcher's history: each starts at the version it
+        // watched from (the start, or a list's) and must hold exactly the
+        // truth's changes after it up to the last it got, in order. A list
+        // must hold exactly the truth's state at its version.
+        let mut from = start_rv;
+        let mut segment: Vec<Seen> = Vec::new();
+        let mut relists = 0;
+        let check_segment = |from: i64, segment: &[Seen]| {
+            let to = segment.last().map_or(from, |s| s.0);
+            let want: Vec<Seen> = truth
+                .iter()
+                .filter(|t| t.0 > from && t.0 <= to)
+                .cloned()
+                .collect();
+            assert_eq!(
+                segment, want,
+                "watcher {w}: changes after {from} up to {to}"
+            );
+        };
+        let mut last = start_rv;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
+            match next {
+                Ok(Some(Record::Change(seen))) => {
+                    last = seen.0;
+                    segment.push(seen);
+                }
+                Ok(Some(Record::Listed(rv, items))) => {
+                    check_segment(from, &segment);
+                    let mut want = state_at(rv);
+                    want.insert("seed".into(), "0".into());
+                    assert_eq!(items, want, "watcher {w}: list at {rv}");
+                    segment.clear();
+                    from = rv;
+                    last = rv;
+                    relists += 1;
+                }
+                Ok(None) => break,
+                Err(_) => anyhow::bail!("watcher {w} stalled at {last} (truth ends at {last_rv})"),
+            }
+        }
+        check_segment(from, &segment);
+        assert!(
+            last >= last_rv,
+            "watcher {w} ended at {last}, before {last_rv}"
+        );
+        // Two restarts, each at most one list again (history before the
+        // restart is gone from the new cache).
+        assert!(relists <= 2, "watcher {w} listed {relists} times");
     }
     while let Some(result) = tasks.join_next().await {
         result??;
@@ -129,48 +168,90 @@ async fn every_watcher_sees_every_change_once_in_order_across_restarts() -> anyh
     Ok(())
 }
 
-/// Watches from `rv`, reconnecting from the last seen resourceVersion when
-/// the stream ends or the server is away, until `total` changes were seen.
+/// What a resuming watcher reports.
+enum Record {
+    /// A change it got.
+    Change(Seen),
+    /// It listed again, at this version, and found these names and values.
+    Listed(i64, std::collections::BTreeMap<String, String>),
+}
+
+/// Watches from `rv`, resuming from the last seen resourceVersion when the
+/// stream ends or the server is away, and listing again (as an informer
+/// does) when that version is gone; until it has seen the version `done`
+/// names.
 async fn resuming_watcher(
     url: String,
-    rv: String,
-    total: usize,
-    out: mpsc::UnboundedSender<Seen>,
+    rv: i64,
+    mut done: tokio::sync::watch::Receiver<Option<i64>>,
+    out: mpsc::UnboundedSender<Record>,
 ) -> anyhow::Result<()> {
     let mut last = rv;
-    let mut seen = 0;
-    while seen < total {
+    let finished = |last: i64, done: &tokio::sync::watch::Receiver<Option<i64>>| {
+        done.borrow().is_some_and(|end| last >= end)
+    };
+    while !finished(last, &done) {
         let mut client = ConfigMapsClient::new(moor_rpc::channel(&url)?);
         let req = WatchRequest {
             namespace: "default".into(),
-            resource_version: last.clone(),
+            resource_version: last.to_string(),
             allow_bookmarks: true,
             ..Default::default()
         };
         let mut stream = match client.watch(req).await {
             Ok(response) => response.into_inner(),
-            Err(status) if status.code() != Code::OutOfRange => {
+            Err(status) if status.code() == Code::OutOfRange => {
+                let list = client
+                    .list(moor_api::meta::v1::ListRequest {
+                        namespace: "default".into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                last = list.metadata.unwrap_or_default().resource_version.parse()?;
+                let items = list
+                    .items
+                    .into_iter()
+                    .map(|cm| {
+                        let name = cm.metadata.unwrap_or_default().name;
+                        (name, cm.data.get("v").cloned().unwrap_or_default())
+                    })
+                    .collect();
+                out.send(Record::Listed(last, items))?;
+                continue;
+            }
+            Err(_) => {
                 common::wait_ready(&url).await;
                 continue;
             }
-            Err(status) => anyhow::bail!("watch failed: {status}"),
         };
-        while let Some(item) = stream.next().await {
-            let Ok(event) = item else { break };
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                changed = done.changed() => {
+                    // The test gave up (its sender is gone): so does this.
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    if finished(last, &done) {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(event)) = item else { break };
             let object = event.object.clone().unwrap_or_default();
             let meta = object.metadata.clone().unwrap_or_default();
-            last = meta.resource_version.clone();
-            if event.r#type == EventType::Bookmark as i32 {
-                continue;
+            last = meta.resource_version.parse()?;
+            if event.r#type != EventType::Bookmark as i32 {
+                out.send(Record::Change((
+                    last,
+                    event.r#type,
+                    meta.name,
+                    object.data.get("v").cloned().unwrap_or_default(),
+                )))?;
             }
-            out.send((
-                meta.resource_version.parse()?,
-                event.r#type,
-                meta.name,
-                object.data.get("v").cloned().unwrap_or_default(),
-            ))?;
-            seen += 1;
-            if seen == total {
+            if finished(last, &done) {
                 break;
             }
         }

@@ -169,3 +169,24 @@ pub async fn wait_ready(url: &str) {
         "the apiserver at {url} never answered"
     );
 }
+
+/// A ConfigMap in `default` with `labels` and `data.v = value`.
+pub fn config_map(
+    name: &str,
+    labels: &[(&str, &str)],
+    value: &str,
+) -> moor_api::core::v1::ConfigMap {
+    let mut cm = moor_api::core::v1::ConfigMap {
+        metadata: Some(moor_api::meta::v1::ObjectMeta {
+            name: name.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    cm.data.insert("v".into(), value.into());
+    cm
+}
