@@ -38,6 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 
+/// Simulated nodes sharing one connection to the apiserver.
+const AGENTS_PER_CONNECTION: usize = 50;
+
 /// Runs the agent (or, with the fake runtime and a count, `count` simulated
 /// agents named `NAME-0` ...) until `shutdown` is cancelled. Containers keep
 /// running after shutdown; the next agent adopts them.
@@ -48,7 +51,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let mut agents = JoinSet::new();
     match (config.runtime, config.count) {
         (RuntimeKind::Fake, Some(count)) => {
+            let mut client = client;
             for i in 0..count {
+                // A connection per group of simulated nodes, as real nodes
+                // have one each: thousands of nodes' watches and writes
+                // over one HTTP/2 connection are one task's work at each end.
+                if i > 0 && i % AGENTS_PER_CONNECTION == 0 {
+                    client = moor_client::Client::connect(&config.server, &config.credentials)?;
+                }
                 let mut one = config.clone();
                 one.name = format!("{}-{i}", config.name);
                 one.data_dir = config.data_dir.join(&one.name);
