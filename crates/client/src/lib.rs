@@ -10,6 +10,7 @@
 mod api;
 pub mod controller;
 mod error;
+pub mod events;
 pub mod reflector;
 pub mod watcher;
 

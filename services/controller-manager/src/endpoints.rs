@@ -17,10 +17,10 @@ use moor_labels::Selector;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::events::Recorder;
 use crate::informer::{Change, Informer};
 use crate::pods;
 use crate::queue::{self, Queue, Worker};
+use moor_client::events::Recorder;
 
 /// Component name in logs.
 const COMPONENT: &str = "endpoints-controller";

@@ -25,7 +25,6 @@ mod config;
 mod deployment;
 mod endpoints;
 mod error;
-mod events;
 mod fresh;
 mod gc;
 mod informer;

@@ -23,9 +23,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::events::Recorder;
 use crate::informer::{Change, Informer};
 use crate::queue::{self, Queue, Worker};
+use moor_client::events::Recorder;
 
 /// Component name in logs and on Events.
 const COMPONENT: &str = "node-ipam-controller";

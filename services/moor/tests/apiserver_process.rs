@@ -1,5 +1,7 @@
 //! `moor apiserver` as a process, as an operator runs it: killed with SIGKILL
-//! mid-stream and restarted on the same data, watchers lose nothing; a busy
+//! mid-stream and restarted on the same data, no acknowledged write is lost
+//! and watchers (listing again where the new apiserver has no history that
+//! old) see each change once, in order; a busy
 //! port is a clear error; SIGTERM stops it cleanly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
@@ -9,10 +11,14 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use futures::StreamExt;
+use moor_api::Resource;
 use moor_api::core::v1::ConfigMap;
 use moor_api::core::v1::config_maps_client::ConfigMapsClient;
-use moor_api::meta::v1::{EventType, ObjectMeta, WatchRequest};
+use moor_api::meta::v1::ObjectMeta;
+use moor_client::watcher::Event as WatcherEvent;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic::Code;
@@ -59,53 +65,65 @@ fn config_map(name: &str, value: &str) -> ConfigMap {
     cm
 }
 
-type Seen = (String, i32, String, String);
+/// What a watcher reports: a change (resourceVersion, name, value),
+/// or, after its first list and after each list again, the whole state.
+enum Seen {
+    Change(i64, String, String),
+    Listed(BTreeMap<String, String>),
+}
 
+/// Follows ConfigMaps through the client's watcher, which resumes after a
+/// break and lists again when the apiserver no longer has its version (as
+/// after a restart), until `done` says the mutations are over and the
+/// watcher holds their final state.
 async fn watcher(
     url: String,
-    from: String,
-    total: usize,
+    mut done: tokio::sync::watch::Receiver<Option<BTreeMap<String, String>>>,
     out: mpsc::UnboundedSender<Seen>,
 ) -> anyhow::Result<()> {
-    let mut last = from;
-    let mut seen = 0;
-    while seen < total {
-        let mut client = ConfigMapsClient::new(moor_rpc::channel(&url)?);
-        let req = WatchRequest {
-            namespace: "default".into(),
-            resource_version: last.clone(),
-            ..Default::default()
-        };
-        let mut stream = match client.watch(req).await {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == Code::OutOfRange => {
-                anyhow::bail!("history lost: {status}")
-            }
-            Err(_) => {
-                wait_ready(&url).await;
+    let client = moor_client::Client::new(&url)?;
+    let params = moor_client::ListParams::default().namespace("default");
+    let mut events = std::pin::pin!(moor_client::watcher(client.api::<ConfigMap>(), params));
+    let mut state = BTreeMap::new();
+    let value = |cm: &ConfigMap| cm.data.get("v").cloned().unwrap_or_default();
+    loop {
+        if done.borrow().as_ref() == Some(&state) {
+            return Ok(());
+        }
+        let event = tokio::select! {
+            event = events.next() => event,
+            changed = done.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
                 continue;
             }
         };
-        while let Some(Ok(event)) = stream.next().await {
-            let object = event.object.unwrap_or_default();
-            let meta = object.metadata.unwrap_or_default();
-            last = meta.resource_version.clone();
-            if event.r#type == EventType::Bookmark as i32 {
-                continue;
+        match event {
+            Some(Ok(WatcherEvent::Restarted(items))) => {
+                state = items
+                    .iter()
+                    .map(|cm| (cm.meta().name.clone(), value(cm)))
+                    .collect();
+                out.send(Seen::Listed(state.clone()))?;
             }
-            out.send((
-                meta.resource_version,
-                event.r#type,
-                meta.name,
-                object.data.get("v").cloned().unwrap_or_default(),
-            ))?;
-            seen += 1;
-            if seen == total {
-                break;
+            Some(Ok(WatcherEvent::Applied(cm))) => {
+                let meta = cm.meta();
+                state.insert(meta.name.clone(), value(&cm));
+                out.send(Seen::Change(
+                    meta.resource_version.parse()?,
+                    meta.name.clone(),
+                    value(&cm),
+                ))?;
             }
+            Some(Ok(WatcherEvent::Deleted(cm))) => {
+                anyhow::bail!("{} deleted: the test deletes nothing", cm.meta().name)
+            }
+            // The apiserver is away: the watcher retries.
+            Some(Err(_)) => {}
+            None => anyhow::bail!("the watcher ended"),
         }
     }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,24 +133,20 @@ async fn watchers_see_every_change_once_across_two_sigkills() -> anyhow::Result<
     let url = format!("http://{addr}");
     let mut server = spawn(addr, dir.path())?;
     let mut client = wait_ready(&url).await;
-    let from = client
-        .create(config_map("seed", "0"))
-        .await?
-        .into_inner()
-        .metadata
-        .unwrap()
-        .resource_version;
+    client.create(config_map("seed", "0")).await?;
 
     const WATCHERS: usize = 20;
     const MUTATIONS: usize = 1000;
+    let (done_tx, done_rx) = tokio::sync::watch::channel(None);
     let mut receivers = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..WATCHERS {
         let (tx, rx) = mpsc::unbounded_channel();
         receivers.push(rx);
-        tasks.spawn(watcher(url.clone(), from.clone(), MUTATIONS, tx));
+        tasks.spawn(watcher(url.clone(), done_rx.clone(), tx));
     }
-    let mut truth = Vec::new();
+    // The truth: every acknowledged write, in order.
+    let mut truth: Vec<(i64, String, String)> = Vec::new();
     let mut i = 0u32;
     while truth.len() < MUTATIONS {
         if truth.len() == 300 || truth.len() == 700 {
@@ -144,30 +158,66 @@ async fn watchers_see_every_change_once_across_two_sigkills() -> anyhow::Result<
         i += 1;
         let name = format!("cm-{}", i % 40);
         let result = match client.update(config_map(&name, &i.to_string())).await {
-            Err(status) if status.code() == Code::NotFound => client
-                .create(config_map(&name, &i.to_string()))
-                .await
-                .map(|r| (EventType::Added, r.into_inner())),
-            other => other.map(|r| (EventType::Modified, r.into_inner())),
+            Err(status) if status.code() == Code::NotFound => {
+                client.create(config_map(&name, &i.to_string())).await
+            }
+            other => other,
         };
         match result {
-            Ok((kind, object)) => {
-                let meta = object.metadata.unwrap_or_default();
-                truth.push((meta.resource_version, kind as i32, name, i.to_string()));
+            Ok(object) => {
+                let meta = object.into_inner().metadata.unwrap_or_default();
+                truth.push((meta.resource_version.parse()?, name, i.to_string()));
             }
             Err(status) if status.code() == Code::Unavailable => continue,
             Err(status) => anyhow::bail!("mutation failed: {status}"),
         }
     }
+    // The state after the first `n` writes.
+    let state_after = |n: usize| {
+        let mut state = BTreeMap::from([("seed".to_string(), "0".to_string())]);
+        for (_, name, value) in &truth[..n] {
+            state.insert(name.clone(), value.clone());
+        }
+        state
+    };
+    let last = state_after(truth.len());
+    done_tx.send(Some(last.clone()))?;
     for (w, mut rx) in receivers.into_iter().enumerate() {
-        let mut got = Vec::new();
-        while got.len() < MUTATIONS {
+        // Each change is an acknowledged write, each once, in order; each
+        // list is the state after some write at or after the last change
+        // seen; and the watcher ends holding the final state.
+        let mut at = 0usize; // writes accounted for
+        let mut lists = 0;
+        loop {
             match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
-                Ok(Some(seen)) => got.push(seen),
-                _ => anyhow::bail!("watcher {w} saw {} of {MUTATIONS} changes", got.len()),
+                Ok(Some(Seen::Change(rv, name, value))) => {
+                    let Some(k) = truth[at..].iter().position(|t| t.0 == rv) else {
+                        anyhow::bail!(
+                            "watcher {w}: change at {rv} is not a write after the {at}th"
+                        );
+                    };
+                    assert_eq!(k, 0, "watcher {w}: {k} writes skipped before {rv}");
+                    assert_eq!(
+                        (&truth[at].1, &truth[at].2),
+                        (&name, &value),
+                        "watcher {w} at {rv}"
+                    );
+                    at += 1;
+                }
+                Ok(Some(Seen::Listed(state))) => {
+                    lists += 1;
+                    let Some(n) = (at..=truth.len()).find(|n| state_after(*n) == state) else {
+                        anyhow::bail!("watcher {w}: a list matching no state after write {at}");
+                    };
+                    at = n;
+                }
+                Ok(None) => break,
+                Err(_) => anyhow::bail!("watcher {w} stalled after write {at} of {}", truth.len()),
             }
         }
-        assert_eq!(got, truth, "watcher {w}");
+        assert_eq!(state_after(at), last, "watcher {w} ends with every write");
+        // The first list, and at most one again per restart.
+        assert!(lists <= 3, "watcher {w} listed {lists} times");
     }
     while let Some(done) = tasks.join_next().await {
         done??;

@@ -24,6 +24,8 @@ pub struct Agent {
     pub config: Config,
     /// The apiserver.
     pub client: Client,
+    /// Events about this node's pods.
+    pub events: moor_client::events::Recorder,
     /// The container runtime.
     pub runtime: Arc<dyn ContainerRuntime>,
     /// The node's address, reported as InternalIP and as pods' hostIP.
@@ -117,6 +119,12 @@ impl Agent {
             .map_err(|e| Error::io(&config.data_dir, e))?;
         Ok(Self {
             name: config.name.clone(),
+            events: moor_client::events::Recorder::reporting(
+                &client,
+                crate::pod::events::COMPONENT,
+                &config.name,
+                &config.name,
+            ),
             client,
             runtime,
             host_ip: config.node_ip.to_string(),

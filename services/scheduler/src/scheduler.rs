@@ -29,7 +29,7 @@ const INFORMERS: usize = 3;
 /// State shared by one session's tasks.
 pub(crate) struct Shared {
     pub(crate) client: Client,
-    pub(crate) identity: String,
+    pub(crate) events: moor_client::events::Recorder,
     // std locks: held only for synchronous cache and map work, never across an await.
     cache: Mutex<Cache>,
     pending: Mutex<HashMap<ObjectKey, Arc<Pod>>>,
@@ -87,8 +87,8 @@ async fn session(
         crate::service::publish(&client, addr).await;
     }
     let shared = Arc::new(Shared {
+        events: moor_client::events::Recorder::reporting(&client, report::COMPONENT, &identity, ""),
         client,
-        identity,
         cache: Mutex::new(Cache::default()),
         pending: Mutex::new(HashMap::new()),
         queue: Queue::new(),

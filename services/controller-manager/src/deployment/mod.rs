@@ -45,7 +45,7 @@ pub struct Controller {
     /// Recreate waits on the pods themselves: a deleted pod still runs
     /// until its grace period ends, and its set no longer counts it.
     pod_cache: Reader<Pod>,
-    events: crate::events::Recorder,
+    events: moor_client::events::Recorder,
     queue: Queue<ObjectKey>,
     worker: Worker<ObjectKey>,
 }
@@ -67,7 +67,7 @@ impl Controller {
             deployment_cache,
             rs_cache,
             pod_cache,
-            events: crate::events::Recorder::new(client, COMPONENT),
+            events: moor_client::events::Recorder::new(client, COMPONENT),
             queue,
             worker,
         }

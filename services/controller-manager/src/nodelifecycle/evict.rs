@@ -43,7 +43,7 @@ pub struct Evictor {
     api: Api<Pod>,
     nodes: Reader<Node>,
     pods: Reader<Pod>,
-    recorder: crate::events::Recorder,
+    recorder: moor_client::events::Recorder,
     default_stay: Duration,
     limiter: RateLimiter,
     /// When each NoExecute taint of each node was first seen, by our clock.
@@ -80,7 +80,7 @@ impl Evictor {
             api: client.api(),
             nodes,
             pods,
-            recorder: crate::events::Recorder::new(client, COMPONENT),
+            recorder: moor_client::events::Recorder::new(client, COMPONENT),
             default_stay: config.pod_eviction_timeout,
             limiter: RateLimiter::new(config.eviction_rate),
             since: HashMap::new(),

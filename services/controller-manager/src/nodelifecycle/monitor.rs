@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::LEASE_NAMESPACE;
 use super::decide::{self, Readiness};
 use crate::Error;
-use crate::events::Recorder;
 use crate::informer::{Change, Informer};
 use crate::pods;
 use crate::queue::{self, Queue, Worker};
+use moor_client::events::Recorder;
 
 /// Component name in logs and on Events.
 const COMPONENT: &str = "node-lifecycle-controller";

@@ -28,12 +28,12 @@ use moor_client::{Action, Api, Client, DeleteParams, ObjectKey, Reader};
 use moor_labels::Selector;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::Recorder;
 use crate::fresh::{self, Part};
 use crate::informer::{Change, Informer};
 use crate::pods::{self, Availability};
 use crate::queue::{self, Queue, Worker};
 use crate::{Config, Error};
+use moor_client::events::Recorder;
 
 /// The replica controller for owners of kind `O`.
 pub struct Controller<O> {

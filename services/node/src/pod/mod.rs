@@ -5,7 +5,7 @@
 
 mod dns;
 mod etc;
-mod events;
+pub(crate) mod events;
 mod image;
 mod init;
 mod links;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use moor_api::core::v1::{Binding, Event, EventSource, Pod};
+use moor_api::core::v1::{Binding, Pod};
 use moor_api::meta::v1::{Condition, ObjectMeta, ObjectReference};
 use moor_client::ObjectKey;
 use prost_types::Timestamp;
@@ -12,7 +12,7 @@ use prost_types::Timestamp;
 use super::Shared;
 
 /// Component name on events, as Kubernetes' scheduler reports itself.
-const COMPONENT: &str = "moor-scheduler";
+pub(super) const COMPONENT: &str = "moor-scheduler";
 /// Attempts at writing the condition when the pod changes under us.
 const STATUS_ATTEMPTS: usize = 3;
 
@@ -38,7 +38,9 @@ pub(super) async fn bind(shared: Arc<Shared>, key: ObjectKey, pod: Arc<Pod>, nod
             tracing::debug!(pod = %key, %node, "bound");
             shared.bound(&key);
             let message = format!("Successfully assigned {key} to {node}");
-            event(&shared, &pod, "Normal", "Scheduled", "Binding", message).await;
+            shared
+                .events
+                .record(pod.as_ref(), "Normal", "Scheduled", "Binding", message);
         }
         Err(error) => {
             // A conflict means the pod was bound (or changed) meanwhile: the
@@ -57,15 +59,13 @@ pub(super) async fn unschedulable(shared: Arc<Shared>, pod: Arc<Pod>, message: S
         let key = ObjectKey::of(pod.as_ref());
         tracing::warn!(pod = %key, %error, "could not record PodScheduled=False; the next attempt tries again");
     }
-    event(
-        &shared,
-        &pod,
+    shared.events.record(
+        pod.as_ref(),
         "Warning",
         "FailedScheduling",
         "Scheduling",
         message,
-    )
-    .await;
+    );
 }
 
 async fn set_condition(
@@ -114,59 +114,6 @@ async fn set_condition(
     Ok(())
 }
 
-/// Records an Event about `pod`; failures are logged, never fatal.
-async fn event(
-    shared: &Shared,
-    pod: &Pod,
-    kind: &str,
-    reason: &str,
-    action: &str,
-    message: String,
-) {
-    let meta = pod.metadata.clone().unwrap_or_default();
-    let now = now();
-    let event = Event {
-        metadata: Some(ObjectMeta {
-            // Kubernetes names events "<object>.<hex nanoseconds>".
-            name: format!("{}.{:x}", meta.name, nanos()),
-            namespace: meta.namespace.clone(),
-            ..Default::default()
-        }),
-        involved_object: Some(ObjectReference {
-            kind: "Pod".to_string(),
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone(),
-            uid: meta.uid.clone(),
-            api_version: "v1".to_string(),
-            resource_version: meta.resource_version.clone(),
-            ..Default::default()
-        }),
-        reason: reason.to_string(),
-        message,
-        source: Some(EventSource {
-            component: COMPONENT.to_string(),
-            ..Default::default()
-        }),
-        first_timestamp: Some(now),
-        last_timestamp: Some(now),
-        count: 1,
-        r#type: kind.to_string(),
-        action: action.to_string(),
-        reporting_component: COMPONENT.to_string(),
-        reporting_instance: shared.identity.clone(),
-        ..Default::default()
-    };
-    if let Err(error) = shared.client.api::<Event>().create(&event).await {
-        tracing::warn!(pod = %meta.name, reason, %error, "could not record event");
-    }
-}
-
 fn now() -> Timestamp {
     Timestamp::from(SystemTime::now())
-}
-
-fn nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }
