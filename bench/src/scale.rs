@@ -40,13 +40,22 @@ pub struct Args {
     /// Longest wait for the nodes to be Ready, and again for the pods to run.
     #[arg(long, default_value_t = 300)]
     max_seconds: u64,
+    /// Store the cluster in a real etcd started for the run, instead of
+    /// the embedded SQLite.
+    #[arg(long)]
+    etcd: bool,
 }
 
 /// Runs the benchmark and returns its summary.
 pub async fn run(args: Args) -> anyhow::Result<Value> {
     anyhow::ensure!(args.nodes > 0, "--nodes must be at least 1");
     crate::quiet_logs();
-    let apiserver = Apiserver::start(None).await?;
+    let etcd = match args.etcd {
+        true => Some(moor_testkit::EtcdServer::start().await?),
+        false => None,
+    };
+    let endpoint = etcd.as_ref().map(moor_testkit::EtcdServer::endpoint);
+    let apiserver = Apiserver::start(endpoint.as_deref()).await?;
     let url = apiserver.url.clone();
     let client = apiserver.client()?;
     let bound = Duration::from_secs(args.max_seconds);
@@ -88,8 +97,11 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         "warn",
     ])?;
     println!(
-        "moor-bench scale: {} simulated nodes, {} pods each, heartbeat {} s",
-        args.nodes, args.pods_per_node, args.heartbeat_seconds
+        "moor-bench scale: {} simulated nodes, {} pods each, heartbeat {} s, store {}",
+        args.nodes,
+        args.pods_per_node,
+        args.heartbeat_seconds,
+        if args.etcd { "etcd" } else { "sqlite" }
     );
 
     // Node readiness, followed for the whole run.
@@ -163,6 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     );
     Ok(json!({
         "benchmark": "scale",
+        "store": if args.etcd { "etcd" } else { "sqlite" },
         "nodes": args.nodes,
         "pods": replicas,
         "nodes_ready_seconds": nodes_ready.as_secs_f64(),
