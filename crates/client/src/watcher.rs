@@ -99,6 +99,12 @@ pub fn watcher<K: Resource>(
     })
 }
 
+/// Objects per page of a watcher's list from the store: the apiserver then
+/// decodes and holds one page per request, not every object of the kind
+/// (Kubernetes' reflectors read pages of 500 too). Lists from the watch
+/// cache (`any_version`) come whole: they copy no more than pointers there.
+const LIST_PAGE: i64 = 500;
+
 /// Advances the state machine until it has something to report.
 async fn step<K: Resource>(
     api: &Api<K>,
@@ -110,7 +116,11 @@ async fn step<K: Resource>(
         state = match state {
             State::Empty { delay } => {
                 tokio::time::sleep(delay).await;
-                match api.list(params).await {
+                let mut paged = params.clone();
+                if paged.limit == 0 && paged.resource_version.is_empty() {
+                    paged.limit = LIST_PAGE;
+                }
+                match api.list(&paged).await {
                     Ok((objects, resource_version)) => {
                         backoff.reset();
                         let next = State::Resuming {

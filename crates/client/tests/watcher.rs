@@ -248,3 +248,23 @@ async fn relists_when_history_is_gone() -> anyhow::Result<()> {
     stop.cancel();
     server.stop().await
 }
+
+/// A list larger than a page (the watcher reads the store in pages) comes
+/// whole: every object once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_more_than_a_page_whole() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), "127.0.0.1:0".parse()?).await?;
+    let client = Client::new(&server.url())?;
+    let api = client.api::<ConfigMap>();
+    let want: Vec<String> = (0..1203).map(|i| format!("cm-{i:04}")).collect();
+    for name in &want {
+        api.create(&config_map(name, "0", &[])).await?;
+    }
+    let stop = CancellationToken::new();
+    let (log, _) = spawn_watcher(&client, stop.clone());
+    assert_eventually!(!lines(&log).is_empty(), TIMEOUT, "no restart");
+    assert_eq!(lines(&log)[0], format!("restarted {}", want.join(",")));
+    stop.cancel();
+    server.stop().await
+}
