@@ -7,7 +7,9 @@
 //!   writes the cluster is busy with;
 //! - aggregated: a repeat of a recent event (same object, type, reason and
 //!   message) raises that event's `count` and `lastTimestamp` instead of
-//!   adding one, as Kubernetes' event correlator does.
+//!   adding one, as Kubernetes' event correlator does. One write per series
+//!   is in flight at a time, carrying the latest count when it is sent:
+//!   counts never go backwards, and a burst of repeats costs a few writes.
 //!
 //! Failures are logged, never returned.
 
@@ -46,7 +48,17 @@ struct Inner {
     host: String,
     instance: String,
     in_flight: AtomicUsize,
-    recent: Mutex<HashMap<SeriesKey, Event>>,
+    recent: Mutex<HashMap<SeriesKey, Series>>,
+}
+
+/// A recent event and the state of its writes.
+struct Series {
+    /// The event as last recorded (its count the latest).
+    event: Event,
+    /// A write of this series is in flight.
+    writing: bool,
+    /// Recorded again since the write in flight was sent.
+    dirty: bool,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -123,32 +135,36 @@ impl Recorder {
         let (event, repeat) = {
             let mut recent = inner.recent.lock().unwrap_or_else(PoisonError::into_inner);
             match recent.get_mut(&key) {
-                Some(event) => {
-                    event.count = event.count.saturating_add(1);
-                    event.last_timestamp = Some(now.into());
-                    (event.clone(), true)
+                Some(series) => {
+                    series.event.count = series.event.count.saturating_add(1);
+                    series.event.last_timestamp = Some(now.into());
+                    if series.writing {
+                        // The write in flight sends this count when it is done.
+                        series.dirty = true;
+                        inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                    series.writing = true;
+                    (series.event.clone(), true)
                 }
                 None => {
                     let event = inner.event(object, kind, reason, action, message, now);
                     if recent.len() >= MAX_SERIES {
                         recent.clear();
                     }
-                    recent.insert(key, event.clone());
+                    let series = Series {
+                        event: event.clone(),
+                        writing: true,
+                        dirty: false,
+                    };
+                    recent.insert(key.clone(), series);
                     (event, false)
                 }
             }
         };
         let this = self.inner.clone();
         tokio::spawn(async move {
-            let written = if repeat {
-                this.api.update(&event).await
-            } else {
-                this.api.create(&event).await
-            };
-            if let Err(error) = written {
-                let reason = &event.reason;
-                tracing::debug!(component = %this.component, %reason, %error, "event not recorded");
-            }
+            this.write(key, event, repeat).await;
             this.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -157,6 +173,34 @@ impl Recorder {
 // === impl Inner ===
 
 impl Inner {
+    /// Writes `event` (a new one, or a repeat's update), then again while
+    /// the series was recorded meanwhile, each time with its latest count.
+    async fn write(&self, key: SeriesKey, mut event: Event, mut repeat: bool) {
+        loop {
+            let written = if repeat {
+                self.api.update(&event).await
+            } else {
+                self.api.create(&event).await
+            };
+            if let Err(error) = written {
+                let reason = &event.reason;
+                tracing::debug!(component = %self.component, %reason, %error, "event not recorded");
+            }
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            // Forgotten meanwhile (the memory started over): nothing to add.
+            let Some(series) = recent.get_mut(&key) else {
+                return;
+            };
+            if !series.dirty {
+                series.writing = false;
+                return;
+            }
+            series.dirty = false;
+            event = series.event.clone();
+            repeat = true;
+        }
+    }
+
     fn event<K: Resource>(
         &self,
         object: &K,
