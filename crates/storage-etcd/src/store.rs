@@ -154,7 +154,7 @@ impl Store for EtcdStore {
                 items.push(key_value(kv)?);
             }
             match (response.more(), items.last()) {
-                (true, Some(last)) => from = [last.key.as_bytes(), b"\0".as_slice()].concat(),
+                (true, Some(last)) => from = moor_storage::key_after(&last.key),
                 _ => return Ok((items, revision)),
             }
         }
@@ -168,9 +168,8 @@ impl Store for EtcdStore {
         revision: Option<i64>,
     ) -> Result<Page, StorageError> {
         let (start, end) = prefix_range(prefix);
-        // The first key after `start_after` in byte order is itself plus a NUL.
         let from = match start_after {
-            Some(key) if key.as_bytes() >= start.as_slice() => [key.as_bytes(), b"\0"].concat(),
+            Some(key) if key.as_bytes() >= start.as_slice() => moor_storage::key_after(key),
             _ => start,
         };
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);

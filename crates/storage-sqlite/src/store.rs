@@ -107,8 +107,7 @@ impl Store for SqliteStore {
         revision: Option<i64>,
     ) -> Result<Page, StorageError> {
         let prefix = prefix.to_owned();
-        // The first key after `start_after` in byte order is itself plus a NUL.
-        let from = start_after.map(|key| [key.as_bytes(), b"\0"].concat());
+        let from = start_after.map(moor_storage::key_after);
         let limit = limit.max(1);
         let read = move |conn: &rusqlite::Connection| {
             let current = query::current_revision(conn)?;

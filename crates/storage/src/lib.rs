@@ -71,6 +71,12 @@ pub struct Page {
     pub more: bool,
 }
 
+/// The first key after `key` in byte order (itself plus a NUL): where a
+/// listing that ended at `key` goes on.
+pub fn key_after(key: &str) -> Vec<u8> {
+    [key.as_bytes(), b"\0"].concat()
+}
+
 /// A stream of changes, in revision order. An `Err` item is the last one:
 /// the stream ends after it, and the caller watches again (or relists).
 pub type WatchStream = BoxStream<'static, Result<Event, Error>>;

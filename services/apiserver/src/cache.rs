@@ -309,10 +309,11 @@ impl<K: Resource> Cache<K> {
     /// Starts a watcher: its starting events and a live receiver, taken
     /// atomically. `after: None` asks for a snapshot.
     pub fn subscribe(&self, after: Option<i64>) -> Result<(Start<K>, Live<K>), Error> {
-        match self.subscribe_to(after, None)? {
-            (start, Feed::Shared(live)) => Ok((start, live)),
-            (_, Feed::Own { .. }) => unreachable!("no trigger value, no feed of its own"),
-        }
+        // Subscribed under the state lock, as `apply` sends under it: no
+        // change falls between the start and the feed.
+        let state = self.read();
+        let start = Self::start(&state, after, None)?;
+        Ok((start, self.live.subscribe()))
     }
 
     /// [`Cache::subscribe`] for a watcher that passes `filter`: one that
@@ -324,16 +325,24 @@ impl<K: Resource> Cache<K> {
         filter: &crate::watch::Filter,
     ) -> Result<(Start<K>, Feed<K>), Error> {
         let trigger = self.index.and_then(|field| filter.exact_field(field));
-        self.subscribe_to(after, trigger)
+        // Under the state lock, as in `subscribe`.
+        let state = self.read();
+        let start = Self::start(&state, after, trigger)?;
+        let live = match trigger {
+            None => Feed::Shared(self.live.subscribe()),
+            Some(value) => self.own_feed(value),
+        };
+        Ok((start, live))
     }
 
-    fn subscribe_to(
-        &self,
+    /// Where a watcher of `trigger` (a value of the indexed field; `None`:
+    /// every object) starts, after `after` (`None`: a snapshot).
+    fn start(
+        state: &State<K>,
         after: Option<i64>,
         trigger: Option<&str>,
-    ) -> Result<(Start<K>, Feed<K>), Error> {
-        let state = self.read();
-        let start = match (after, trigger) {
+    ) -> Result<Start<K>, Error> {
+        Ok(match (after, trigger) {
             // One value's watcher starts with that value's objects only.
             (None, Some(value)) => Start::Snapshot(
                 state
@@ -362,27 +371,23 @@ impl<K: Resource> Cache<K> {
                     .cloned()
                     .collect(),
             ),
-        };
-        // Subscribed under the state lock, as `apply` sends under it: no
-        // change falls between the start and the feed.
-        let live = match trigger {
-            None => Feed::Shared(self.live.subscribe()),
-            Some(value) => {
-                let (tx, rx) = tokio::sync::mpsc::channel(TRIGGER_CAPACITY);
-                let lagged = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let mut triggers = locked(&self.triggers);
-                let feeds = triggers.entry(value.to_owned()).or_default();
-                // Watchers of this value that went away, without a change
-                // since to notice it.
-                feeds.retain(|feed| !feed.tx.is_closed());
-                feeds.push(Trigger {
-                    tx,
-                    lagged: lagged.clone(),
-                });
-                Feed::Own { rx, lagged }
-            }
-        };
-        Ok((start, live))
+        })
+    }
+
+    /// A new feed of its own for a watcher of one value of the indexed field.
+    fn own_feed(&self, value: &str) -> Feed<K> {
+        let (tx, rx) = tokio::sync::mpsc::channel(TRIGGER_CAPACITY);
+        let lagged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut triggers = locked(&self.triggers);
+        let feeds = triggers.entry(value.to_owned()).or_default();
+        // Watchers of this value that went away, without a change since to
+        // notice it.
+        feeds.retain(|feed| !feed.tx.is_closed());
+        feeds.push(Trigger {
+            tx,
+            lagged: lagged.clone(),
+        });
+        Feed::Own { rx, lagged }
     }
 
     /// Applies one store event.

@@ -192,24 +192,16 @@ impl<K: Kind> Registry<K> {
                 let (mut items, revision) = self.cache.list(&prefix, &filter);
                 // The rest of a cut list comes from the store, at the
                 // cache's revision: the store has that version.
-                let token = (limit > 0 && items.len() > limit).then(|| {
+                let mut next = None;
+                if limit > 0 && items.len() > limit {
                     items.truncate(limit);
-                    items.last().map(|last| ContinueToken {
+                    next = items.last().map(|last| ContinueToken {
                         revision,
                         key: Self::key(&last.meta().namespace, &last.meta().name),
-                    })
-                });
+                    });
+                }
                 let items = items.iter().map(|object| K::clone(object)).collect();
-                Ok(K::into_list(
-                    items,
-                    ListMeta {
-                        resource_version: revision.to_string(),
-                        r#continue: token
-                            .flatten()
-                            .map(|t| t.encode(&Self::prefix()))
-                            .unwrap_or_default(),
-                    },
-                ))
+                Ok(Self::page(items, revision, next))
             }
             other => Err(Error::BadRequest(format!(
                 "resourceVersion {other:?}: a list takes \"0\" (any cached version) or \
@@ -238,13 +230,7 @@ impl<K: Kind> Registry<K> {
                     items.push(object);
                 }
             }
-            return Ok(K::into_list(
-                items,
-                ListMeta {
-                    resource_version: revision.to_string(),
-                    ..Default::default()
-                },
-            ));
+            return Ok(Self::page(items, revision, None));
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
         let (mut revision, mut after) = match from {
@@ -291,14 +277,19 @@ impl<K: Kind> Registry<K> {
             }
         }
         let revision = revision.unwrap_or_default();
-        let token = last_key.map(|key| ContinueToken { revision, key });
-        Ok(K::into_list(
+        let next = last_key.map(|key| ContinueToken { revision, key });
+        Ok(Self::page(items, revision, next))
+    }
+
+    /// A list message: `items` read at `revision`, leading on to `next`.
+    fn page(items: Vec<K>, revision: i64, next: Option<ContinueToken>) -> K::List {
+        K::into_list(
             items,
             ListMeta {
                 resource_version: revision.to_string(),
-                r#continue: token.map(|t| t.encode(&Self::prefix())).unwrap_or_default(),
+                r#continue: next.map(|t| t.encode(&Self::prefix())).unwrap_or_default(),
             },
-        ))
+        )
     }
 
     /// Writes the metadata and spec (`Part::Main`) or the status of an

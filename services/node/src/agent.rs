@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Config, Error, node};
 
+/// The component the node's events name as their source.
+const EVENT_COMPONENT: &str = "moor-node";
+
 /// One node agent: its settings, API client and runtime.
 pub struct Agent {
     /// The node's name.
@@ -121,7 +124,7 @@ impl Agent {
             name: config.name.clone(),
             events: moor_client::events::Recorder::reporting(
                 &client,
-                crate::pod::events::COMPONENT,
+                EVENT_COMPONENT,
                 &config.name,
                 &config.name,
             ),

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 
 use moor_api::core::v1::{Container, Pod};
 
-use super::events;
 use super::status::Waiting;
 use super::{Step, uid_of};
 use crate::Error;
@@ -47,7 +46,7 @@ pub async fn ensure(
         }
         ("Never" | "IfNotPresent", true) => {
             let message = format!("Container image {image:?} already present on machine");
-            events::normal(agent, pod, "Pulled", message);
+            agent.events.normal(pod, "Pulled", message);
             return Ok(None);
         }
         _ => {}
@@ -78,7 +77,9 @@ pub async fn ensure(
         }
     }
     tracing::info!(image = %image, container = %container.name, "pulling image");
-    events::normal(agent, pod, "Pulling", format!("Pulling image {image:?}"));
+    agent
+        .events
+        .normal(pod, "Pulling", format!("Pulling image {image:?}"));
     agent.start_pull(uid, &container.name, image);
     Ok(Some(pulling(agent, image)))
 }
@@ -124,7 +125,7 @@ async fn pulled_now(
             let seconds = took.as_secs_f64();
             tracing::info!(image = %image, seconds, "pulled image; creating the container");
             let message = format!("Successfully pulled image {image:?} in {seconds:.3}s");
-            events::normal(agent, pod, "Pulled", message);
+            agent.events.normal(pod, "Pulled", message);
             None
         }
         Err(err) => {
@@ -133,8 +134,10 @@ async fn pulled_now(
             let backoff = agent.config.backoff(count - 1);
             tracing::warn!(image = %image, %err, backoff_seconds = backoff.as_secs(), "pull failed; backing off");
             let event = format!("Failed to pull image {image:?}: {err}");
-            events::warning(agent, pod, "Failed", event);
-            events::warning(agent, pod, "Failed", "Error: ErrImagePull".into());
+            agent.events.warning(pod, "Failed", event);
+            agent
+                .events
+                .warning(pod, "Failed", "Error: ErrImagePull".into());
             let reason = "ErrImagePull".into();
             Some(Step::Wait(Waiting { reason, message }, backoff))
         }

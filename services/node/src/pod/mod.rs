@@ -5,7 +5,6 @@
 
 mod dns;
 mod etc;
-pub(crate) mod events;
 mod image;
 mod init;
 mod links;
@@ -85,7 +84,7 @@ async fn wake_loop(
 async fn woken(agent: Arc<Agent>, probers: Arc<Probers>, wake: Wake) {
     if let Some(found) = agent.static_pod(&wake.uid) {
         if let Some((reason, message)) = wake.event {
-            events::warning(&agent, &found.pod, &reason, message);
+            agent.events.warning(found.pod.as_ref(), &reason, message);
         }
         found.wake.notify_one();
         return;
@@ -109,7 +108,7 @@ async fn woken(agent: Arc<Agent>, probers: Arc<Probers>, wake: Wake) {
         }
     };
     if let Some((reason, message)) = wake.event {
-        events::warning(&agent, &pod, &reason, message);
+        agent.events.warning(&pod, &reason, message);
     }
     if let Err(err) = sync_locked(&agent, &probers, &pod).await {
         tracing::warn!(pod = %wake.name, %err, "sync after a probe change failed; the next resync retries");
@@ -400,7 +399,7 @@ async fn kill_unhealthy(
             message.push_str(", will be restarted");
         }
         tracing::info!(container = %container.name, reason = %failure.message, grace_seconds = grace, "killing container: {message}");
-        events::normal(agent, pod, "Killing", message);
+        agent.events.normal(pod, "Killing", message);
         let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
         agent.runtime.stop_container(&latest.id, grace).await?;
         probers.mark_killed(uid, &latest.id);
