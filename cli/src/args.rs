@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "moorctl", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Server URL (http://HOST:PORT); overrides $MOOR_SERVER and the config's current context.
-    #[arg(long, global = true, value_name = "URL")]
+    /// Server URL (https://HOST:PORT), or several of one cluster separated by commas (the first
+    /// that answers is used); overrides $MOOR_SERVER and the config's current context.
+    #[arg(long, global = true, value_name = "URL[,URL...]")]
     pub server: Option<String>,
     /// Namespace to use; defaults to the context's namespace, else "default".
     #[arg(short = 'n', long, global = true, value_name = "NS")]

@@ -140,7 +140,7 @@ impl Client {
         request: DynamicMessage,
     ) -> Result<DynamicMessage> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready().await.map_err(|e| self.unreachable(e))?;
+        grpc.ready().await.map_err(|e| self.unreachable(&*e))?;
         let codec = DynamicCodec {
             output: method.output(),
         };
@@ -158,7 +158,7 @@ impl Client {
         request: DynamicMessage,
     ) -> Result<impl Stream<Item = Result<DynamicMessage>> + use<>> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready().await.map_err(|e| self.unreachable(e))?;
+        grpc.ready().await.map_err(|e| self.unreachable(&*e))?;
         let codec = DynamicCodec {
             output: method.output(),
         };
@@ -181,7 +181,7 @@ impl Client {
             status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some();
         if (status.code() == tonic::Code::Unavailable && is_transport(&status)) || refused_handshake
         {
-            return self.unreachable(status);
+            return self.unreachable(&status);
         }
         Error::Server {
             code: status.code(),
@@ -189,8 +189,8 @@ impl Client {
         }
     }
 
-    fn unreachable(&self, err: impl std::error::Error + 'static) -> Error {
-        let mut reason = moor_rpc::transport_failure(&err).unwrap_or_else(|| err.to_string());
+    fn unreachable(&self, err: &(dyn std::error::Error + 'static)) -> Error {
+        let mut reason = moor_rpc::transport_failure(err).unwrap_or_else(|| err.to_string());
         if reason.contains("refused") {
             reason = "connection refused".to_string();
         }

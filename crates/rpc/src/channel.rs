@@ -5,9 +5,18 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use moor_failover::Failover;
 use tonic::transport::Endpoint;
 
 use crate::{ClientTls, Error};
+
+/// How long connecting to one server may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings notice a server gone without closing its sockets (a
+/// machine cut off), so that watches on it end and move to another.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a client reaches and proves itself to a server.
 #[derive(Clone, Debug, Default)]
@@ -19,12 +28,13 @@ pub struct Credentials {
     pub token: Option<String>,
 }
 
-/// A lazily connecting channel: the first call connects, and a broken
-/// connection is re-established on the next call. Cheap to clone; clones
-/// share the connection.
+/// A lazily connecting channel to one server, or to the first that works
+/// of several (see [`moor_failover`]): the first call connects, a broken
+/// connection is made again on the next call, and a dead server is left for
+/// the next one. Cheap to clone; clones share the connections.
 #[derive(Clone, Debug)]
 pub struct Channel {
-    inner: tonic::transport::Channel,
+    inner: Failover,
     authorization: Option<http::HeaderValue>,
 }
 
@@ -34,10 +44,44 @@ pub fn channel(url: &str) -> Result<Channel, Error> {
     connect(url, &Credentials::default())
 }
 
-/// A channel to `url` with `credentials`. An `https://` URL needs TLS
-/// settings, and TLS settings need an `https://` URL: a mismatch is an
+/// A channel to `urls` with `credentials`: one server URL, or several
+/// separated by commas (`https://a:6443,https://b:6443`), servers of one
+/// cluster that the channel fails over between. An `https://` URL needs
+/// TLS settings, and TLS settings need an `https://` URL: a mismatch is an
 /// error naming it rather than a connection that fails later.
-pub fn connect(url: &str, credentials: &Credentials) -> Result<Channel, Error> {
+pub fn connect(urls: &str, credentials: &Credentials) -> Result<Channel, Error> {
+    let endpoints = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| endpoint(url, credentials))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inner = Failover::new(endpoints).ok_or_else(|| Error::Credentials {
+        url: urls.to_string(),
+        reason: "no server URL given".to_string(),
+    })?;
+    let authorization = match &credentials.token {
+        Some(token) => {
+            let mut value =
+                http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    Error::Credentials {
+                        url: urls.to_string(),
+                        reason: "the token holds characters a header cannot carry".to_string(),
+                    }
+                })?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+        None => None,
+    };
+    Ok(Channel {
+        inner,
+        authorization,
+    })
+}
+
+/// The connection settings for the server at `url`.
+fn endpoint(url: &str, credentials: &Credentials) -> Result<Endpoint, Error> {
     let invalid = |reason: &str| Error::Credentials {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -64,36 +108,23 @@ pub fn connect(url: &str, credentials: &Credentials) -> Result<Channel, Error> {
         }
         (None, false) => {}
     }
-    let authorization = match &credentials.token {
-        Some(token) => {
-            if !https {
-                return Err(invalid(
-                    "a bearer token is only sent over https://, never in plain text",
-                ));
-            }
-            let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| invalid("the token holds characters a header cannot carry"))?;
-            value.set_sensitive(true);
-            Some(value)
-        }
-        None => None,
-    };
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_secs(5))
+    if credentials.token.is_some() && !https {
+        return Err(invalid(
+            "a bearer token is only sent over https://, never in plain text",
+        ));
+    }
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    Ok(Channel {
-        inner: endpoint.connect_lazy(),
-        authorization,
-    })
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
 }
 
 impl tower_service::Service<http::Request<tonic::body::Body>> for Channel {
     type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
-    type Future = tonic::transport::channel::ResponseFuture;
+    type Error = moor_failover::BoxError;
+    type Future = <Failover as tower_service::Service<http::Request<tonic::body::Body>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         tower_service::Service::poll_ready(&mut self.inner, cx)

@@ -7,14 +7,13 @@ use tonic::Code;
 /// Why the store could not connect.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The endpoints are not usable URLs.
-    #[error("invalid etcd endpoints {endpoints:?}")]
+    /// The endpoints are not usable URLs, or do not fit the TLS settings.
+    #[error("invalid etcd endpoints {endpoints:?}: {reason}")]
     Endpoints {
         /// The endpoints given.
         endpoints: Vec<String>,
-        /// What etcd-client said.
-        #[source]
-        source: etcd_client::Error,
+        /// What is wrong with them.
+        reason: String,
     },
     /// No endpoint answered a first request.
     #[error("etcd at {endpoints:?} is unreachable")]
@@ -30,9 +29,7 @@ pub enum Error {
 impl From<Error> for StorageError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Endpoints { source, .. } => {
-                StorageError::Internal(format!("invalid etcd endpoints: {source}"))
-            }
+            e @ Error::Endpoints { .. } => StorageError::Internal(e.to_string()),
             Error::Unreachable { source, .. } => source,
         }
     }
@@ -51,6 +48,14 @@ pub(crate) fn is_compacted(e: &etcd_client::Error) -> bool {
 pub(crate) fn is_future_revision(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(status)
         if status.code() == Code::OutOfRange && status.message().contains("future revision"))
+}
+
+/// Whether `e` is a member refusing a request because it knows no leader
+/// (asked for with `require_leader`): refused before anything was applied,
+/// so safe to send again, to another member.
+pub(crate) fn is_no_leader(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status)
+        if status.code() == Code::Unavailable && status.message().contains("no leader"))
 }
 
 /// Classifies an etcd-client failure: anything a reconnect or a retry may

@@ -8,10 +8,13 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
     KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
+use moor_failover::Failover;
 use moor_storage::{Error as StorageError, KeyValue, Page, Store, WatchStream};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tower::util::BoxCloneSyncService;
 
 use crate::convert::key_value;
-use crate::error::{is_compacted, is_future_revision, storage_error};
+use crate::error::{is_compacted, is_future_revision, is_no_leader, storage_error};
 use crate::{Error, watch};
 
 /// Default bound on one request, so that a dead cluster fails calls with
@@ -61,26 +64,23 @@ impl EtcdStore {
     /// endpoints), for an etcd that serves TLS and checks client
     /// certificates.
     pub async fn connect_with(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, Error> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            // HTTP/2 pings notice a dead peer that never closed the socket,
-            // so that watches on it fail instead of waiting forever.
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
-        if let Some(tls) = tls {
-            let mut settings = etcd_client::TlsOptions::new()
-                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
-            if let Some((cert, key)) = &tls.client {
-                settings = settings.identity(etcd_client::Identity::from_pem(cert, key));
-            }
-            options = options.with_tls(settings);
-        }
-        let client = Client::connect(endpoints, Some(options))
+        let invalid = |reason: String| Error::Endpoints {
+            endpoints: endpoints.to_vec(),
+            reason,
+        };
+        let members = endpoints
+            .iter()
+            .map(|url| member_endpoint(url, tls).map_err(&invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        // One member at a time, the next when it fails: see moor-failover.
+        let failover = Failover::new(members).ok_or_else(|| invalid("no endpoint given".into()))?;
+        let channel = etcd_client::Channel::Custom(BoxCloneSyncService::new(failover));
+        // A member cut off from its leader answers at once (UNAVAILABLE,
+        // and the channel moves on) instead of holding requests.
+        let options = ConnectOptions::new().with_require_leader(true);
+        let client = Client::from_channel(channel, Some(options))
             .await
-            .map_err(|source| Error::Endpoints {
-                endpoints: endpoints.to_vec(),
-                source,
-            })?;
+            .map_err(|e| invalid(e.to_string()))?;
         let store = Self {
             client,
             request_timeout: REQUEST_TIMEOUT,
@@ -118,21 +118,42 @@ impl EtcdStore {
             })
     }
 
-    /// Runs a transaction under the request timeout.
+    /// Runs a transaction under the request timeout; once more, on the
+    /// next member, when the first member refused it for want of a leader
+    /// (nothing was applied then, so it is safe to repeat).
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StorageError> {
-        self.timed(self.kv().txn(txn)).await?.map_err(storage_error)
+        match self.timed(self.kv().txn(txn.clone())).await? {
+            Err(e) if is_no_leader(&e) => {
+                tracing::debug!(error = %e, "etcd member has no leader; writing through the next");
+                self.timed(self.kv().txn(txn)).await?.map_err(storage_error)
+            }
+            done => done.map_err(storage_error),
+        }
     }
-}
 
-#[async_trait::async_trait]
-impl Store for EtcdStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+    /// Runs a read, and runs it again if it failed with `Unavailable`: a
+    /// read is safe to repeat, and by then the failover channel has moved
+    /// to the next member.
+    async fn read<T, F>(&self, once: impl Fn() -> F) -> Result<T, StorageError>
+    where
+        F: Future<Output = Result<T, StorageError>>,
+    {
+        match once().await {
+            Err(StorageError::Unavailable(why)) => {
+                tracing::debug!(%why, "etcd read failed; reading from the next member");
+                once().await
+            }
+            done => done,
+        }
+    }
+
+    async fn get_once(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
         let response = self.timed(self.kv().get(key, None)).await?;
         let response = response.map_err(storage_error)?;
         response.kvs().first().map(key_value).transpose()
     }
 
-    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StorageError> {
+    async fn list_once(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StorageError> {
         let (mut from, end) = prefix_range(prefix);
         let mut items = Vec::new();
         let mut revision = 0;
@@ -160,7 +181,7 @@ impl Store for EtcdStore {
         }
     }
 
-    async fn list_page(
+    async fn list_page_once(
         &self,
         prefix: &str,
         start_after: Option<&str>,
@@ -202,6 +223,28 @@ impl Store for EtcdStore {
             more: response.more(),
             items,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        self.read(|| self.get_once(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), StorageError> {
+        self.read(|| self.list_once(prefix)).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<i64>,
+    ) -> Result<Page, StorageError> {
+        self.read(|| self.list_page_once(prefix, start_after, limit, revision))
+            .await
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<i64, StorageError> {
@@ -252,9 +295,12 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<i64, StorageError> {
-        let options = GetOptions::new().with_count_only();
-        let response = self.timed(self.kv().get(PROBE_KEY, Some(options))).await?;
-        header_revision(response.map_err(storage_error)?.header())
+        self.read(|| async {
+            let options = GetOptions::new().with_count_only();
+            let response = self.timed(self.kv().get(PROBE_KEY, Some(options))).await?;
+            header_revision(response.map_err(storage_error)?.header())
+        })
+        .await
     }
 
     async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream, StorageError> {
@@ -275,6 +321,53 @@ impl Store for EtcdStore {
             Err(e) => Err(storage_error(e)),
         }
     }
+}
+
+/// How long a connection to one member may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings notice a member that died without closing its sockets (a
+/// machine cut off), so that requests and watches move to another member.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(3);
+/// How long a ping may go unanswered.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The connection settings for one member at `url` (`http://` or, with
+/// TLS, `https://`; a bare `host:port` takes the scheme TLS implies).
+fn member_endpoint(url: &str, tls: Option<&EtcdTls>) -> Result<Endpoint, String> {
+    let url = match (url.split_once("://"), tls) {
+        (Some(_), _) => url.to_owned(),
+        (None, Some(_)) => format!("https://{url}"),
+        (None, None) => format!("http://{url}"),
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{url}: {e}"))?;
+    match (endpoint.uri().scheme_str(), tls) {
+        (Some("https"), Some(tls)) => {
+            let mut settings =
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.client {
+                settings = settings.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint
+                .tls_config(settings)
+                .map_err(|e| format!("{url}: {e}"))?;
+        }
+        (Some("https"), None) => {
+            return Err(format!(
+                "{url}: an https:// member needs a CA to check it against"
+            ));
+        }
+        (Some("http"), Some(_)) => {
+            return Err(format!("{url}: TLS is set but the URL is not https://"));
+        }
+        (Some("http"), None) => {}
+        _ => return Err(format!("{url}: not an http:// or https:// URL")),
+    }
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
 }
 
 /// The comparisons for a write to an existing key: it exists and, if

@@ -247,7 +247,7 @@ fn spawn(binary: &Path, dir: &Path, ports: &Ports<'_>, log_path: &Path) -> anyho
 }
 
 /// A minimal HTTP/1.0 GET; etcd's health and metrics endpoints need no more.
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+pub(crate) async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
@@ -262,14 +262,14 @@ async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
 }
 
 /// The first file called `name` in the directories of a `PATH` value.
-fn find_on_path(name: &str, path: Option<OsString>) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str, path: Option<OsString>) -> Option<PathBuf> {
     std::env::split_paths(&path?)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 
 /// The last lines of a log, enough to see why a process died.
-fn tail(log: &str) -> String {
+pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -5,12 +5,14 @@
 //! A dev-dependency only; nothing here is meant for production code.
 
 mod etcd;
+mod etcd_cluster;
 mod eventually;
 mod lab;
 mod net;
 mod trace;
 
 pub use etcd::{EtcdServer, EtcdTlsFiles};
+pub use etcd_cluster::EtcdCluster;
 pub use eventually::POLL_INTERVAL;
 pub use lab::{Lab, LabHost};
 pub use net::{free_port, http_get};

@@ -109,9 +109,10 @@ impl EtcdTlsArgs {
 /// writes): its server and credentials.
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
-    /// URL of the apiserver: https://HOST:PORT, or http:// for one started with --insecure
-    /// (default: the current context's server, else https://127.0.0.1:6443).
-    #[arg(long)]
+    /// URL of the apiserver: https://HOST:PORT, or http:// for one started with --insecure; or
+    /// several apiservers of one cluster separated by commas, to fail over between (default: the
+    /// current context's server, else https://127.0.0.1:6443).
+    #[arg(long, value_name = "URL[,URL...]")]
     pub server: Option<String>,
     /// The cluster CA certificate (PEM file) to check the apiserver against.
     #[arg(long, value_name = "FILE")]

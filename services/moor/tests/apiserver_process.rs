@@ -6,6 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod common;
+
+use common::{Seen, config_map, watcher};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -13,12 +17,7 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
-use moor_api::Resource;
-use moor_api::core::v1::ConfigMap;
 use moor_api::core::v1::config_maps_client::ConfigMapsClient;
-use moor_api::meta::v1::ObjectMeta;
-use moor_client::watcher::Event as WatcherEvent;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic::Code;
@@ -51,79 +50,6 @@ async fn wait_ready(url: &str) -> ConfigMapsClient<moor_rpc::Channel> {
         "apiserver at {url} never answered"
     );
     client
-}
-
-fn config_map(name: &str, value: &str) -> ConfigMap {
-    let mut cm = ConfigMap {
-        metadata: Some(ObjectMeta {
-            name: name.to_string(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    cm.data.insert("v".into(), value.into());
-    cm
-}
-
-/// What a watcher reports: a change (resourceVersion, name, value),
-/// or, after its first list and after each list again, the whole state.
-enum Seen {
-    Change(i64, String, String),
-    Listed(BTreeMap<String, String>),
-}
-
-/// Follows ConfigMaps through the client's watcher, which resumes after a
-/// break and lists again when the apiserver no longer has its version (as
-/// after a restart), until `done` says the mutations are over and the
-/// watcher holds their final state.
-async fn watcher(
-    url: String,
-    mut done: tokio::sync::watch::Receiver<Option<BTreeMap<String, String>>>,
-    out: mpsc::UnboundedSender<Seen>,
-) -> anyhow::Result<()> {
-    let client = moor_client::Client::new(&url)?;
-    let params = moor_client::ListParams::default().namespace("default");
-    let mut events = std::pin::pin!(moor_client::watcher(client.api::<ConfigMap>(), params));
-    let mut state = BTreeMap::new();
-    let value = |cm: &ConfigMap| cm.data.get("v").cloned().unwrap_or_default();
-    loop {
-        if done.borrow().as_ref() == Some(&state) {
-            return Ok(());
-        }
-        let event = tokio::select! {
-            event = events.next() => event,
-            changed = done.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        match event {
-            Some(Ok(WatcherEvent::Restarted(items))) => {
-                state = items
-                    .iter()
-                    .map(|cm| (cm.meta().name.clone(), value(cm)))
-                    .collect();
-                out.send(Seen::Listed(state.clone()))?;
-            }
-            Some(Ok(WatcherEvent::Applied(cm))) => {
-                let meta = cm.meta();
-                state.insert(meta.name.clone(), value(&cm));
-                out.send(Seen::Change(
-                    meta.resource_version.parse()?,
-                    meta.name.clone(),
-                    value(&cm),
-                ))?;
-            }
-            Some(Ok(WatcherEvent::Deleted(cm))) => {
-                anyhow::bail!("{} deleted: the test deletes nothing", cm.meta().name)
-            }
-            // The apiserver is away: the watcher retries.
-            Some(Err(_)) => {}
-            None => anyhow::bail!("the watcher ended"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,92 @@
+//! What the process tests share: ConfigMaps as the objects under test, and
+//! a watcher that reports what it sees, to compare with what was written.
+
+#![allow(dead_code)] // each test binary uses a part
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use moor_api::Resource;
+use moor_api::core::v1::ConfigMap;
+use moor_api::meta::v1::ObjectMeta;
+use moor_client::watcher::Event as WatcherEvent;
+use tokio::sync::mpsc;
+
+/// A ConfigMap in `default` holding `value` under `v`.
+pub fn config_map(name: &str, value: &str) -> ConfigMap {
+    let mut cm = ConfigMap {
+        metadata: Some(ObjectMeta {
+            name: name.to_string(),
+            namespace: "default".to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    cm.data.insert("v".into(), value.into());
+    cm
+}
+
+/// The value under `v`.
+pub fn value(cm: &ConfigMap) -> String {
+    cm.data.get("v").cloned().unwrap_or_default()
+}
+
+/// What a watcher reports: a change (resourceVersion, name, value),
+/// or, after its first list and after each list again, the whole state.
+pub enum Seen {
+    Change(i64, String, String),
+    Listed(BTreeMap<String, String>),
+}
+
+/// Follows ConfigMaps through the client's watcher at `servers` (one URL or
+/// several), which resumes after a break and lists again when the apiserver
+/// no longer has its version, until `done` holds the final state and the
+/// watcher does too.
+pub async fn watcher(
+    servers: String,
+    mut done: tokio::sync::watch::Receiver<Option<BTreeMap<String, String>>>,
+    out: mpsc::UnboundedSender<Seen>,
+) -> anyhow::Result<()> {
+    let client = moor_client::Client::new(&servers)?;
+    let params = moor_client::ListParams::default().namespace("default");
+    let mut events = std::pin::pin!(moor_client::watcher(client.api::<ConfigMap>(), params));
+    let mut state = BTreeMap::new();
+    loop {
+        if done.borrow().as_ref() == Some(&state) {
+            return Ok(());
+        }
+        let event = tokio::select! {
+            event = events.next() => event,
+            changed = done.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        match event {
+            Some(Ok(WatcherEvent::Restarted(items))) => {
+                state = items
+                    .iter()
+                    .map(|cm| (cm.meta().name.clone(), value(cm)))
+                    .collect();
+                out.send(Seen::Listed(state.clone()))?;
+            }
+            Some(Ok(WatcherEvent::Applied(cm))) => {
+                let meta = cm.meta();
+                state.insert(meta.name.clone(), value(&cm));
+                out.send(Seen::Change(
+                    meta.resource_version.parse()?,
+                    meta.name.clone(),
+                    value(&cm),
+                ))?;
+            }
+            Some(Ok(WatcherEvent::Deleted(cm))) => {
+                anyhow::bail!("{} deleted: the test deletes nothing", cm.meta().name)
+            }
+            // The apiserver is away: the watcher retries.
+            Some(Err(_)) => {}
+            None => anyhow::bail!("the watcher ended"),
+        }
+    }
+}
