@@ -4,11 +4,13 @@
 //! [`connect`], so message limits, keepalives, health, reflection, tracing,
 //! TLS and authentication are decided here once.
 
+mod admission;
 mod auth;
 mod channel;
 mod pin;
 mod tls;
 
+pub use admission::{Classify, Limits, Priority};
 pub use auth::{AUTHENTICATED_GROUP, Authenticator, CertificatesOnly, TokenFuture};
 pub use channel::{Channel, Credentials, channel, connect, transport_failure};
 pub use pin::server_chain;
@@ -68,6 +70,7 @@ pub struct Server {
     health: tonic_health::server::HealthReporter,
     tls: Option<ServerTls>,
     authenticator: Arc<dyn Authenticator>,
+    admission: Option<Arc<admission::Admission>>,
 }
 
 // === impl Server ===
@@ -96,6 +99,7 @@ impl Server {
             health,
             tls: None,
             authenticator: Arc::new(CertificatesOnly),
+            admission: None,
         })
     }
 
@@ -134,6 +138,14 @@ impl Server {
         self
     }
 
+    /// Bounds the requests served at once to `limits`, ranked by
+    /// `classify`; past them requests wait briefly, then are refused with
+    /// RESOURCE_EXHAUSTED (by default every request is served at once).
+    pub fn admit(&mut self, limits: Limits, classify: Classify) -> &mut Self {
+        self.admission = Some(Arc::new(admission::Admission::new(limits, classify)));
+        self
+    }
+
     /// Serves on `listener` until `shutdown` is cancelled, then drains.
     pub async fn serve(
         self,
@@ -147,8 +159,10 @@ impl Server {
             authenticator: self.authenticator,
             callers: Arc::default(),
         };
+        // Authentication first: admission shares seats out by caller.
         let router = tonic::transport::Server::builder()
             .layer(auth)
+            .layer(admission::AdmissionLayer(self.admission))
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.routes.routes());

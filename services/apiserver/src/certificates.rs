@@ -25,7 +25,7 @@ use crate::registry::Registry;
 /// The group of a join token's holder.
 const BOOTSTRAPPERS: &str = "system:bootstrappers";
 /// The group of administrators.
-const MASTERS: &str = "system:masters";
+pub(crate) const MASTERS: &str = "system:masters";
 /// On a Node a join created: the token's user that claimed the name.
 const JOINED_BY_ANNOTATION: &str = "moor.io/joined-by";
 /// The only methods a join token's holder may call.

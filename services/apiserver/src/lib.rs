@@ -15,6 +15,7 @@ mod kinds;
 mod node_access;
 mod pages;
 mod pod_io;
+mod priority;
 mod propagation;
 mod proxy_config;
 mod registry;
@@ -78,6 +79,9 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// TLS towards etcd (`https://` endpoints); `None`: plain text.
     pub etcd_tls: Option<moor_storage_etcd::EtcdTls>,
+    /// Requests served at once; past them requests wait briefly, then are
+    /// refused with RESOURCE_EXHAUSTED.
+    pub limits: moor_rpc::Limits,
 }
 
 /// The apiserver's TLS: its certificate, and the CA its clients'
@@ -129,6 +133,7 @@ impl Config {
             compaction_interval: Duration::from_secs(300),
             tls: None,
             etcd_tls: None,
+            limits: moor_rpc::Limits::default(),
         }
     }
 }
@@ -249,6 +254,7 @@ impl ApiServer {
         if let Some(tls) = &self.tls {
             server.tls(tls.clone());
         }
+        server.admit(self.config.limits, Arc::new(priority::classify));
         server
             .add(
                 moor_api::authentication::v1::authentication_server::AuthenticationServer::new(

@@ -263,6 +263,15 @@ struct ApiserverArgs {
     /// Seconds between bookmarks sent to watchers that ask for them.
     #[arg(long, default_value_t = 10)]
     bookmark_interval_seconds: u64,
+    /// Requests served at once, besides lease renewals, node status and binds (which have 200
+    /// seats of their own) and streams; past it requests wait up to 10 s, then are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_in_flight: u32,
+    /// Of --max-requests-in-flight, the most one caller (user, or connection without TLS) holds;
+    /// as many more of its requests may wait, the rest are refused at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_per_caller: u32,
     #[command(flatten)]
     tls: pki::ServeTlsArgs,
     #[command(flatten)]
@@ -424,6 +433,8 @@ async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyh
     config.cluster_domain = args.cluster_domain;
     config.watch_cache_events = args.watch_cache_events;
     config.bookmark_interval = Duration::from_secs(args.bookmark_interval_seconds.max(1));
+    config.limits.workload = args.max_requests_in_flight as usize;
+    config.limits.per_caller = args.max_requests_per_caller as usize;
     let server = moor_apiserver::ApiServer::bind(config).await?;
     if let (Some(pki), Some(tls)) = (pki, server.tls()) {
         tokio::spawn(pki::renew_serving(

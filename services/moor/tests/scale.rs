@@ -7,8 +7,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed call is a failed test
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use moor_api::Resource;
@@ -16,7 +17,8 @@ use moor_api::apps::v1::Deployment;
 use moor_api::core::v1::Pod;
 use moor_client::{Client, ListParams};
 use moor_testkit::assert_eventually;
-use tokio::process::{Child, Command};
+
+use common::moor;
 
 const NODES: usize = 500;
 const PODS: usize = 5_000;
@@ -27,16 +29,6 @@ const PODS: usize = 5_000;
 /// issue's 1,000 agents took the apiserver past 1 GB that way).
 const PEAK_MIB: f64 = 512.0;
 const PATIENCE: Duration = Duration::from_secs(300);
-
-fn moor(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_moor"))
-        .args(args)
-        .args(["--log", "warn"])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("moor starts")
-}
 
 /// VmHWM (peak resident memory) of process `pid`, in MiB.
 fn peak_mib(pid: u32) -> f64 {

@@ -4,13 +4,26 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::collections::BTreeMap;
+use std::process::Stdio;
 
 use futures::StreamExt;
 use moor_api::Resource;
 use moor_api::core::v1::ConfigMap;
 use moor_api::meta::v1::ObjectMeta;
 use moor_client::watcher::Event as WatcherEvent;
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+/// `moor ARGS --log warn`, killed when dropped.
+pub fn moor(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args(args)
+        .args(["--log", "warn"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moor starts")
+}
 
 /// A ConfigMap in `default` holding `value` under `v`.
 pub fn config_map(name: &str, value: &str) -> ConfigMap {
