@@ -21,7 +21,7 @@ use moor_client::{Client, ListParams};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::server::{Apiserver, Process};
+use crate::server::{Apiserver, Process, Transport};
 
 const APP: &str = "scale";
 
@@ -44,6 +44,10 @@ pub struct Args {
     /// the embedded SQLite.
     #[arg(long)]
     etcd: bool,
+    /// A flag for `moor apiserver` (repeatable), e.g.
+    /// `--apiserver-arg=--max-requests-in-flight=100000` for an A/B without its limits.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    apiserver_arg: Vec<String>,
 }
 
 /// Runs the benchmark and returns its summary.
@@ -55,7 +59,8 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         false => None,
     };
     let endpoint = etcd.as_ref().map(moor_testkit::EtcdServer::endpoint);
-    let apiserver = Apiserver::start(endpoint.as_deref()).await?;
+    let apiserver =
+        Apiserver::start_with(endpoint.as_deref(), Transport::Plain, &args.apiserver_arg).await?;
     let url = apiserver.url.clone();
     let client = apiserver.client()?;
     let bound = Duration::from_secs(args.max_seconds);

@@ -30,12 +30,17 @@ pub enum Transport {
 impl Apiserver {
     /// Starts one in plain text on the embedded store in a temp dir, or on `etcd`.
     pub async fn start(etcd: Option<&str>) -> anyhow::Result<Self> {
-        Self::start_with(etcd, Transport::Plain).await
+        Self::start_with(etcd, Transport::Plain, &[]).await
     }
 
-    /// Starts one speaking `transport`; over TLS the benchmark is an
-    /// administrator with a certificate from the server's new CA.
-    pub async fn start_with(etcd: Option<&str>, transport: Transport) -> anyhow::Result<Self> {
+    /// Starts one speaking `transport`, with `extra` flags; over TLS the
+    /// benchmark is an administrator with a certificate from the server's
+    /// new CA.
+    pub async fn start_with(
+        etcd: Option<&str>,
+        transport: Transport,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let moor = sibling("moor")?;
         let port = moor_testkit::free_port();
         let mut cmd = Command::new(&moor);
@@ -67,6 +72,7 @@ impl Apiserver {
             }
         };
         let child = cmd
+            .args(extra)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -41,10 +41,10 @@ struct Round {
 }
 
 async fn round(transport: Transport, args: &Args, n: usize) -> anyhow::Result<Round> {
-    let server = Apiserver::start_with(None, transport).await?;
+    let server = Apiserver::start_with(None, transport, &[]).await?;
     let creates = api_creates(&server, &format!("r{n}"), args.creates, args.concurrency).await?;
     drop(server);
-    let server = Apiserver::start_with(None, transport).await?;
+    let server = Apiserver::start_with(None, transport, &[]).await?;
     let FanOut {
         mut samples, short, ..
     } = fan_out(
