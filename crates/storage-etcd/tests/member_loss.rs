@@ -5,12 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 use bytes::Bytes;
 use moor_storage::Store;
 use moor_storage_etcd::EtcdStore;
 use moor_testkit::EtcdCluster;
+use tokio::time::Instant;
 
 const WRITERS: usize = 8;
 

@@ -266,7 +266,7 @@ struct ApiserverArgs {
     /// Requests served at once, besides lease renewals, node status and binds (which have 200
     /// seats of their own) and streams; past it requests wait up to 10 s, then are refused with
     /// RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     max_requests_in_flight: u32,
     /// Of --max-requests-in-flight, the most one caller (user, or connection without TLS) holds;
     /// as many more of its requests may wait, the rest are refused at once.

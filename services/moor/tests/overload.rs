@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use moor_api::Resource;
+use moor_api::core::v1::config_maps_client::ConfigMapsClient;
 use moor_api::core::v1::{ConfigMap, Node};
+use moor_api::meta::v1::ListRequest;
 use moor_client::watcher::Event as WatcherEvent;
-use moor_client::{Client, Error as ClientError, ListParams};
+use moor_client::{Client, ListParams};
 use moor_testkit::assert_eventually;
 use tokio::time::Instant;
 
@@ -119,8 +121,11 @@ async fn r11_a_flood_is_refused_and_no_lease_is_missed() {
         })
     };
 
-    // The flood: one caller (one connection), FLOOD requests at a time.
-    let flood = Client::new(&url).unwrap().api::<ConfigMap>();
+    // The flood: one caller (one connection), FLOOD requests at a time,
+    // through the raw gRPC client: a hostile client that never waits for
+    // the server's hint (moor's client does, and calls again).
+    let flood = ConfigMapsClient::new(moor_rpc::channel(&url).unwrap())
+        .max_decoding_message_size(moor_rpc::MAX_MESSAGE_BYTES);
     let served = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let until = Instant::now() + FLOOD_FOR;
@@ -131,25 +136,23 @@ async fn r11_a_flood_is_refused_and_no_lease_is_missed() {
             let mut i = 0;
             while Instant::now() < until {
                 i += 1;
+                let mut flood = flood.clone();
                 let result = if i % 2 == 0 {
-                    flood
-                        .list(&ListParams::default().namespace("default"))
-                        .await
-                        .map(|_| ())
+                    let list = ListRequest {
+                        namespace: "default".into(),
+                        ..Default::default()
+                    };
+                    flood.list(list).await.map(|_| ())
                 } else {
-                    flood
-                        .create(&config_map(&format!("flood-{t}-{i}")))
-                        .await
-                        .map(|_| ())
+                    let create = config_map(&format!("flood-{t}-{i}"));
+                    flood.create(create).await.map(|_| ())
                 };
                 match result {
                     Ok(()) => served.fetch_add(1, Ordering::Relaxed),
-                    Err(ClientError::Other(status))
-                        if status.code() == tonic::Code::ResourceExhausted =>
-                    {
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                         refused.fetch_add(1, Ordering::Relaxed)
                     }
-                    Err(e) => panic!("the flood got {e}, not RESOURCE_EXHAUSTED"),
+                    Err(status) => panic!("the flood got {status}, not RESOURCE_EXHAUSTED"),
                 };
             }
         });

@@ -18,7 +18,8 @@ use std::time::Duration;
 use common::{Seen, config_map, value, watcher};
 use futures::StreamExt;
 use moor_api::Resource;
-use moor_api::core::v1::ConfigMap;
+use moor_api::apps::v1::{Deployment, ReplicaSet};
+use moor_api::core::v1::{ConfigMap, Pod};
 use moor_client::{Client, Error as ClientError, ListParams};
 use moor_testkit::EtcdCluster;
 use tokio::process::{Child, Command};
@@ -421,6 +422,99 @@ async fn r4_after_compaction_old_versions_are_gone_and_watchers_list_again() -> 
         "R4: a watch from resourceVersion {old} after compaction at {revision}: OUT_OF_RANGE; \
          the watcher away meanwhile listed again ({lists}x) and converged on {} objects",
         last.len()
+    );
+    Ok(())
+}
+
+/// R9: a Deployment of 50 deleted in the foreground, the controller-manager
+/// killed (SIGKILL) right after the delete and started again: once it is
+/// back, the Deployment, its ReplicaSet and every pod are gone, none held
+/// by a finalizer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r9_foreground_deletion_survives_a_controller_manager_kill() -> anyhow::Result<()> {
+    const REPLICAS: usize = 50;
+    let plane = ControlPlane::start().await?;
+    let servers = plane.servers();
+    let client = Client::new(&servers)?;
+    let controller_manager = [
+        "controller-manager",
+        "--server",
+        &servers,
+        "--cluster-cidr",
+        "10.0.0.0/8",
+    ];
+    let _scheduler = common::moor(&["scheduler", "--server", &servers, "--listen", "127.0.0.1:0"]);
+    let mut controllers = common::moor(&controller_manager);
+    let agents = tempfile::tempdir()?;
+    let _agents = common::moor(&[
+        "node",
+        "--server",
+        &servers,
+        "--runtime",
+        "fake",
+        "--count",
+        "5",
+        "--name",
+        "r9",
+        "--data-dir",
+        agents.path().to_str().unwrap(),
+    ]);
+    moor_testkit::assert_eventually!(
+        moor_integration_tests::ready_nodes(&client).await.len() == 5,
+        Duration::from_secs(60),
+        "5 simulated nodes Ready"
+    );
+    let deployments = client.api::<Deployment>();
+    deployments
+        .create(&moor_integration_tests::light_deployment("r9", REPLICAS))
+        .await?;
+    let mine = ListParams::default().namespace("default").labels("app=r9");
+    let pods = client.api::<Pod>();
+    moor_testkit::assert_eventually!(
+        pods.list(&mine).await.is_ok_and(|(pods, _)| pods
+            .iter()
+            .filter(|p| p.status.as_ref().is_some_and(|s| s.phase == "Running"))
+            .count()
+            == REPLICAS),
+        Duration::from_secs(120),
+        "{REPLICAS} pods Running"
+    );
+
+    let started = Instant::now();
+    let foreground = moor_client::DeleteParams {
+        propagation_policy: Some("Foreground".into()),
+        ..Default::default()
+    };
+    deployments.delete("default", "r9", &foreground).await?;
+    controllers.kill().await?;
+    let (left, _) = pods.list(&mine).await?;
+    let left = left.len();
+    let mut controllers = common::moor(&controller_manager);
+
+    let replica_sets = client.api::<ReplicaSet>();
+    moor_testkit::assert_eventually!(
+        matches!(
+            deployments.get("default", "r9").await,
+            Err(ClientError::NotFound(_))
+        ) && replica_sets
+            .list(&mine)
+            .await
+            .is_ok_and(|(sets, _)| sets.is_empty())
+            && pods
+                .list(&mine)
+                .await
+                .is_ok_and(|(pods, _)| pods.is_empty()),
+        Duration::from_secs(120),
+        "the deployment, its replica set and its pods are gone"
+    );
+    assert!(
+        controllers.try_wait()?.is_none(),
+        "the controller-manager died"
+    );
+    println!(
+        "R9: foreground deletion of {REPLICAS} pods finished {:?} after the delete, the \
+         controller-manager killed with {left} pods left and started again",
+        started.elapsed()
     );
     Ok(())
 }
