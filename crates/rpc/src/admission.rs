@@ -129,8 +129,14 @@ impl Admission {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if callers.len() >= CALLERS_SWEEP {
-            // A share no request holds and none waits for is idle.
-            callers.retain(|_, share| Arc::strong_count(share) > 1);
+            // A share none of whose seats is taken and for which nothing
+            // waits is idle (its permits outlive the `Arc<Share>` clones,
+            // so the count of those says nothing).
+            let per_caller = self.limits.per_caller;
+            callers.retain(|_, share| {
+                share.seats.available_permits() < per_caller
+                    || share.waiting.load(Ordering::Acquire) > 0
+            });
         }
         callers
             .entry(key)
@@ -160,32 +166,27 @@ impl Admission {
         if priority == Priority::Workload {
             let who = caller();
             let share = self.share(who.clone());
-            let waiting = format!(
-                "{who} has {} requests in flight and {} waiting",
-                self.limits.per_caller, self.limits.per_caller
-            );
+            let per_caller = self.limits.per_caller;
+            let full =
+                || format!("{who} has {per_caller} requests in flight and {per_caller} waiting");
             let permit = self
-                .seat(
-                    &share.seats,
-                    &share.waiting,
-                    self.limits.per_caller,
-                    deadline,
-                    waiting,
-                )
+                .seat(&share.seats, &share.waiting, per_caller, deadline, full)
                 .await?;
             permits.push(permit);
         }
-        let waiting = format!(
-            "{} {} requests in flight and {} waiting",
-            seats.capacity, seats.name, self.limits.queue
-        );
+        let full = || {
+            format!(
+                "{} {} requests in flight and {} waiting",
+                seats.capacity, seats.name, self.limits.queue
+            )
+        };
         let permit = self
             .seat(
                 &seats.seats,
                 &seats.waiting,
                 self.limits.queue,
                 deadline,
-                waiting,
+                full,
             )
             .await?;
         permits.push(permit);
@@ -193,19 +194,20 @@ impl Admission {
     }
 
     /// A seat of `seats`, now or, if fewer than `bound` wait, once one
-    /// frees before `deadline`; refused with `full` when too many wait.
+    /// frees before `deadline`; refused, saying `full()`, when too many
+    /// wait.
     async fn seat(
         &self,
         seats: &Arc<Semaphore>,
         waiting: &AtomicUsize,
         bound: usize,
         deadline: tokio::time::Instant,
-        full: String,
+        full: impl FnOnce() -> String,
     ) -> Result<OwnedSemaphorePermit, Status> {
         if let Ok(permit) = seats.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        let _waiting = Waiting::enter(waiting, bound).ok_or_else(|| busy(full))?;
+        let _waiting = Waiting::enter(waiting, bound).ok_or_else(|| busy(full()))?;
         match tokio::time::timeout_at(deadline, seats.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphores are never closed.
@@ -439,6 +441,28 @@ mod tests {
         drop((a1, a2));
         let admitted = waiting.await;
         assert!(admitted.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_busy_callers_share_survives_the_sweep_of_idle_ones() {
+        let admission = admission(limits(CALLERS_SWEEP * 2, 1, 10));
+        let held = admission.admit(Priority::Workload, || "a".into()).await;
+        assert!(held.is_ok());
+        for i in 0..CALLERS_SWEEP {
+            let permits = admission
+                .admit(Priority::Workload, || format!("idle-{i}"))
+                .await;
+            assert!(permits.is_ok());
+        }
+        // a's one seat is still taken: its next request waits.
+        let next = admission.admit(Priority::Workload, || "a".into());
+        let mut next = std::pin::pin!(next);
+        assert!(
+            futures::poll!(&mut next).is_pending(),
+            "a got a second seat"
+        );
+        drop(held);
+        assert!(next.await.is_ok());
     }
 
     #[tokio::test]
