@@ -133,22 +133,36 @@ impl Client {
         DynamicMessage::new(method.input())
     }
 
-    /// Calls a unary method.
+    /// Calls a unary method; a call refused for overload is sent again
+    /// after the server's hint, up to [`moor_rpc::OVERLOAD_RETRIES`] times.
     pub async fn unary(
         &self,
         method: &MethodDescriptor,
         request: DynamicMessage,
     ) -> Result<DynamicMessage> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready().await.map_err(|e| self.unreachable(&*e))?;
-        let codec = DynamicCodec {
-            output: method.output(),
-        };
-        let response = grpc
-            .unary(tonic::Request::new(request), path(method)?, codec)
-            .await
-            .map_err(|s| self.status(s))?;
-        Ok(response.into_inner())
+        let mut retries = 0;
+        loop {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            grpc.ready().await.map_err(|e| self.unreachable(&*e))?;
+            let codec = DynamicCodec {
+                output: method.output(),
+            };
+            let sent = grpc
+                .unary(tonic::Request::new(request.clone()), path(method)?, codec)
+                .await;
+            match sent {
+                Ok(response) => return Ok(response.into_inner()),
+                // Refused for overload, never served: again after the
+                // server's hint, as kubectl does with a 429.
+                Err(status) => match moor_rpc::pushback(&status) {
+                    Some(delay) if retries < moor_rpc::OVERLOAD_RETRIES => {
+                        retries += 1;
+                        tokio::time::sleep(delay).await;
+                    }
+                    _ => return Err(self.status(status)),
+                },
+            }
+        }
     }
 
     /// Calls a server-streaming method; the stream ends with the call.

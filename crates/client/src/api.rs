@@ -5,7 +5,6 @@
 //! generated client.
 
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -72,28 +71,6 @@ pub struct DeleteParams {
     pub grace_period_seconds: Option<i64>,
     /// Background, Foreground or Orphan; unset: Background.
     pub propagation_policy: Option<String>,
-}
-
-/// How many times a call refused for overload is sent again.
-pub const OVERLOAD_RETRIES: u32 = 10;
-/// The longest pause a server's hint can ask for.
-const MAX_PUSHBACK: Duration = Duration::from_secs(30);
-
-/// When a RESOURCE_EXHAUSTED status asks to be called again
-/// (`grpc-retry-pushback-ms`); `None` for any other status, or one without
-/// the hint (an object too large will not fit on a second try).
-fn pushback(status: &tonic::Status) -> Option<Duration> {
-    if status.code() != tonic::Code::ResourceExhausted {
-        return None;
-    }
-    let millis: u64 = status
-        .metadata()
-        .get("grpc-retry-pushback-ms")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(Duration::from_millis(millis).min(MAX_PUSHBACK))
 }
 
 /// Workload kinds with a scale subresource.
@@ -309,7 +286,7 @@ impl<K: Resource> Api<K> {
     /// Calls a unary method of `K`'s service. A call the server refused for
     /// overload, with a hint of when to come back, is sent again then (it
     /// was never served, so it is safe to repeat), up to
-    /// [`OVERLOAD_RETRIES`] times, as client-go retries a 429.
+    /// [`moor_rpc::OVERLOAD_RETRIES`] times, as client-go retries a 429.
     async fn unary<Req, Resp>(&self, method: &'static str, message: Req) -> Result<Resp, Error>
     where
         Req: prost::Message + Clone + Send + Sync + 'static,
@@ -321,8 +298,8 @@ impl<K: Resource> Api<K> {
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             match grpc.unary(request, path, codec).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) => match pushback(&status) {
-                    Some(delay) if retries < OVERLOAD_RETRIES => {
+                Err(status) => match moor_rpc::pushback(&status) {
+                    Some(delay) if retries < moor_rpc::OVERLOAD_RETRIES => {
                         retries += 1;
                         tracing::debug!(method, ?delay, retries, "server busy; calling again");
                         tokio::time::sleep(delay).await;
@@ -377,33 +354,5 @@ impl<K: Scalable> Api<K> {
     /// Sets a workload's desired replicas.
     pub async fn update_scale(&self, scale: &Scale) -> Result<Scale, Error> {
         self.unary("UpdateScale", scale.clone()).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_busy_server_with_a_hint_is_called_again() {
-        let mut busy = tonic::Status::resource_exhausted("busy");
-        assert_eq!(pushback(&busy), None, "no hint: too large, say");
-        busy.metadata_mut().insert(
-            "grpc-retry-pushback-ms",
-            tonic::metadata::MetadataValue::from_static("1000"),
-        );
-        assert_eq!(pushback(&busy), Some(Duration::from_secs(1)));
-        let mut long = busy.clone();
-        long.metadata_mut().insert(
-            "grpc-retry-pushback-ms",
-            tonic::metadata::MetadataValue::from_static("99999999"),
-        );
-        assert_eq!(pushback(&long), Some(MAX_PUSHBACK));
-        let mut other = tonic::Status::unavailable("gone");
-        other.metadata_mut().insert(
-            "grpc-retry-pushback-ms",
-            tonic::metadata::MetadataValue::from_static("1000"),
-        );
-        assert_eq!(pushback(&other), None);
     }
 }

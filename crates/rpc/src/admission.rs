@@ -79,6 +79,32 @@ impl Default for Limits {
 
 /// When a refused client should try again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The metadata key of that hint, in milliseconds (gRPC's own retry policy
+/// reads it).
+const PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
+/// The longest pause a server's hint may ask a client for.
+const MAX_PUSHBACK: Duration = Duration::from_secs(30);
+/// How many times a client sends a call again that a server refused for
+/// overload, as client-go retries a 429.
+pub const OVERLOAD_RETRIES: u32 = 10;
+
+/// When a call the server refused for overload may be sent again: the hint
+/// of a RESOURCE_EXHAUSTED status (such a call was never served, so it is
+/// safe to repeat). `None` for any other status, or one without the hint
+/// (an object too large will not fit on a second try).
+pub fn pushback(status: &Status) -> Option<Duration> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let millis: u64 = status
+        .metadata()
+        .get(PUSHBACK_KEY)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(millis).min(MAX_PUSHBACK))
+}
 /// Callers remembered before idle ones are swept out.
 const CALLERS_SWEEP: usize = 4096;
 
@@ -463,6 +489,27 @@ mod tests {
         );
         drop(held);
         assert!(next.await.is_ok());
+    }
+
+    #[test]
+    fn only_a_busy_server_with_a_hint_is_called_again() {
+        let hint = |status: &mut Status, millis: &'static str| {
+            status.metadata_mut().insert(
+                PUSHBACK_KEY,
+                tonic::metadata::MetadataValue::from_static(millis),
+            );
+        };
+        let mut too_large = Status::resource_exhausted("too large");
+        assert_eq!(pushback(&too_large), None, "no hint");
+        hint(&mut too_large, "not a number");
+        assert_eq!(pushback(&too_large), None);
+        assert_eq!(pushback(&busy("full".into())), Some(RETRY_AFTER));
+        let mut long = Status::resource_exhausted("busy");
+        hint(&mut long, "99999999");
+        assert_eq!(pushback(&long), Some(MAX_PUSHBACK));
+        let mut other = Status::unavailable("gone");
+        hint(&mut other, "1000");
+        assert_eq!(pushback(&other), None);
     }
 
     #[tokio::test]

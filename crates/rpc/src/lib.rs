@@ -10,7 +10,7 @@ mod channel;
 mod pin;
 mod tls;
 
-pub use admission::{Classify, Limits, Priority};
+pub use admission::{Classify, Limits, OVERLOAD_RETRIES, Priority, pushback};
 pub use auth::{AUTHENTICATED_GROUP, Authenticator, CertificatesOnly, TokenFuture};
 pub use channel::{Channel, Credentials, channel, connect, transport_failure};
 pub use pin::server_chain;
