@@ -89,4 +89,17 @@ async fn contexts_choose_the_server_and_namespace() {
     let out = output(c.bare(&["--server", &c.server, "get", "ns", "-o", "name"])).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("namespace/default\n"), "{out:?}");
+    // Several servers of one cluster: a dead one is passed over, whichever
+    // the client starts at (at random), from the flag and from the
+    // environment.
+    let servers = format!("http://127.0.0.1:1,{}", c.server);
+    for _ in 0..5 {
+        let out = output(c.bare(&["--server", &servers, "get", "ns", "-o", "name"])).await;
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("namespace/default\n"), "{out:?}");
+        let mut cmd = c.bare(&["get", "ns", "-o", "name"]);
+        cmd.env("MOOR_SERVER", &servers);
+        let out = output(cmd).await;
+        assert_eq!(out.code, 0, "{out:?}");
+    }
 }
