@@ -11,17 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tempfile::TempDir;
-use tokio::time::Instant;
 
 use crate::etcd::{find_on_path, http_get, tail};
-use crate::free_port;
+use crate::{eventually, free_port};
 
 /// How long the members get to elect a leader and report healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often health is polled while waiting.
-const POLL: Duration = Duration::from_millis(50);
 /// Bound on one HTTP request to a member.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -121,16 +118,12 @@ impl EtcdCluster {
 
     /// Waits until some running member leads, and returns it.
     pub async fn wait_leader(&self) -> anyhow::Result<usize> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(leader) = self.leader().await? {
-                return Ok(leader);
-            }
-            if Instant::now() >= deadline {
-                bail!("no member became leader within {START_TIMEOUT:?}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let leader = eventually(START_TIMEOUT, || async {
+            self.leader().await.ok().flatten()
+        });
+        leader
+            .await
+            .with_context(|| format!("no member became leader within {START_TIMEOUT:?}"))
     }
 
     /// Kills member `index` with SIGKILL, as a crash would.
@@ -195,44 +188,59 @@ impl EtcdCluster {
         Ok(())
     }
 
+    /// Waits until member `index` reports healthy; fails at once, with
+    /// its log, if it exits.
     async fn wait_member_healthy(&mut self, index: usize) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let member = &mut self.members[index];
-            let child = member.child.as_mut().context("member not running")?;
-            if let Some(status) = child.try_wait().context("polling etcd")? {
-                member.child = None;
-                let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
-                bail!(
-                    "etcd {index} exited with {status}; its log:\n{}",
-                    tail(&log)
-                );
+        let port = self.members[index].client_port;
+        let child = &mut self.members[index].child;
+        let outcome = eventually(START_TIMEOUT, || {
+            // Checked before each poll, outside the future, which then
+            // borrows nothing.
+            let exited = match child.as_mut().map(Child::try_wait) {
+                None => Some(Err(anyhow::anyhow!("etcd {index} is not running"))),
+                Some(Ok(Some(status))) => {
+                    *child = None;
+                    Some(Err(anyhow::anyhow!("etcd {index} exited with {status}")))
+                }
+                Some(Ok(None)) => None,
+                Some(Err(e)) => Some(Err(anyhow::Error::new(e).context("polling etcd"))),
+            };
+            async move {
+                if exited.is_some() {
+                    return exited;
+                }
+                let health = get(port, "/health").await;
+                health
+                    .is_ok_and(|body| body.contains(r#""health":"true""#))
+                    .then_some(Ok(()))
             }
-            let health = self.get(index, "/health").await;
-            if health.is_ok_and(|body| body.contains(r#""health":"true""#)) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
-                bail!(
-                    "etcd {index} was not healthy within {START_TIMEOUT:?}; its log:\n{}",
-                    tail(&log)
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(anyhow::anyhow!(
+                "etcd {index} was not healthy within {START_TIMEOUT:?}"
+            ))
+        });
+        outcome.map_err(|e| {
+            let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
+            e.context(format!("its log:\n{}", tail(&log)))
+        })
     }
 
     async fn get(&self, index: usize, path: &str) -> anyhow::Result<String> {
-        let port = self.members[index].client_port;
-        tokio::time::timeout(HTTP_TIMEOUT, http_get(port, path))
-            .await
-            .with_context(|| format!("GET {path} took over {HTTP_TIMEOUT:?}"))?
+        get(self.members[index].client_port, path).await
     }
 
     fn log_path(&self, index: usize) -> PathBuf {
         log_path(self.dir.path(), &self.members[index].name)
     }
+}
+
+/// GET `path` from the member on `port`, bounded.
+async fn get(port: u16, path: &str) -> anyhow::Result<String> {
+    tokio::time::timeout(HTTP_TIMEOUT, http_get(port, path))
+        .await
+        .with_context(|| format!("GET {path} took over {HTTP_TIMEOUT:?}"))?
 }
 
 fn log_path(dir: &Path, name: &str) -> PathBuf {

@@ -5,6 +5,26 @@ use std::time::Duration;
 /// How often `assert_eventually!` re-evaluates its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// `assert_eventually!` as a function for helpers that report a timeout as
+/// an error rather than a panic: calls `check` every [`POLL_INTERVAL`]
+/// until it gives `Some`, for at most `timeout`; `None` if it never did.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// Re-evaluates a boolean condition every [`POLL_INTERVAL`] until it holds,
 /// or panics with the given message once `timeout` has passed.
 ///

@@ -13,7 +13,7 @@ mod trace;
 
 pub use etcd::{EtcdServer, EtcdTlsFiles};
 pub use etcd_cluster::EtcdCluster;
-pub use eventually::POLL_INTERVAL;
+pub use eventually::{POLL_INTERVAL, eventually};
 pub use lab::{Lab, LabHost};
 pub use net::{free_port, http_get};
 pub use trace::init_tracing;

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Seen, config_map, watcher};
+use common::{Seen, config_map};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 
 use moor_api::core::v1::config_maps_client::ConfigMapsClient;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 use tonic::Code;
 
 fn spawn(addr: SocketAddr, dir: &Path) -> anyhow::Result<Child> {
@@ -64,13 +63,7 @@ async fn watchers_see_every_change_once_across_two_sigkills() -> anyhow::Result<
     const WATCHERS: usize = 20;
     const MUTATIONS: usize = 1000;
     let (done_tx, done_rx) = tokio::sync::watch::channel(None);
-    let mut receivers = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..WATCHERS {
-        let (tx, rx) = mpsc::unbounded_channel();
-        receivers.push(rx);
-        tasks.spawn(watcher(url.clone(), done_rx.clone(), tx));
-    }
+    let (receivers, mut tasks) = common::watchers(&url, WATCHERS, &done_rx);
     // The truth: every acknowledged write, in order.
     let mut truth: Vec<(i64, String, String)> = Vec::new();
     let mut i = 0u32;

@@ -69,22 +69,7 @@ async fn r11_a_flood_is_refused_and_no_lease_is_missed() {
         "--node-monitor-grace-period-seconds",
         "8",
     ]);
-    let agents_dir = tempfile::tempdir().unwrap();
-    let _agents = moor(&[
-        "node",
-        "--server",
-        &url,
-        "--runtime",
-        "fake",
-        "--count",
-        &NODES.to_string(),
-        "--name",
-        "steady",
-        "--heartbeat-seconds",
-        "1",
-        "--data-dir",
-        agents_dir.path().to_str().unwrap(),
-    ]);
+    let _agents = common::fake_nodes(&url, NODES, "steady", &["--heartbeat-seconds", "1"]);
     assert_eventually!(
         moor_integration_tests::ready_nodes(&client).await.len() == NODES,
         Duration::from_secs(60),

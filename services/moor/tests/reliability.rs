@@ -265,13 +265,7 @@ async fn r3_watchers_resume_on_the_other_apiserver_without_gap_or_relist() -> an
     api.create(&config_map("seed", "0")).await?;
 
     let (done_tx, done_rx) = tokio::sync::watch::channel(None);
-    let mut receivers = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..WATCHERS {
-        let (tx, rx) = mpsc::unbounded_channel();
-        receivers.push(rx);
-        tasks.spawn(watcher(servers.clone(), done_rx.clone(), tx));
-    }
+    let (mut receivers, mut tasks) = common::watchers(&servers, WATCHERS, &done_rx);
     // Every watcher has its first list before the writes start, so each
     // sees every write as a change.
     for rx in &mut receivers {
@@ -445,20 +439,7 @@ async fn r9_foreground_deletion_survives_a_controller_manager_kill() -> anyhow::
     ];
     let _scheduler = common::moor(&["scheduler", "--server", &servers, "--listen", "127.0.0.1:0"]);
     let mut controllers = common::moor(&controller_manager);
-    let agents = tempfile::tempdir()?;
-    let _agents = common::moor(&[
-        "node",
-        "--server",
-        &servers,
-        "--runtime",
-        "fake",
-        "--count",
-        "5",
-        "--name",
-        "r9",
-        "--data-dir",
-        agents.path().to_str().unwrap(),
-    ]);
+    let _agents = common::fake_nodes(&servers, 5, "r9", &[]);
     moor_testkit::assert_eventually!(
         moor_integration_tests::ready_nodes(&client).await.len() == 5,
         Duration::from_secs(60),

@@ -76,21 +76,7 @@ async fn five_hundred_live_nodes_run_five_thousand_pods_in_bounded_apiserver_mem
         "--cluster-cidr",
         "10.0.0.0/8",
     ]);
-    let agents_dir = tempfile::tempdir().unwrap();
-    let count = NODES.to_string();
-    let _agents = moor(&[
-        "node",
-        "--server",
-        &url,
-        "--runtime",
-        "fake",
-        "--count",
-        &count,
-        "--name",
-        "guard",
-        "--data-dir",
-        agents_dir.path().to_str().unwrap(),
-    ]);
+    let _agents = common::fake_nodes(&url, NODES, "guard", &[]);
     assert_eventually!(
         moor_integration_tests::ready_nodes(&client).await.len() == NODES,
         PATIENCE,

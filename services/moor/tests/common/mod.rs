@@ -25,6 +25,37 @@ pub fn moor(args: &[&str]) -> Child {
         .expect("moor starts")
 }
 
+/// `moor node --runtime fake --count COUNT --name NAME` on `server`, with
+/// `extra` flags; killed, and its data directory removed, when dropped.
+pub struct FakeNodes {
+    _process: Child,
+    _data: tempfile::TempDir,
+}
+
+pub fn fake_nodes(server: &str, count: usize, name: &str, extra: &[&str]) -> FakeNodes {
+    let data = tempfile::tempdir().expect("a data directory");
+    let count = count.to_string();
+    let dir = data.path().to_str().expect("a UTF-8 temporary path");
+    let mut args = vec![
+        "node",
+        "--server",
+        server,
+        "--runtime",
+        "fake",
+        "--count",
+        &count,
+        "--name",
+        name,
+        "--data-dir",
+        dir,
+    ];
+    args.extend_from_slice(extra);
+    FakeNodes {
+        _process: moor(&args),
+        _data: data,
+    }
+}
+
 /// A ConfigMap in `default` holding `value` under `v`.
 pub fn config_map(name: &str, value: &str) -> ConfigMap {
     let mut cm = ConfigMap {
@@ -49,6 +80,25 @@ pub fn value(cm: &ConfigMap) -> String {
 pub enum Seen {
     Change(i64, String, String),
     Listed(BTreeMap<String, String>),
+}
+
+/// `count` [`watcher`]s of `servers`, each reporting on its own channel.
+pub fn watchers(
+    servers: &str,
+    count: usize,
+    done: &tokio::sync::watch::Receiver<Option<BTreeMap<String, String>>>,
+) -> (
+    Vec<mpsc::UnboundedReceiver<Seen>>,
+    tokio::task::JoinSet<anyhow::Result<()>>,
+) {
+    let mut receivers = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let (tx, rx) = mpsc::unbounded_channel();
+        receivers.push(rx);
+        tasks.spawn(watcher(servers.to_string(), done.clone(), tx));
+    }
+    (receivers, tasks)
 }
 
 /// Follows ConfigMaps through the client's watcher at `servers` (one URL or
