@@ -47,6 +47,12 @@ pub mod join_token {
     pub const USER_KEY: &str = "user";
     /// Key of that user's groups, comma-separated.
     pub const GROUPS_KEY: &str = "groups";
+    /// Key of what a join token is for: absent for a node, or
+    /// [`USAGE_CONTROL_PLANE`].
+    pub const USAGE_KEY: &str = "usage";
+    /// A token that joins a server to the control plane: its holder gets
+    /// the cluster's CA keys (`moor join --control-plane`).
+    pub const USAGE_CONTROL_PLANE: &str = "control-plane";
 }
 
 /// The user of the apiserver's client certificate towards node agents: the

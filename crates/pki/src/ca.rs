@@ -160,6 +160,30 @@ impl Ca {
         ips: &[IpAddr],
         validity: Duration,
     ) -> Result<Identity, Error> {
+        self.issue_named(common_name, dns_names, ips, validity, false)
+    }
+
+    /// A certificate like [`Ca::issue_server`]'s that also serves as a
+    /// client certificate: for members of a cluster that dial each other,
+    /// as etcd's peers do, each presenting the one certificate both ways.
+    pub fn issue_peer(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+        ips: &[IpAddr],
+        validity: Duration,
+    ) -> Result<Identity, Error> {
+        self.issue_named(common_name, dns_names, ips, validity, true)
+    }
+
+    fn issue_named(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+        ips: &[IpAddr],
+        validity: Duration,
+        client_too: bool,
+    ) -> Result<Identity, Error> {
         der::check_name(common_name, "server common name")?;
         if dns_names.is_empty() && ips.is_empty() {
             return Err(Error::InvalidName {
@@ -175,6 +199,11 @@ impl Ca {
             .subject_alt_names
             .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if client_too {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
         let key = generate_key()?;
         let cert = params
             .signed_by(&key, &self.issuer)

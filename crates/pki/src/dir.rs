@@ -37,11 +37,21 @@ impl PkiDir {
     /// Opens the PKI in `dir`, creating a CA (valid ten years) if there is
     /// none. Certificates it issues are valid for `leaf_validity`.
     pub fn open_or_create(dir: &Path, leaf_validity: Duration) -> Result<Self, Error> {
+        Self::open_or_create_named(dir, CA_COMMON_NAME, leaf_validity)
+    }
+
+    /// [`PkiDir::open_or_create`] with a CA named `ca_common_name` if it
+    /// creates one: for a second CA of the cluster, as etcd's.
+    pub fn open_or_create_named(
+        dir: &Path,
+        ca_common_name: &str,
+        leaf_validity: Duration,
+    ) -> Result<Self, Error> {
         let mut created = false;
         let ca = if dir.join(CA_CERT_FILE).exists() {
             Ca::load(dir)?
         } else {
-            let ca = Ca::generate(CA_COMMON_NAME, DEFAULT_CA_VALIDITY)?;
+            let ca = Ca::generate(ca_common_name, DEFAULT_CA_VALIDITY)?;
             ca.save(dir)?;
             created = true;
             ca
@@ -78,6 +88,16 @@ impl PkiDir {
     /// is missing, due for renewal, not from this CA, or missing one of
     /// `names`.
     pub fn server(&self, name: &str, names: &ServerNames) -> Result<Identity, Error> {
+        self.named(name, names, false)
+    }
+
+    /// The peer identity stored as `name` (see [`Ca::issue_peer`]), issued
+    /// or reissued like [`PkiDir::server`]'s.
+    pub fn peer(&self, name: &str, names: &ServerNames) -> Result<Identity, Error> {
+        self.named(name, names, true)
+    }
+
+    fn named(&self, name: &str, names: &ServerNames, peer: bool) -> Result<Identity, Error> {
         self.stored(name, |identity| {
             let info = identity.info();
             names.dns.iter().all(|d| info.dns_names.contains(d))
@@ -86,9 +106,12 @@ impl PkiDir {
         .map_or_else(
             || {
                 let dns: Vec<&str> = names.dns.iter().map(String::as_str).collect();
-                let identity = self
-                    .ca
-                    .issue_server(name, &dns, &names.ips, self.leaf_validity)?;
+                let issue = if peer {
+                    Ca::issue_peer
+                } else {
+                    Ca::issue_server
+                };
+                let identity = issue(&self.ca, name, &dns, &names.ips, self.leaf_validity)?;
                 identity.save(&self.dir, name)?;
                 Ok(identity)
             },

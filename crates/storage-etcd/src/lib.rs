@@ -7,8 +7,10 @@
 
 mod convert;
 mod error;
+mod members;
 mod store;
 mod watch;
 
 pub use error::Error;
+pub use members::{Member, Members};
 pub use store::{EtcdStore, EtcdTls};

@@ -64,23 +64,7 @@ impl EtcdStore {
     /// endpoints), for an etcd that serves TLS and checks client
     /// certificates.
     pub async fn connect_with(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::Endpoints {
-            endpoints: endpoints.to_vec(),
-            reason,
-        };
-        let members = endpoints
-            .iter()
-            .map(|url| member_endpoint(url, tls).map_err(&invalid))
-            .collect::<Result<Vec<_>, _>>()?;
-        // One member at a time, the next when it fails: see moor-failover.
-        let failover = Failover::new(members).ok_or_else(|| invalid("no endpoint given".into()))?;
-        let channel = etcd_client::Channel::Custom(BoxCloneSyncService::new(failover));
-        // A member cut off from its leader answers at once (UNAVAILABLE,
-        // and the channel moves on) instead of holding requests.
-        let options = ConnectOptions::new().with_require_leader(true);
-        let client = Client::from_channel(channel, Some(options))
-            .await
-            .map_err(|e| invalid(e.to_string()))?;
+        let client = client(endpoints, tls).await?;
         let store = Self {
             client,
             request_timeout: REQUEST_TIMEOUT,
@@ -333,6 +317,27 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The connection settings for one member at `url` (`http://` or, with
 /// TLS, `https://`; a bare `host:port` takes the scheme TLS implies).
+/// A client of the cluster at `endpoints`, on one member at a time.
+pub(crate) async fn client(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client, Error> {
+    let invalid = |reason: String| Error::Endpoints {
+        endpoints: endpoints.to_vec(),
+        reason,
+    };
+    let members = endpoints
+        .iter()
+        .map(|url| member_endpoint(url, tls).map_err(&invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    // One member at a time, the next when it fails: see moor-failover.
+    let failover = Failover::new(members).ok_or_else(|| invalid("no endpoint given".into()))?;
+    let channel = etcd_client::Channel::Custom(BoxCloneSyncService::new(failover));
+    // A member cut off from its leader answers at once (UNAVAILABLE, and
+    // the channel moves on) instead of holding requests.
+    let options = ConnectOptions::new().with_require_leader(true);
+    Client::from_channel(channel, Some(options))
+        .await
+        .map_err(|e| invalid(e.to_string()))
+}
+
 fn member_endpoint(url: &str, tls: Option<&EtcdTls>) -> Result<Endpoint, String> {
     let url = match (url.split_once("://"), tls) {
         (Some(_), _) => url.to_owned(),

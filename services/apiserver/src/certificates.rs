@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use moor_api::authentication::v1::certificates_server::Certificates;
-use moor_api::authentication::v1::{SignNodeRequest, SignNodeResponse};
+use moor_api::authentication::v1::{
+    JoinServerRequest, JoinServerResponse, SignNodeRequest, SignNodeResponse,
+};
 use moor_api::core::v1::{Node, Secret};
 use moor_api::well_known::join_token;
 use moor_rpc::{Caller, TokenFuture};
@@ -24,6 +26,11 @@ use crate::registry::Registry;
 
 /// The group of a join token's holder.
 const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// The group of a control-plane join token's holder, who may also fetch
+/// the cluster's keys to run a server (`JoinServer`).
+const SERVER_BOOTSTRAPPERS: &str = "system:bootstrappers:control-plane";
+/// What a control-plane join token's holder may call besides.
+const JOIN_SERVER: &str = "/moor.authentication.v1.Certificates/JoinServer";
 /// The group of administrators.
 pub(crate) const MASTERS: &str = "system:masters";
 /// On a Node a join created: the token's user that claimed the name.
@@ -94,10 +101,16 @@ fn caller_of(secret: &Secret, token: &moor_pki::Token) -> Option<Caller> {
                 .map(str::to_string)
                 .collect(),
         },
-        None => Caller {
-            user: format!("system:bootstrap:{}", token.id()),
-            groups: vec![BOOTSTRAPPERS.to_string()],
-        },
+        None => {
+            let mut groups = vec![BOOTSTRAPPERS.to_string()];
+            if text(join_token::USAGE_KEY).as_deref() == Some(join_token::USAGE_CONTROL_PLANE) {
+                groups.push(SERVER_BOOTSTRAPPERS.to_string());
+            }
+            Caller {
+                user: format!("system:bootstrap:{}", token.id()),
+                groups,
+            }
+        }
     })
 }
 
@@ -107,7 +120,16 @@ impl moor_rpc::Authenticator for Access {
     }
 
     fn authorize(&self, caller: &Caller, path: &str) -> Result<(), Status> {
-        if caller.groups.iter().any(|g| g == BOOTSTRAPPERS) && !BOOTSTRAP_METHODS.contains(&path) {
+        let in_group = |group: &str| caller.groups.iter().any(|g| g == group);
+        let server_join = path == JOIN_SERVER && in_group(SERVER_BOOTSTRAPPERS);
+        if path == JOIN_SERVER && in_group(BOOTSTRAPPERS) && !server_join {
+            return Err(Status::permission_denied(format!(
+                "{} holds a node's join token: joining the control plane takes a token from \
+                 `moor token create --control-plane`",
+                caller.user
+            )));
+        }
+        if in_group(BOOTSTRAPPERS) && !BOOTSTRAP_METHODS.contains(&path) && !server_join {
             return Err(Status::permission_denied(format!(
                 "{} (a join token) may only ask for a node certificate, not call {path}",
                 caller.user
@@ -129,15 +151,22 @@ impl moor_rpc::Authenticator for Access {
 pub(crate) struct NodeSigner {
     /// The CA and how long the certificates it signs are valid.
     signer: Option<(Arc<moor_pki::Ca>, Duration)>,
+    /// What a joining server is handed, if this one runs an etcd member.
+    control_plane: Option<crate::ControlPlane>,
     nodes: Arc<Registry<Node>>,
 }
 
 impl NodeSigner {
     pub(crate) fn new(
         signer: Option<(Arc<moor_pki::Ca>, Duration)>,
+        control_plane: Option<crate::ControlPlane>,
         nodes: Arc<Registry<Node>>,
     ) -> Self {
-        Self { signer, nodes }
+        Self {
+            signer,
+            control_plane,
+            nodes,
+        }
     }
 }
 
@@ -198,6 +227,43 @@ impl Certificates for NodeSigner {
         Ok(Response::new(SignNodeResponse {
             certificate_pem,
             ca_pem: ca.cert_pem().to_string(),
+        }))
+    }
+
+    async fn join_server(
+        &self,
+        request: Request<JoinServerRequest>,
+    ) -> Result<Response<JoinServerResponse>, Status> {
+        let caller = moor_rpc::caller(&request).ok_or_else(|| {
+            Status::failed_precondition(
+                "this apiserver serves plain text (--insecure): no server can join through it",
+            )
+        })?;
+        let in_group = |group: &str| caller.groups.iter().any(|g| g == group);
+        if !in_group(MASTERS) && !in_group(SERVER_BOOTSTRAPPERS) {
+            return Err(Status::permission_denied(format!(
+                "{} may not join the control plane: that takes a token from `moor token create \
+                 --control-plane`",
+                caller.user
+            )));
+        }
+        let (Some((ca, _)), Some(control_plane)) = (&self.signer, &self.control_plane) else {
+            return Err(Status::failed_precondition(
+                "this server runs no etcd member of its own (it was not started with `moor up \
+                 --cluster-init` or joined with --control-plane), so no server can join through it",
+            ));
+        };
+        let name = request.into_inner().server_name;
+        moor_labels::validation::dns1123_subdomain(&name).map_err(|why| {
+            Status::invalid_argument(format!("server_name: Invalid value: {name:?}: {why}"))
+        })?;
+        tracing::warn!(server = %name, by = %caller.user, "handed the cluster's keys to a joining server");
+        Ok(Response::new(JoinServerResponse {
+            ca_pem: ca.cert_pem().to_string(),
+            ca_key_pem: ca.key_pem(),
+            etcd_ca_pem: control_plane.etcd_ca.cert_pem().to_string(),
+            etcd_ca_key_pem: control_plane.etcd_ca.key_pem(),
+            etcd_endpoints: control_plane.etcd_endpoints.clone(),
         }))
     }
 }

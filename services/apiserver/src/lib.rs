@@ -101,6 +101,19 @@ pub struct Tls {
     /// The apiserver's client certificate towards node agents (user
     /// [`moor_api::well_known::APISERVER_USER`]).
     pub agent_client: moor_pki::Identity,
+    /// What a server joining the control plane is handed (`JoinServer`);
+    /// `None`: this server runs no etcd member, so none can join through it.
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// A server's share of the control plane that a joining server receives:
+/// the etcd CA (with the cluster CA of [`Tls::signer`]) and where etcd is.
+#[derive(Clone)]
+pub struct ControlPlane {
+    /// The CA of etcd's peer and client certificates, with its key.
+    pub etcd_ca: Arc<moor_pki::Ca>,
+    /// The etcd members' client URLs, reachable from other machines.
+    pub etcd_endpoints: Vec<String>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -307,10 +320,15 @@ impl ApiServer {
             .tls
             .as_ref()
             .and_then(|tls| tls.signer.clone().map(|ca| (ca, tls.node_cert_validity)));
+        let control_plane = self
+            .config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.control_plane.clone());
         server
             .add(
                 moor_api::authentication::v1::certificates_server::CertificatesServer::new(
-                    certificates::NodeSigner::new(signer, nodes.clone()),
+                    certificates::NodeSigner::new(signer, control_plane, nodes.clone()),
                 ),
             )
             .await;

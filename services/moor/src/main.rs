@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod certs;
+mod etcd;
 mod join;
+mod leave;
 mod pki;
 mod token;
 mod up;
@@ -44,8 +46,11 @@ enum Command {
     Proxy(ProxyArgs),
     /// Run the whole cluster on this machine: apiserver, scheduler, controller-manager, node agent and proxy.
     Up(up::UpArgs),
-    /// Make this machine a node of a cluster (agent and proxy), with a join token.
+    /// Make this machine a node of a cluster (agent and proxy), or with --control-plane one of
+    /// its servers, with a join token.
     Join(join::JoinArgs),
+    /// Take this (stopped) server out of the control plane: remove its etcd member.
+    Leave(leave::LeaveArgs),
     /// Create, list and delete join tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -310,6 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Apiserver(args) => run_apiserver(args, shutdown).await,
             Command::Up(args) => up::run(args, shutdown).await,
             Command::Join(args) => join::run(args, shutdown).await,
+            Command::Leave(args) => leave::run(args).await,
             Command::Token(command) => token::run(command).await,
             Command::Certs(command) => certs::run(command),
             Command::ControllerManager(ControllerManagerArgs {

@@ -245,6 +245,7 @@ pub fn apiserver_tls(
                 &[],
             )
             .context("the apiserver's certificate towards node agents")?,
+        control_plane: None,
     })
 }
 

@@ -41,6 +41,10 @@ pub struct CreateArgs {
     /// A group of --user (repeatable), e.g. system:masters for an administrator.
     #[arg(long, requires = "user")]
     group: Vec<String>,
+    /// Make a token that joins a server to the control plane (`moor join --control-plane`).
+    /// Its holder receives the cluster's CA keys: hand it over as you would those.
+    #[arg(long, conflicts_with = "user")]
+    control_plane: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -113,6 +117,12 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             args.group.join(",").into_bytes(),
         );
     }
+    if args.control_plane {
+        secret.data.insert(
+            join_token::USAGE_KEY.to_string(),
+            join_token::USAGE_CONTROL_PLANE.as_bytes().to_vec(),
+        );
+    }
     if !args.description.is_empty() {
         secret.data.insert(
             join_token::DESCRIPTION_KEY.to_string(),
@@ -128,6 +138,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     match &args.user {
         Some(user) => eprintln!(
             "a token for {user}: send it as `authorization: Bearer <token>` to {server} over TLS"
+        ),
+        None if args.control_plane => eprintln!(
+            "join a server with: moor join {server} --token <the token above> --control-plane"
         ),
         None => eprintln!("join a machine with: moor join {server} --token <the token above>"),
     }
@@ -169,6 +182,11 @@ async fn list(args: &ClientArgs) -> anyhow::Result<()> {
         };
         let usage = match text(join_token::USER_KEY) {
             Some(user) => format!("user {user}"),
+            None if text(join_token::USAGE_KEY).as_deref()
+                == Some(join_token::USAGE_CONTROL_PLANE) =>
+            {
+                "joining a server".to_string()
+            }
             None => "joining a node".to_string(),
         };
         println!(

@@ -19,15 +19,22 @@ pub struct UpArgs {
     /// Where the cluster keeps its state (store, pod volumes); default ~/.moor.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Address the API listens on.
-    #[arg(long, default_value = "127.0.0.1:6443")]
-    listen: SocketAddr,
-    /// Comma-separated etcd URLs to use instead of the embedded store.
+    /// Address the API listens on (default 127.0.0.1:6443; with --cluster-init, port 6443 of the
+    /// advertised address).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Start a cluster that more servers can join (`moor join --control-plane`): this server runs
+    /// its own etcd member, on TLS from the cluster's etcd CA, instead of the embedded store.
+    #[arg(long, conflicts_with = "etcd_endpoints")]
+    cluster_init: bool,
+    /// Comma-separated URLs of an etcd cluster of your own to use instead of the embedded store.
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
-    /// Name of this machine's node (default: the host name).
+    /// Name of this machine's node, and of its etcd member (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(flatten)]
     tls: crate::pki::ServeTlsArgs,
     #[command(flatten)]
@@ -41,37 +48,189 @@ pub struct UpArgs {
     proxy_mode: moor_proxy::Mode,
 }
 
+/// Flags of a server with its own etcd member (`moor up --cluster-init`,
+/// `moor join --control-plane`).
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Port of this server's etcd member for clients (the apiservers), on the advertised address.
+    #[arg(long, default_value_t = 2379)]
+    pub etcd_client_port: u16,
+    /// Port of this server's etcd member for the other members, on the advertised address.
+    #[arg(long, default_value_t = 2380)]
+    pub etcd_peer_port: u16,
+    /// Run only the control plane here (a dedicated server, as the masters of Kubernetes' early
+    /// deployments): no node agent, no service proxy.
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
+/// Where a server keeps the cluster's objects.
+pub enum Store {
+    /// The embedded SQLite store under the data directory.
+    Embedded,
+    /// An etcd cluster run by someone else.
+    External {
+        /// Its client URLs.
+        endpoints: Vec<String>,
+        /// TLS towards it.
+        tls: Option<moor_storage_etcd::EtcdTls>,
+    },
+    /// This server's own etcd member (in the data directory's etcd/), and
+    /// how it starts the first time.
+    Member(crate::etcd::Bootstrap),
+}
+
+/// What one server runs: the control plane on its store and, unless
+/// `agent` is off, this machine's node agent and proxy.
+pub struct Server {
+    /// The data directory.
+    pub home: PathBuf,
+    /// The API's address.
+    pub listen: SocketAddr,
+    /// Where the objects are kept.
+    pub store: Store,
+    /// This machine's node (and etcd member) name.
+    pub name: String,
+    /// The server's own flags.
+    pub server: ServerArgs,
+    /// The API's TLS.
+    pub tls: crate::pki::ServeTlsArgs,
+    /// The pod network.
+    pub network: crate::NetworkArgs,
+    /// How pod ranges are cut.
+    pub pod_ranges: crate::PodRangeArgs,
+    /// The proxy's data path.
+    pub proxy_mode: moor_proxy::Mode,
+}
+
+/// The address other machines reach this server at: --advertise-address,
+/// else the listen address, else the host's address on its default route.
+pub fn advertised(tls: &crate::pki::ServeTlsArgs, listen: Option<SocketAddr>) -> std::net::IpAddr {
+    tls.advertise_address
+        .or(listen.map(|l| l.ip()).filter(|ip| !ip.is_unspecified()))
+        .unwrap_or_else(moor_rpc::host_ip)
+}
+
 /// Runs the cluster until `shutdown`.
 pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let home = match args.data_dir {
         Some(dir) => dir,
         None => crate::home()?.join(".moor"),
     };
-    let pod_ranges = args.pod_ranges.ranges(args.network.cluster_cidr)?;
-    check_docker().await?;
-    let storage = if args.etcd_endpoints.is_empty() {
-        moor_apiserver::Storage::DataDir(home.join("data"))
+    let store = if args.cluster_init {
+        anyhow::ensure!(
+            !args.tls.insecure,
+            "--cluster-init needs TLS: the servers' etcd members and APIs are reached from other \
+             machines (drop --insecure)"
+        );
+        Store::Member(crate::etcd::Bootstrap::NewCluster)
+    } else if args.etcd_endpoints.is_empty() {
+        Store::Embedded
     } else {
-        moor_apiserver::Storage::Etcd(args.etcd_endpoints.clone())
+        Store::External {
+            tls: args.etcd_tls.load(&args.etcd_endpoints)?,
+            endpoints: args.etcd_endpoints,
+        }
     };
-    let mut config = moor_apiserver::Config::new(storage);
-    config.listen = args.listen;
-    config.etcd_tls = args.etcd_tls.load(&args.etcd_endpoints)?;
-    let pki = if args.tls.insecure {
-        crate::pki::warn_insecure(args.listen);
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None if args.cluster_init => SocketAddr::new(advertised(&args.tls, None), 6443),
+        None => SocketAddr::from(([127, 0, 0, 1], 6443)),
+    };
+    let server = Server {
+        home,
+        listen,
+        store,
+        name: args.node_name.unwrap_or_else(crate::hostname),
+        server: args.server,
+        tls: args.tls,
+        network: args.network,
+        pod_ranges: args.pod_ranges,
+        proxy_mode: args.proxy_mode,
+    };
+    serve(server, shutdown).await
+}
+
+/// Runs one server until `shutdown`.
+pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Server {
+        home,
+        listen,
+        store,
+        name: node_name,
+        server: server_args,
+        tls: tls_args,
+        network,
+        pod_ranges,
+        proxy_mode,
+    } = server;
+    let agent = !server_args.no_agent;
+    let pod_ranges = pod_ranges.ranges(network.cluster_cidr)?;
+    if agent {
+        check_docker().await?;
+    }
+    let pki = if tls_args.insecure {
+        crate::pki::warn_insecure(listen);
         None
     } else {
-        let dir = match &args.tls.pki_dir {
+        let dir = match &tls_args.pki_dir {
             Some(dir) => dir.clone(),
             None => home.join("data").join("pki"),
         };
         let pki = crate::pki::open(
             &dir,
-            Duration::from_secs(args.tls.certificate_lifetime_seconds),
+            Duration::from_secs(tls_args.certificate_lifetime_seconds),
         )?;
-        config.tls = Some(crate::pki::apiserver_tls(&pki, args.listen, &args.tls)?);
         Some(std::sync::Arc::new(pki))
     };
+    let mut tasks = JoinSet::new();
+    let mut control_plane = None;
+    let (storage, etcd_tls, several_servers) = match store {
+        Store::Embedded => (
+            moor_apiserver::Storage::DataDir(home.join("data")),
+            None,
+            false,
+        ),
+        Store::External { endpoints, tls } => (moor_apiserver::Storage::Etcd(endpoints), tls, true),
+        Store::Member(bootstrap) => {
+            let pki = pki
+                .as_ref()
+                .context("a server with its own etcd member needs TLS")?;
+            let member = crate::etcd::Member {
+                name: node_name.clone(),
+                dir: home.join("etcd"),
+                ip: advertised(&tls_args, Some(listen)),
+                client_port: server_args.etcd_client_port,
+                peer_port: server_args.etcd_peer_port,
+            };
+            if !member.has_data() && home.join("data").join("moor.db").exists() {
+                bail!(
+                    "{} holds a cluster on the embedded store: a new etcd member would start an \
+                     empty cluster beside it. Use another --data-dir",
+                    home.join("data").display()
+                );
+            }
+            let etcd_pki = crate::etcd::pki(pki.path(), pki.leaf_validity())?;
+            let tls = crate::etcd::client_tls(&etcd_pki)?;
+            let etcd_ca = etcd_pki.ca().clone();
+            let endpoints =
+                crate::etcd::start(member, etcd_pki, bootstrap, &tls, &mut tasks, &shutdown)
+                    .await?;
+            control_plane = Some(moor_apiserver::ControlPlane {
+                etcd_ca,
+                etcd_endpoints: endpoints.clone(),
+            });
+            (moor_apiserver::Storage::Etcd(endpoints), Some(tls), true)
+        }
+    };
+    let mut config = moor_apiserver::Config::new(storage);
+    config.listen = listen;
+    config.etcd_tls = etcd_tls;
+    if let Some(pki) = &pki {
+        let mut tls = crate::pki::apiserver_tls(pki, listen, &tls_args)?;
+        tls.control_plane = control_plane;
+        config.tls = Some(tls);
+    }
     // Each component proves who it is with a certificate of its own, as
     // when it runs on another machine (Kubernetes' user names).
     let credentials = |name: &str, user: &str, groups: &[&str]| match &pki {
@@ -89,12 +248,11 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         })?;
     let url = crate::pki::local_url(apiserver.local_addr(), pki.is_some());
     let admin = credentials("admin", crate::pki::ADMIN.0, crate::pki::ADMIN.1)?;
-    let mut tasks = JoinSet::new();
     if let (Some(pki), Some(tls)) = (&pki, apiserver.tls()) {
         tokio::spawn(crate::pki::renew_serving(
             pki.clone(),
-            args.listen,
-            args.tls.clone(),
+            listen,
+            tls_args.clone(),
             tls,
             shutdown.clone(),
         ));
@@ -109,8 +267,13 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         .with_context(|| format!("the apiserver at {url} did not become ready"))?;
     tracing::info!(%url, "apiserver ready");
 
+    // With several servers, one scheduler and one controller-manager act
+    // at a time: the holders of their Leases.
+    let identity = format!("{node_name}-{}", std::process::id());
     let mut scheduler = moor_scheduler::Config::new(url.clone());
     scheduler.credentials = credentials("scheduler", "system:kube-scheduler", &[])?;
+    scheduler.leader_elect = several_servers;
+    scheduler.identity = identity.clone();
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -124,6 +287,8 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     controllers.pod_ranges = pod_ranges;
     controllers.credentials =
         credentials("controller-manager", "system:kube-controller-manager", &[])?;
+    controllers.leader_elect = several_servers;
+    controllers.identity = identity;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -134,35 +299,33 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     }
     tracing::info!("controller-manager started");
 
-    let node_name = match args.node_name {
-        Some(name) => name,
-        None => crate::hostname(),
-    };
-    let mut node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
-    args.network.apply(&mut node);
-    if let Some(pki) = &pki {
-        // One identity for both sides: the node towards the apiserver, and
-        // its agent's service towards the apiserver's calls.
-        let identity = pki
-            .node("node", &node_name)
-            .context("this node's certificate")?;
-        let (credentials, agent_tls) = crate::pki::node(&identity, pki.ca().cert_pem());
-        node.credentials = credentials;
-        node.agent_tls = Some(agent_tls);
+    if agent {
+        let mut node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
+        network.apply(&mut node);
+        if let Some(pki) = &pki {
+            // One identity for both sides: the node towards the apiserver, and
+            // its agent's service towards the apiserver's calls.
+            let identity = pki
+                .node("node", &node_name)
+                .context("this node's certificate")?;
+            let (credentials, agent_tls) = crate::pki::node(&identity, pki.ca().cert_pem());
+            node.credentials = credentials;
+            node.agent_tls = Some(agent_tls);
+        }
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
+        }
+        tracing::info!(node = %node_name, "node agent started");
+        let mut proxy = moor_proxy::Config::new(url.clone(), node_name.clone());
+        proxy.credentials = credentials("proxy", "system:kube-proxy", &[])?;
+        proxy.mode = proxy_mode;
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { moor_proxy::run(proxy, shutdown).await.context("proxy") });
+        }
+        tracing::info!("proxy and cluster DNS started");
     }
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
-    }
-    tracing::info!(node = %node_name, "node agent started");
-    let mut proxy = moor_proxy::Config::new(url.clone(), node_name.clone());
-    proxy.credentials = credentials("proxy", "system:kube-proxy", &[])?;
-    proxy.mode = args.proxy_mode;
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { moor_proxy::run(proxy, shutdown).await.context("proxy") });
-    }
-    tracing::info!("proxy and cluster DNS started");
 
     let config_path = write_context(&url, pki.as_ref())?;
     println!(

@@ -1,0 +1,466 @@
+//! Servers that bring their own etcd member, as a new user builds them:
+//! `moor up --cluster-init` on a first machine, `moor token create
+//! --control-plane`, `moor join --control-plane` on two more (each machine
+//! here a process with its own home, data directory and loopback address).
+//! Then the machine of etcd's leader is lost (SIGKILL: moor and, by its
+//! parent-death signal, its etcd member): the API keeps answering through
+//! the other two servers and no acknowledged create is lost. Last, `moor
+//! leave` takes the lost server out of etcd, and the two that remain still
+//! take writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use moor_api::Resource;
+use moor_api::core::v1::ConfigMap;
+use moor_client::{Client, ListParams};
+use moor_storage_etcd::Members;
+use moor_testkit::assert_eventually;
+use tokio::process::{Child, Command};
+
+mod common;
+
+const PATIENCE: Duration = Duration::from_secs(120);
+/// The three machines' addresses: loopback, but one each.
+const ADDRESSES: [&str; 5] = [
+    "127.0.3.1",
+    "127.0.3.2",
+    "127.0.3.3",
+    "127.0.3.4",
+    "127.0.3.5",
+];
+
+/// One server: its home (the data directory is `home/.moor`) and process.
+struct Machine {
+    name: String,
+    address: &'static str,
+    /// Dropped (killed) before its home is removed.
+    process: Option<Child>,
+    home: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new(index: usize) -> Self {
+        Self {
+            name: format!("server-{}", index + 1),
+            address: ADDRESSES[index],
+            home: tempfile::tempdir().expect("a home directory"),
+            process: None,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_moor"));
+        command
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("MOOR_CONFIG")
+            .env_remove("MOOR_TOKEN")
+            .env_remove("MOOR_SERVER")
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// `moor up --cluster-init` (`join` empty) or `moor join URL --token T
+    /// --control-plane`, without an agent: a dedicated server.
+    fn start(&mut self, join: &[&str]) {
+        let mut args: Vec<&str> = if join.is_empty() {
+            vec!["up", "--cluster-init", "--node-name", &self.name]
+        } else {
+            let mut args = vec!["join"];
+            args.extend_from_slice(join);
+            args.extend(["--control-plane", "--name", &self.name]);
+            args
+        };
+        args.extend([
+            "--advertise-address",
+            self.address,
+            "--no-agent",
+            "--log",
+            "warn",
+        ]);
+        self.process = Some(self.command(&args).spawn().expect("moor starts"));
+    }
+
+    /// Runs `moor ARGS` here to its end, which must be a success: its
+    /// output, trimmed.
+    async fn succeed(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "moor {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Whether its process still runs; a server that exited fails the test.
+    fn running(&mut self) -> bool {
+        let process = self.process.as_mut().expect("started");
+        match process.try_wait().expect("polling moor") {
+            None => true,
+            Some(status) => panic!("{} exited with {status}", self.name),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}:6443", self.address)
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.home.path().join(".moor/data/pki")
+    }
+}
+
+/// The administrator's credentials `moor up` made on the first machine.
+fn admin(pki: &Path) -> moor_rpc::Credentials {
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).expect(name);
+    let identity = moor_pki::Identity::from_pem(read("admin.crt"), read("admin.key")).unwrap();
+    moor_rpc::Credentials {
+        tls: Some(moor_rpc::ClientTls::new(&read("ca.crt")).identity(&identity)),
+        token: None,
+    }
+}
+
+/// The membership API of the cluster's etcd, as the first server's
+/// apiserver reaches it.
+async fn members(pki: &Path, machines: &[&Machine]) -> Members {
+    let read = |name: &str| std::fs::read_to_string(pki.join("etcd").join(name)).expect(name);
+    let tls = moor_storage_etcd::EtcdTls {
+        ca_pem: read("ca.crt"),
+        client: Some((
+            read("apiserver-etcd-client.crt"),
+            read("apiserver-etcd-client.key"),
+        )),
+    };
+    let endpoints: Vec<String> = machines
+        .iter()
+        .map(|m| format!("https://{}:2379", m.address))
+        .collect();
+    Members::connect(&endpoints, Some(&tls)).await.unwrap()
+}
+
+/// The started voting members' names, sorted.
+async fn voters(members: &Members) -> Option<Vec<String>> {
+    let mut names: Vec<String> = members
+        .list()
+        .await
+        .ok()?
+        .into_iter()
+        .filter(|m| !m.is_learner && !m.name.is_empty())
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// Each probe's name and when it succeeded, if it did.
+type Probed = Vec<(String, Option<Instant>)>;
+
+/// Starts a create every 200 ms, each in its own task, until the token is
+/// cancelled.
+fn probe(
+    api: moor_client::Api<ConfigMap>,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Probed>,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut started = tokio::task::JoinSet::new();
+        let mut ticks = tokio::time::interval(Duration::from_millis(200));
+        for i in 0.. {
+            tokio::select! {
+                _ = stopped.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let api = api.clone();
+            started.spawn(async move {
+                let name = format!("probe-{i}");
+                let done = api.create(&common::config_map(&name, "p")).await;
+                (name, done.ok().map(|_| Instant::now()))
+            });
+        }
+        started.join_all().await
+    });
+    (stop, task)
+}
+
+async fn answers(url: &str, credentials: &moor_rpc::Credentials) -> bool {
+    match Client::connect(url, credentials) {
+        Ok(client) => client
+            .api::<ConfigMap>()
+            .list(&ListParams::default())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
+    let mut machines = [Machine::new(0), Machine::new(1), Machine::new(2)];
+    machines[0].start(&[]);
+    let pki = machines[0].pki();
+    assert_eventually!(
+        // Its context, for moor and moorctl here, is written last.
+        machines[0].running() && machines[0].home.path().join(".moor/config").exists(),
+        PATIENCE
+    );
+    let credentials = admin(&pki);
+    let first = machines[0].url();
+    assert_eventually!(
+        machines[0].running() && answers(&first, &credentials).await,
+        PATIENCE
+    );
+
+    // A control-plane token, as its user would make it on the first server.
+    let token = machines[0]
+        .succeed(&["token", "create", "--control-plane", "--ttl", "1h"])
+        .await;
+
+    // The second joins through the first, the third through the second.
+    machines[1].start(&[&first, "--token", &token]);
+    let second = machines[1].url();
+    assert_eventually!(
+        machines[1].running() && answers(&second, &credentials).await,
+        PATIENCE
+    );
+    machines[2].start(&[&second, "--token", &token]);
+    let third = machines[2].url();
+    assert_eventually!(
+        machines[2].running() && answers(&third, &credentials).await,
+        PATIENCE
+    );
+
+    let all: Vec<&Machine> = machines.iter().collect();
+    let etcd = members(&pki, &all).await;
+    assert_eventually!(
+        voters(&etcd).await
+            == Some(vec![
+                "server-1".into(),
+                "server-2".into(),
+                "server-3".into()
+            ]),
+        PATIENCE
+    );
+    // Every server learns of the members that joined after it (within 10 s):
+    // a stopped server leaves through the members it knew.
+    let urls: Vec<String> = ADDRESSES[..3]
+        .iter()
+        .map(|a| format!("https://{a}:2379"))
+        .collect();
+    for machine in &machines {
+        let known = machine.home.path().join(".moor/etcd/client-urls");
+        assert_eventually!(
+            std::fs::read_to_string(&known).is_ok_and(|text| urls.iter().all(|u| text.contains(u))),
+            PATIENCE,
+            "{} knows every member's client URL: {:?}",
+            machine.name,
+            std::fs::read_to_string(&known)
+        );
+    }
+    // Each joined server holds the cluster's CA, not one of its own.
+    for machine in &machines[1..] {
+        assert_eq!(
+            std::fs::read_to_string(machine.pki().join("ca.crt")).unwrap(),
+            std::fs::read_to_string(pki.join("ca.crt")).unwrap(),
+            "{} serves from the cluster CA",
+            machine.name
+        );
+    }
+
+    // Creates through all three servers, as a client given all three.
+    let servers = format!("{first},{second},{third}");
+    let client = Client::connect(&servers, &credentials).unwrap();
+    let api = client.api::<ConfigMap>();
+    let mut acknowledged = Vec::new();
+    for i in 0..50 {
+        let name = format!("before-{i}");
+        api.create(&common::config_map(&name, "x")).await.unwrap();
+        acknowledged.push(name);
+    }
+
+    // The machine of etcd's leader is lost.
+    let leader_id = etcd.leader().await.unwrap();
+    let leader_name = etcd
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == leader_id)
+        .expect("the leader is a member")
+        .name;
+    let lost = machines.iter().position(|m| m.name == leader_name).unwrap();
+    let mut process = machines[lost].process.take().unwrap();
+    let killed = Instant::now();
+    process.kill().await.unwrap();
+    // Fresh creates every 200 ms from now on: how soon the API answers
+    // again, whatever a request caught in flight by the loss goes through.
+    let (stop_probes, probes) = probe(api.clone());
+    // Its etcd member went with it (the parent-death signal): the port
+    // refuses connections.
+    let etcd_port = format!("{}:2379", machines[lost].address);
+    assert_eventually!(
+        tokio::net::TcpStream::connect(&etcd_port).await.is_err(),
+        PATIENCE
+    );
+
+    // Creates go on through the other two; every failure is counted and the
+    // create is tried again under the same name, as a user would.
+    let mut first_after = None;
+    let mut failures = 0;
+    for i in 0..100 {
+        let name = format!("after-{i}");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match api.create(&common::config_map(&name, "y")).await {
+                Ok(_) => break,
+                // An earlier attempt that failed on the way back went through.
+                Err(moor_client::Error::AlreadyExists(_)) => break,
+                Err(err) => {
+                    failures += 1;
+                    assert!(
+                        Instant::now() < deadline,
+                        "create {name} failed for {PATIENCE:?}: {err}"
+                    );
+                }
+            }
+        }
+        first_after.get_or_insert_with(|| killed.elapsed());
+        acknowledged.push(name);
+    }
+    stop_probes.cancel();
+    let probed = probes.await.unwrap();
+    let answered_again = probed
+        .iter()
+        .filter_map(|(_, at)| *at)
+        .min()
+        .expect("a probe succeeded");
+    acknowledged.extend(
+        probed
+            .iter()
+            .filter(|(_, at)| at.is_some())
+            .map(|(name, _)| name.clone()),
+    );
+    let (listed, _) = api
+        .list(&ListParams::default().namespace("default"))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = listed.iter().map(|cm| cm.meta().name.clone()).collect();
+    let mut uids: Vec<String> = listed.iter().map(|cm| cm.meta().uid.clone()).collect();
+    names.sort();
+    uids.sort();
+    uids.dedup();
+    for name in &acknowledged {
+        assert!(names.contains(name), "acknowledged create {name} is lost");
+    }
+    assert_eq!(uids.len(), listed.len(), "no uid twice");
+    println!(
+        "loss of {leader_name} (etcd's leader): a fresh create answered {:?} after the kill; \
+         the writer's first create after it took {:?} ({failures} failed attempts); {} of {} \
+         probes succeeded; {} creates acknowledged, none lost",
+        answered_again.duration_since(killed),
+        first_after.unwrap(),
+        probed.iter().filter(|(_, at)| at.is_some()).count(),
+        probed.len(),
+        acknowledged.len()
+    );
+
+    // The lost server leaves: etcd counts two members, and they take writes.
+    machines[lost]
+        .succeed(&["leave", "--name", &leader_name])
+        .await;
+    let remaining: Vec<&Machine> = machines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != lost)
+        .map(|(_, m)| m)
+        .collect();
+    let mut expected: Vec<String> = remaining.iter().map(|m| m.name.clone()).collect();
+    expected.sort();
+    let etcd = members(&pki, &remaining).await;
+    assert_eq!(voters(&etcd).await, Some(expected));
+    api.create(&common::config_map("after-leave", "z"))
+        .await
+        .unwrap();
+    assert!(
+        !machines[lost].home.path().join(".moor/etcd").exists(),
+        "the left server's etcd data is moved aside"
+    );
+}
+
+/// `moor join --control-plane` is refused, with nothing written, when the
+/// token only joins nodes, and when the server has no etcd member to join
+/// (the embedded store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_the_control_plane_takes_its_token_and_a_server_with_etcd() {
+    let mut server = Machine::new(3);
+    server.process = Some(
+        server
+            .command(&[
+                "up",
+                "--no-agent",
+                "--listen",
+                "127.0.3.4:6443",
+                "--log",
+                "warn",
+            ])
+            .spawn()
+            .expect("moor up starts"),
+    );
+    assert_eventually!(
+        server.running() && server.home.path().join(".moor/config").exists(),
+        PATIENCE
+    );
+    let node_token = server.succeed(&["token", "create"]).await;
+    let server_token = server
+        .succeed(&["token", "create", "--control-plane"])
+        .await;
+
+    let joiner = Machine::new(4);
+    for (token, refusal) in [
+        (&node_token, "moor token create --control-plane"),
+        (&server_token, "runs no etcd member"),
+    ] {
+        let out = joiner
+            .command(&[
+                "join",
+                &server.url(),
+                "--token",
+                token,
+                "--control-plane",
+                "--name",
+                "joiner",
+                "--advertise-address",
+                joiner.address,
+                "--no-agent",
+            ])
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "refused: {stderr}");
+        assert!(stderr.contains(refusal), "{refusal:?} in {stderr}");
+        assert!(
+            !joiner.home.path().join(".moor/etcd").exists()
+                && !joiner.pki().join("ca.key").exists(),
+            "nothing written on a refusal"
+        );
+    }
+}
