@@ -58,3 +58,26 @@ pub mod join_token {
 /// The user of the apiserver's client certificate towards node agents: the
 /// only caller an agent serving TLS accepts.
 pub const APISERVER_USER: &str = "system:apiserver";
+
+/// Where the apiservers of a cluster publish themselves, so that a client
+/// given one of them learns the others (Kubernetes' `default/kubernetes`
+/// Endpoints): each apiserver renews a Lease of its own, and the Endpoints
+/// list the addresses of those whose Lease is live.
+pub mod apiservers {
+    /// The Endpoints' namespace.
+    pub const ENDPOINTS_NAMESPACE: &str = "default";
+    /// The Endpoints' name.
+    pub const ENDPOINTS_NAME: &str = "kubernetes";
+    /// The namespace of the apiservers' Leases.
+    pub const LEASE_NAMESPACE: &str = "moor-system";
+    /// Prefix of an apiserver's Lease name.
+    pub const LEASE_PREFIX: &str = "apiserver-";
+    /// The label every apiserver's Lease carries (value "true").
+    pub const LEASE_LABEL: &str = "moor.io/apiserver";
+    /// The label on the Endpoints naming their writer, so that the
+    /// endpoints controller leaves them alone though no Service selects
+    /// pods for them.
+    pub const MANAGED_BY_LABEL: &str = "endpoints.moor.io/managed-by";
+    /// Its value: the apiservers.
+    pub const MANAGED_BY: &str = "moor-apiserver";
+}

@@ -5,6 +5,7 @@
 //! generated client.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -21,12 +22,39 @@ use crate::Error;
 #[derive(Clone, Debug)]
 pub struct Client {
     channel: Channel,
+    fence: Option<Fence>,
+}
+
+/// A check made right before every write a [`Client::fenced`] client sends:
+/// a leader's writes stop the moment it can no longer be sure it leads,
+/// even when it learns so only later (a process paused past its lease).
+/// `Err` names why; the write then fails with [`Error::Unavailable`].
+#[derive(Clone)]
+pub struct Fence(Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl Fence {
+    /// A fence that lets writes through while `check` says so.
+    pub fn new(check: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+
+    /// Whether a write may go now; `Err` says why not.
+    pub fn check(&self) -> Result<(), String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fence")
+    }
 }
 
 /// Typed access to one kind `K`.
 #[derive(Debug)]
 pub struct Api<K> {
     channel: Channel,
+    fence: Option<Fence>,
     _kind: PhantomData<fn() -> K>,
 }
 
@@ -94,7 +122,19 @@ impl Client {
     /// proves itself with `credentials`.
     pub fn connect(url: &str, credentials: &moor_rpc::Credentials) -> Result<Self, Error> {
         let channel = moor_rpc::connect(url, credentials).map_err(Error::Channel)?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            fence: None,
+        })
+    }
+
+    /// This client, on the same connection, with every write checked by
+    /// `fence` first.
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Self {
+            channel: self.channel.clone(),
+            fence: Some(fence),
+        }
     }
 
     /// The channel, for services outside the kinds' (the proxy's stream).
@@ -106,6 +146,7 @@ impl Client {
     pub fn api<K: Resource>(&self) -> Api<K> {
         Api {
             channel: self.channel.clone(),
+            fence: self.fence.clone(),
             _kind: PhantomData,
         }
     }
@@ -175,6 +216,7 @@ impl<K> Clone for Api<K> {
     fn clone(&self) -> Self {
         Self {
             channel: self.channel.clone(),
+            fence: self.fence.clone(),
             _kind: PhantomData,
         }
     }
@@ -293,8 +335,17 @@ impl<K: Resource> Api<K> {
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let mut retries = 0;
+        let write = !matches!(method, "Get" | "List" | "GetScale");
         loop {
             let (mut grpc, path, request) = self.prepare(method, message.clone()).await?;
+            // Checked last, once nothing but sending is left.
+            if let (true, Some(fence)) = (write, &self.fence) {
+                fence.check().map_err(|why| {
+                    Error::Unavailable(tonic::Status::unavailable(format!(
+                        "{method} not sent: {why}"
+                    )))
+                })?;
+            }
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             match grpc.unary(request, path, codec).await {
                 Ok(response) => return Ok(response.into_inner()),

@@ -12,10 +12,12 @@ pub mod controller;
 mod error;
 pub mod events;
 pub mod reflector;
+mod servers;
 pub mod watcher;
 
-pub use api::{Api, Client, DeleteParams, ListParams, Scalable, WatchParams};
+pub use api::{Api, Client, DeleteParams, Fence, ListParams, Scalable, WatchParams};
 pub use controller::{Action, Context, Controller};
 pub use error::Error;
 pub use reflector::{ObjectKey, Reader, Writer, reflector, store};
+pub use servers::follow_servers;
 pub use watcher::watcher;

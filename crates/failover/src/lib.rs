@@ -23,7 +23,7 @@ use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -56,7 +56,8 @@ impl std::fmt::Debug for Failover {
 }
 
 struct Shared {
-    servers: Vec<Server>,
+    /// The servers; replaced whole when the set changes (`set_servers`).
+    servers: RwLock<Arc<[Arc<Server>]>>,
     /// The index of the server requests go to.
     current: AtomicUsize,
     /// Numbers connections, so that a late report about a broken one does
@@ -90,18 +91,11 @@ impl Failover {
         if endpoints.is_empty() {
             return None;
         }
-        let start = (RandomState::new().build_hasher().finish() as usize) % endpoints.len();
-        let servers = endpoints
-            .into_iter()
-            .map(|endpoint| Server {
-                endpoint,
-                connection: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
-            })
-            .collect();
+        let start = random_index(endpoints.len());
+        let servers: Arc<[Arc<Server>]> = endpoints.into_iter().map(Server::new).collect();
         Some(Self {
             shared: Arc::new(Shared {
-                servers,
+                servers: RwLock::new(servers),
                 current: AtomicUsize::new(start),
                 next_connection: AtomicU64::new(0),
             }),
@@ -111,7 +105,7 @@ impl Failover {
     /// The servers, in the order given.
     pub fn servers(&self) -> Vec<Uri> {
         self.shared
-            .servers
+            .list()
             .iter()
             .map(|server| server.endpoint.uri().clone())
             .collect()
@@ -119,9 +113,49 @@ impl Failover {
 
     /// The server requests go to now.
     pub fn current(&self) -> Uri {
-        let index = self.shared.current.load(Ordering::Relaxed);
-        self.shared.servers[index].endpoint.uri().clone()
+        let list = self.shared.list();
+        let index = self.shared.current.load(Ordering::Relaxed) % list.len();
+        list[index].endpoint.uri().clone()
     }
+
+    /// Replaces the servers with `endpoints` (none: nothing changes), as
+    /// the set of a cluster's servers changes. Servers that stay keep their
+    /// connections, and requests stay on the current server while it is in
+    /// the set; otherwise they move to a random one of the new set. Calls
+    /// under way finish where they are.
+    pub fn set_servers(&self, endpoints: Vec<Endpoint>) {
+        if endpoints.is_empty() {
+            return;
+        }
+        let mut servers = self
+            .shared
+            .servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = servers
+            .get(self.shared.current.load(Ordering::Relaxed) % servers.len())
+            .map(|server| server.endpoint.uri().clone());
+        let next: Arc<[Arc<Server>]> = endpoints
+            .into_iter()
+            .map(|endpoint| {
+                servers
+                    .iter()
+                    .find(|server| server.endpoint.uri() == endpoint.uri())
+                    .cloned()
+                    .unwrap_or_else(|| Server::new(endpoint))
+            })
+            .collect();
+        let index = current
+            .and_then(|uri| next.iter().position(|s| *s.endpoint.uri() == uri))
+            .unwrap_or_else(|| random_index(next.len()));
+        *servers = next;
+        self.shared.current.store(index, Ordering::Relaxed);
+    }
+}
+
+/// A random index below `len` (which is not zero): where a client starts.
+fn random_index(len: usize) -> usize {
+    (RandomState::new().build_hasher().finish() as usize) % len
 }
 
 type ResponseFuture =
@@ -152,20 +186,21 @@ impl Shared {
         self: Arc<Self>,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, BoxError> {
-        let count = self.servers.len();
+        let list = self.list();
+        let count = list.len();
         let first = self.current.load(Ordering::Relaxed);
         let mut last_error = None;
         for step in 0..count {
-            let index = (first + step) % count;
-            match self.connect(index).await {
-                Ok(connection) => return self.call(index, connection, request).await,
+            let server = &list[(first + step) % count];
+            match self.connect(server).await {
+                Ok(connection) => return self.call(server.clone(), connection, request).await,
                 Err(error) => {
                     tracing::debug!(
-                        server = %self.servers[index].endpoint.uri(),
+                        server = %server.endpoint.uri(),
                         %error,
                         "cannot connect; trying the next server"
                     );
-                    self.move_from(index);
+                    self.move_from(server);
                     last_error = Some(error);
                 }
             }
@@ -173,9 +208,16 @@ impl Shared {
         Err(last_error.map_or_else(|| "no server to send to".into(), Into::into))
     }
 
-    /// The connection to server `index`, made if there is none.
-    async fn connect(&self, index: usize) -> Result<Connection, tonic::transport::Error> {
-        let server = &self.servers[index];
+    /// The servers now.
+    fn list(&self) -> Arc<[Arc<Server>]> {
+        self.servers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The connection to `server`, made if there is none.
+    async fn connect(&self, server: &Server) -> Result<Connection, tonic::transport::Error> {
         if let Some(connection) = server.live() {
             return Ok(connection);
         }
@@ -193,11 +235,11 @@ impl Shared {
         Ok(connection)
     }
 
-    /// Sends `request` on `connection` to server `index`, and watches the
+    /// Sends `request` on `connection` to `server`, and watches the
     /// answer for signs that the server is gone.
     async fn call(
         self: Arc<Self>,
-        index: usize,
+        server: Arc<Server>,
         connection: Connection,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, BoxError> {
@@ -208,18 +250,18 @@ impl Shared {
         };
         match sent.await {
             Err(error) => {
-                self.broken(index, connection.id);
+                self.broken(&server, connection.id);
                 Err(error.into())
             }
             Ok(response) => {
                 if unavailable(response.headers()) {
-                    self.move_from(index);
+                    self.move_from(&server);
                 }
                 let (parts, body) = response.into_parts();
                 let body = Watched {
                     body,
                     shared: self,
-                    index,
+                    server,
                     connection: connection.id,
                 };
                 Ok(http::Response::from_parts(parts, Body::new(body)))
@@ -227,21 +269,25 @@ impl Shared {
         }
     }
 
-    /// Connection `id` to server `index` failed: forget it (the next call
+    /// Connection `id` to `server` failed: forget it (the next call
     /// connects anew) and move on to the next server.
-    fn broken(&self, index: usize, id: u64) {
-        let mut connection = self.servers[index].lock();
+    fn broken(&self, server: &Arc<Server>, id: u64) {
+        let mut connection = server.lock();
         if connection.as_ref().is_some_and(|c| c.id == id) {
             *connection = None;
         }
         drop(connection);
-        self.move_from(index);
+        self.move_from(server);
     }
 
-    /// Moves requests to the server after `index`, unless another call
-    /// already moved them.
-    fn move_from(&self, index: usize) {
-        let next = (index + 1) % self.servers.len();
+    /// Moves requests to the server after `server`, unless another call
+    /// already moved them (or it has left the set).
+    fn move_from(&self, server: &Arc<Server>) {
+        let list = self.list();
+        let Some(index) = list.iter().position(|s| Arc::ptr_eq(s, server)) else {
+            return;
+        };
+        let next = (index + 1) % list.len();
         if next != index
             && self
                 .current
@@ -249,8 +295,8 @@ impl Shared {
                 .is_ok()
         {
             tracing::info!(
-                from = %self.servers[index].endpoint.uri(),
-                to = %self.servers[next].endpoint.uri(),
+                from = %list[index].endpoint.uri(),
+                to = %list[next].endpoint.uri(),
                 "server failed; moving to the next"
             );
         }
@@ -260,6 +306,14 @@ impl Shared {
 // === impl Server ===
 
 impl Server {
+    fn new(endpoint: Endpoint) -> Arc<Self> {
+        Arc::new(Self {
+            endpoint,
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
         // A panic elsewhere while holding the lock leaves a valid Option.
         self.connection
@@ -285,7 +339,7 @@ fn unavailable(headers: &http::HeaderMap) -> bool {
 struct Watched {
     body: Body,
     shared: Arc<Shared>,
-    index: usize,
+    server: Arc<Server>,
     connection: u64,
 }
 
@@ -299,9 +353,9 @@ impl http_body::Body for Watched {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
         match &frame {
-            Poll::Ready(Some(Err(_))) => self.shared.broken(self.index, self.connection),
+            Poll::Ready(Some(Err(_))) => self.shared.broken(&self.server, self.connection),
             Poll::Ready(Some(Ok(frame))) if frame.trailers_ref().is_some_and(unavailable) => {
-                self.shared.move_from(self.index);
+                self.shared.move_from(&self.server);
             }
             _ => {}
         }

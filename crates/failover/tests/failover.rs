@@ -166,3 +166,31 @@ async fn a_server_that_dies_while_idle_costs_at_most_one_call() {
         "moved off the dead server"
     );
 }
+
+#[tokio::test]
+async fn servers_learned_later_take_over_when_the_first_dies() {
+    let mut first = TestServer::start();
+    let second = TestServer::start();
+    let channel = failover(&[first.url()]);
+    let mut client = HealthClient::new(channel.clone());
+    check(&mut client).await.expect("the first server answers");
+    let learned = [first.url(), second.url()]
+        .iter()
+        .map(|url| Endpoint::from_shared(url.clone()).expect("url"))
+        .collect();
+    channel.set_servers(learned);
+    assert_eq!(
+        channel.current().to_string(),
+        format!("{}/", first.url()),
+        "calls stay on the server in use"
+    );
+    first.stop();
+    // The connection to the first broke under no call; the next call may
+    // be the one that finds it out, the one after goes to the second.
+    let _ = check(&mut client).await;
+    check(&mut client)
+        .await
+        .expect("the learned server answers once the first is gone");
+    assert_eq!(channel.current().to_string(), format!("{}/", second.url()));
+    assert_eq!(channel.servers().len(), 2);
+}

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use moor_api::coordination::v1::{Lease, LeaseSpec};
 use moor_api::meta::v1::ObjectMeta;
-use moor_client::{Api, Client};
+use std::sync::{Arc, Mutex};
+
+use moor_client::{Api, Client, Fence};
 use prost_types::Timestamp;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -22,6 +24,10 @@ pub struct Elector {
     leader: watch::Sender<bool>,
     terms: watch::Sender<Option<CancellationToken>>,
     observed: Option<Observed>,
+    /// Until when this candidate may act as leader by its own clock: the
+    /// start of its last successful acquire or renewal plus the renew
+    /// deadline; `None` while it does not lead.
+    valid_until: Arc<Mutex<Option<Instant>>>,
 }
 
 // === impl Elector ===
@@ -35,7 +41,30 @@ impl Elector {
             leader: watch::channel(false).0,
             terms: watch::channel(None).0,
             observed: None,
+            valid_until: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// A fence for the writes of work done while leading (see
+    /// [`Client::fenced`]): it shuts as soon as the renew deadline has
+    /// passed since the last renewal began, by this process's monotonic
+    /// clock, whether or not the campaign loop has run since. A process
+    /// paused past its lease writes nothing once it resumes, even before
+    /// it learns that another leads.
+    pub fn fence(&self) -> Fence {
+        let valid_until = self.valid_until.clone();
+        let name = self.config.name.clone();
+        Fence::new(move || match *lock(&valid_until) {
+            Some(until) if Instant::now() < until => Ok(()),
+            Some(_) => Err(format!(
+                "the lease {name} was last renewed longer ago than the renew deadline"
+            )),
+            None => Err(format!("not leading (lease {name})")),
+        })
+    }
+
+    fn set_valid_until(&self, until: Option<Instant>) {
+        *lock(&self.valid_until) = until;
     }
 
     /// "Am I the leader", as it changes.
@@ -53,14 +82,16 @@ impl Elector {
     /// then ends the term and, if configured, releases the lease.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            if !self.campaign(&shutdown).await {
+            let Some(won) = self.campaign(&shutdown).await else {
                 return;
-            }
+            };
+            self.set_valid_until(Some(won + self.config.renew_deadline));
             let term = CancellationToken::new();
             tracing::info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
             self.leader.send_replace(true);
             self.terms.send_replace(Some(term.clone()));
-            let shut = self.lead(&shutdown).await;
+            let shut = self.lead(won, &shutdown).await;
+            self.set_valid_until(None);
             term.cancel();
             self.terms.send_replace(None);
             self.leader.send_replace(false);
@@ -74,39 +105,46 @@ impl Elector {
         }
     }
 
-    /// Tries until the lease is ours; false when shut down first.
-    async fn campaign(&mut self, shutdown: &CancellationToken) -> bool {
+    /// Tries until the lease is ours: when the winning attempt began;
+    /// `None` when shut down first.
+    async fn campaign(&mut self, shutdown: &CancellationToken) -> Option<Instant> {
         loop {
             if shutdown.is_cancelled() {
-                return false;
+                return None;
             }
             let deadline = self.config.renew_deadline;
+            let began = Instant::now();
             match self.timed(deadline, shutdown).await {
-                Some(Ok(())) => return true,
+                Some(Ok(())) => return Some(began),
                 Some(Err(error)) => {
                     tracing::debug!(lease = %self.config.name, %error, "not acquired; retrying");
                 }
-                None => return false,
+                None => return None,
             }
             tokio::select! {
                 () = tokio::time::sleep(self.config.retry_period) => {}
-                () = shutdown.cancelled() => return false,
+                () = shutdown.cancelled() => return None,
             }
         }
     }
 
     /// Renews until the renew deadline passes without success (false) or
-    /// shutdown (true).
-    async fn lead(&mut self, shutdown: &CancellationToken) -> bool {
-        let mut renewed = Instant::now();
+    /// shutdown (true). A renewal counts from when it began: the lease may
+    /// have been written at any moment after.
+    async fn lead(&mut self, won: Instant, shutdown: &CancellationToken) -> bool {
+        let mut renewed = won;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.config.retry_period) => {}
                 () = shutdown.cancelled() => return true,
             }
             let left = self.config.renew_deadline.saturating_sub(renewed.elapsed());
+            let began = Instant::now();
             match self.timed(left, shutdown).await {
-                Some(Ok(())) => renewed = Instant::now(),
+                Some(Ok(())) => {
+                    renewed = began;
+                    self.set_valid_until(Some(began + self.config.renew_deadline));
+                }
                 Some(Err(Error::HeldByOther { holder })) => {
                     tracing::warn!(lease = %self.config.name, %holder, "lease taken by another candidate");
                     return false;
@@ -224,4 +262,34 @@ where
     tokio::time::timeout(limit, attempt)
         .await
         .unwrap_or(Err(Error::Timeout))
+}
+
+/// The lock, whatever a panic elsewhere left in it (an instant is always
+/// valid).
+fn lock(valid_until: &Mutex<Option<Instant>>) -> std::sync::MutexGuard<'_, Option<Instant>> {
+    valid_until
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fence_shuts_at_the_renew_deadline_without_the_loop_running() {
+        // Nothing is sent: the client connects on its first call.
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let elector = Elector::new(&client, Config::new("lease", "me"));
+        let fence = elector.fence();
+        assert!(fence.check().is_err(), "shut while not leading");
+        let deadline = elector.config.renew_deadline;
+        elector.set_valid_until(Some(Instant::now() + deadline));
+        assert!(fence.check().is_ok(), "open right after a renewal");
+        // As if the process had been stopped: time passes, no task runs.
+        tokio::time::advance(deadline).await;
+        assert!(fence.check().is_err(), "shut once the deadline passed");
+    }
 }

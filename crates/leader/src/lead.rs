@@ -31,8 +31,10 @@ impl Default for Timing {
 }
 
 /// Campaigns for the Lease `moor-system/<name>` as `identity` and runs
-/// `work(term)` for each term won; `term` is cancelled when the term ends.
-/// Returns once `shutdown` is cancelled (the lease is then released).
+/// `work(fenced, term)` for each term won: `fenced` is `client` with its
+/// writes fenced by the term ([`Elector::fence`]), `term` is cancelled
+/// when the term ends. Returns once `shutdown` is cancelled (the lease is
+/// then released).
 pub async fn lead<F, Fut>(
     client: &Client,
     name: &str,
@@ -41,7 +43,7 @@ pub async fn lead<F, Fut>(
     shutdown: CancellationToken,
     mut work: F,
 ) where
-    F: FnMut(CancellationToken) -> Fut,
+    F: FnMut(Client, CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut config = Config::new(name, identity);
@@ -49,6 +51,7 @@ pub async fn lead<F, Fut>(
     config.renew_deadline = timing.renew_deadline;
     config.retry_period = timing.retry;
     let elector = Elector::new(client, config);
+    let fenced = client.fenced(elector.fence());
     let mut terms = elector.terms();
     let election = tokio::spawn(elector.run(shutdown.clone()));
     tracing::info!(lease = %name, %identity, "waiting to become leader");
@@ -62,7 +65,7 @@ pub async fn lead<F, Fut>(
             () = shutdown.cancelled() => break,
         };
         tracing::info!(lease = %name, %identity, "leading");
-        work(term).await;
+        work(fenced.clone(), term).await;
         tracing::info!(lease = %name, %identity, "term ended");
     }
     // The elector ends its term and releases the lease on shutdown.

@@ -9,9 +9,11 @@
 //!
 //! Promise: [`Elector::terms`] holds `Some(token)` exactly while this
 //! candidate believes it leads; the token is cancelled the moment it stops
-//! (lost, stepped down or shut down). Work done under a term should also be
-//! conditional at the API (as pod binds are), because a deposed leader learns
-//! of its loss up to `renew_deadline` late.
+//! (lost, stepped down or shut down). A deposed leader learns of its loss
+//! late (up to `renew_deadline`, or however long it was paused), so the
+//! writes of work done under a term go through [`Elector::fence`] (what
+//! [`lead`] hands its work), which shuts by the clock alone; they should
+//! also be conditional at the API where they can be (as pod binds are).
 
 mod config;
 mod elector;

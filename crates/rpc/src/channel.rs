@@ -36,6 +36,9 @@ pub struct Credentials {
 pub struct Channel {
     inner: Failover,
     authorization: Option<http::HeaderValue>,
+    /// The servers given, which stay in the set whatever is learned.
+    given: Vec<String>,
+    credentials: Credentials,
 }
 
 /// A channel to `url` (`http://HOST:PORT`, plain text, for an `--insecure`
@@ -50,10 +53,14 @@ pub fn channel(url: &str) -> Result<Channel, Error> {
 /// TLS settings, and TLS settings need an `https://` URL: a mismatch is an
 /// error naming it rather than a connection that fails later.
 pub fn connect(urls: &str, credentials: &Credentials) -> Result<Channel, Error> {
-    let endpoints = urls
+    let given: Vec<String> = urls
         .split(',')
         .map(str::trim)
         .filter(|url| !url.is_empty())
+        .map(str::to_string)
+        .collect();
+    let endpoints = given
+        .iter()
         .map(|url| endpoint(url, credentials))
         .collect::<Result<Vec<_>, _>>()?;
     let inner = Failover::new(endpoints).ok_or_else(|| Error::Credentials {
@@ -77,7 +84,48 @@ pub fn connect(urls: &str, credentials: &Credentials) -> Result<Channel, Error> 
     Ok(Channel {
         inner,
         authorization,
+        given,
+        credentials: credentials.clone(),
     })
+}
+
+// === impl Channel ===
+
+impl Channel {
+    /// Sets the servers to those given at the start and `learned` (URLs of
+    /// the same scheme, e.g. from the cluster's published apiservers), for
+    /// every clone of this channel.
+    pub fn learn(&self, learned: &[String]) -> Result<(), Error> {
+        let mut urls = self.given.clone();
+        for url in learned {
+            if !urls.contains(url) {
+                urls.push(url.clone());
+            }
+        }
+        let endpoints = urls
+            .iter()
+            .map(|url| endpoint(url, &self.credentials))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner.set_servers(endpoints);
+        Ok(())
+    }
+
+    /// The servers of the set now, as URLs without a path.
+    pub fn servers(&self) -> Vec<String> {
+        self.inner
+            .servers()
+            .iter()
+            .map(|uri| uri.to_string().trim_end_matches('/').to_string())
+            .collect()
+    }
+
+    /// The scheme of the servers given (`https` or `http`).
+    pub fn scheme(&self) -> &str {
+        match self.given.first() {
+            Some(url) if url.starts_with("http://") => "http",
+            _ => "https",
+        }
+    }
 }
 
 /// The connection settings for the server at `url`.

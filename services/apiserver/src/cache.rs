@@ -249,6 +249,11 @@ impl<K: Resource> Cache<K> {
         })
     }
 
+    /// Whether the first listing is loaded, as it changes.
+    pub fn primed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.primed.subscribe()
+    }
+
     /// Waits until the first listing is loaded.
     pub async fn wait_primed(&self) {
         let mut rx = self.primed.subscribe();

@@ -7,7 +7,11 @@
 //! `system:bootstrappers`, a group that may ask for a node certificate and
 //! nothing else; a user token (`--user`) names its user and groups. `SignNode` signs a node's request with the cluster CA: for
 //! a token's holder only under a name no node has yet, for a node only its
-//! own name (a renewal), for an administrator any.
+//! own name (a renewal), for an administrator any. `JoinServer` hands a
+//! control-plane token's holder (`usage: control-plane` in its Secret,
+//! group `system:bootstrappers:control-plane`) or an administrator the
+//! cluster's CA keys and where etcd is, from a server that runs an etcd
+//! member of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -14,6 +14,7 @@ mod grpc;
 mod kinds;
 mod node_access;
 mod pages;
+mod peers;
 mod pod_io;
 mod priority;
 mod propagation;
@@ -82,6 +83,10 @@ pub struct Config {
     /// Requests served at once; past them requests wait briefly, then are
     /// refused with RESOURCE_EXHAUSTED.
     pub limits: moor_rpc::Limits,
+    /// Where clients on other machines reach this apiserver, published in
+    /// the Endpoints `default/kubernetes` for clients to learn every
+    /// apiserver (port 0: the bound port); `None`: not published.
+    pub advertise: Option<SocketAddr>,
 }
 
 /// The apiserver's TLS: its certificate, and the CA its clients'
@@ -147,6 +152,7 @@ impl Config {
             tls: None,
             etcd_tls: None,
             limits: moor_rpc::Limits::default(),
+            advertise: None,
         }
     }
 }
@@ -261,6 +267,7 @@ impl ApiServer {
             shutdown: shutdown.clone(),
             bookmark_interval: self.config.bookmark_interval,
             namespaces: namespace_cache.clone(),
+            primed: std::sync::Mutex::new(Vec::new()),
         });
         let mut tasks = JoinSet::new();
         let mut server = moor_rpc::Server::new()?;
@@ -390,11 +397,29 @@ impl ApiServer {
                 Api::new(services)
             )))
             .await;
+        let leases = registry::<coordination::v1::Lease>(&shared, size, &mut tasks);
+        if let Some(advertise) = self.config.advertise {
+            let advertise = match advertise.port() {
+                0 => SocketAddr::new(advertise.ip(), self.local_addr().port()),
+                _ => advertise,
+            };
+            tasks.spawn(peers::publish(
+                advertise,
+                leases.clone(),
+                endpoints.clone(),
+                shutdown.clone(),
+            ));
+        }
         server
             .add(limited!(
                 core::v1::endpoints_service_server::EndpointsServiceServer::new(Api::new(
                     endpoints
                 ))
+            ))
+            .await;
+        server
+            .add(limited!(
+                coordination::v1::leases_server::LeasesServer::new(Api::new(leases))
             ))
             .await;
         add!(
@@ -419,16 +444,28 @@ impl ApiServer {
             apps::v1::Deployment,
             apps::v1::deployments_server::DeploymentsServer<Api<apps::v1::Deployment>>
         );
-        add!(
-            coordination::v1::Lease,
-            coordination::v1::leases_server::LeasesServer<Api<coordination::v1::Lease>>
-        );
 
         tasks.spawn(compact(
             self.store.clone(),
             self.config.compaction_interval,
             shutdown.clone(),
         ));
+        // Serve once every watch cache holds the store's state: a watcher
+        // that resumes here from a version it saw before this apiserver
+        // started finds the events after it, instead of a cache whose
+        // history begins after writes this apiserver already answered.
+        let primed = std::mem::take(
+            &mut *shared
+                .primed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for mut cache in primed {
+            tokio::select! {
+                _ = cache.wait_for(|primed| *primed) => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        }
         tracing::info!(
             addr = %self.local_addr(),
             storage = ?self.config.storage,
@@ -468,6 +505,11 @@ fn registry_with<K: Kind>(
         Registry::<K>::prefix(),
         shared.shutdown.clone(),
     ));
+    shared
+        .primed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(cache.primed());
     Arc::new(Registry::new(shared.clone(), cache))
 }
 

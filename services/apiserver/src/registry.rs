@@ -43,6 +43,8 @@ pub struct Shared {
     pub bookmark_interval: Duration,
     /// The namespaces' watch cache, for the existence check on create.
     pub namespaces: Arc<Cache<Namespace>>,
+    /// Each watch cache's "first listing loaded", awaited before serving.
+    pub primed: std::sync::Mutex<Vec<tokio::sync::watch::Receiver<bool>>>,
 }
 
 /// Which part of an object an update writes.

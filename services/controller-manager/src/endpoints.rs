@@ -12,6 +12,7 @@ use moor_api::core::v1::{
 };
 use moor_api::meta::v1::int_or_string::Value;
 use moor_api::meta::v1::{ObjectMeta, ObjectReference};
+use moor_api::well_known::apiservers;
 use moor_client::{Action, Api, Client, DeleteParams, ObjectKey, Reader};
 use moor_labels::Selector;
 use tokio_util::sync::CancellationToken;
@@ -132,7 +133,15 @@ impl Controller {
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
         let existing = self.endpoints.get_key(key);
         let Some(service) = self.services.get_key(key) else {
-            if existing.is_some() {
+            // The apiservers' own (`default/kubernetes`) have no Service.
+            let theirs = existing.as_ref().is_some_and(|e| {
+                e.meta()
+                    .labels
+                    .get(apiservers::MANAGED_BY_LABEL)
+                    .map(String::as_str)
+                    == Some(apiservers::MANAGED_BY)
+            });
+            if existing.is_some() && !theirs {
                 match self
                     .api
                     .delete(&key.namespace, &key.name, &DeleteParams::default())

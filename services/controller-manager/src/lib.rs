@@ -58,6 +58,7 @@ use crate::informer::Informer;
 /// leader stops renewing it).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let client = Client::connect(&config.server, &config.credentials)?;
+    moor_client::follow_servers(&client, shutdown.clone());
     if !config.leader_elect {
         run_controllers(&config, client, shutdown).await;
         return Ok(());
@@ -69,7 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         &identity,
         config.lease,
         shutdown,
-        |term| run_controllers(&config, client.clone(), term),
+        |fenced, term| run_controllers(&config, fenced, term),
     )
     .await;
     Ok(())

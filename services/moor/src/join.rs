@@ -40,7 +40,8 @@ pub struct JoinArgs {
     /// This node's name (default: the host name).
     #[arg(long)]
     name: Option<String>,
-    /// Where the node keeps its certificate and pod volumes; default ~/.moor/nodes/NAME.
+    /// Where the node keeps its certificate and pod volumes; default ~/.moor/nodes/NAME
+    /// (with --control-plane, where the server keeps everything: default ~/.moor).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Address of the agent's own service (logs and exec, for the apiserver); port 0 picks one.
@@ -93,6 +94,7 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
         !args.server_args.no_agent,
         "--no-agent: a machine joined without --control-plane runs nothing but its agent"
     );
+    args.server_args.check_no_member("no --control-plane")?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => crate::home()?.join(".moor").join("nodes").join(&name),
@@ -192,13 +194,7 @@ async fn join_control_plane(
     };
     let ip = crate::up::advertised(&tls, args.listen);
     let listen = args.listen.unwrap_or(SocketAddr::new(ip, 6443));
-    let member = crate::etcd::Member {
-        name: name.clone(),
-        dir: home.join("etcd"),
-        ip,
-        client_port: args.server_args.etcd_client_port,
-        peer_port: args.server_args.etcd_peer_port,
-    };
+    let member = args.server_args.member(&name, &home, ip);
     let bootstrap = if member.has_data() {
         tracing::info!(dir = %member.dir.display(), "resuming with this server's etcd member");
         // The flags of a first start; etcd reads its data instead.
@@ -227,6 +223,8 @@ async fn join_control_plane(
         name,
         server: args.server_args,
         tls,
+        agent_listen: Some(args.agent_listen),
+        proxy: !args.no_proxy,
         network: args.network,
         pod_ranges: crate::PodRangeArgs {
             node_cidr_mask_size: 24,

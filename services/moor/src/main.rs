@@ -434,6 +434,10 @@ async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyh
         Some(std::sync::Arc::new(pki))
     };
     config.listen = args.listen;
+    config.advertise = Some(SocketAddr::new(
+        up::advertised(&args.tls, Some(args.listen)),
+        args.listen.port(),
+    ));
     config.service_cidr = args.service_cidr;
     config.node_ports = args.service_node_port_range;
     config.cluster_domain = args.cluster_domain;

@@ -52,16 +52,48 @@ pub struct UpArgs {
 /// `moor join --control-plane`).
 #[derive(Args, Clone, Debug)]
 pub struct ServerArgs {
-    /// Port of this server's etcd member for clients (the apiservers), on the advertised address.
-    #[arg(long, default_value_t = 2379)]
-    pub etcd_client_port: u16,
-    /// Port of this server's etcd member for the other members, on the advertised address.
-    #[arg(long, default_value_t = 2380)]
-    pub etcd_peer_port: u16,
+    /// Port of this server's etcd member for clients (the apiservers), on the advertised address
+    /// (default 2379).
+    #[arg(long)]
+    pub etcd_client_port: Option<u16>,
+    /// Port of this server's etcd member for the other members, on the advertised address
+    /// (default 2380).
+    #[arg(long)]
+    pub etcd_peer_port: Option<u16>,
     /// Run only the control plane here (a dedicated server, as the masters of Kubernetes' early
     /// deployments): no node agent, no service proxy.
     #[arg(long)]
     pub no_agent: bool,
+}
+
+impl ServerArgs {
+    /// Refuses the etcd member's flags for a server without one (`why`
+    /// names what it lacks).
+    pub fn check_no_member(&self, why: &str) -> anyhow::Result<()> {
+        for (flag, given) in [
+            ("--etcd-client-port", self.etcd_client_port.is_some()),
+            ("--etcd-peer-port", self.etcd_peer_port.is_some()),
+        ] {
+            anyhow::ensure!(!given, "{flag}: this server runs no etcd member ({why})");
+        }
+        Ok(())
+    }
+
+    /// This server's member, in `home`, at `ip`.
+    pub fn member(
+        &self,
+        name: &str,
+        home: &std::path::Path,
+        ip: std::net::IpAddr,
+    ) -> crate::etcd::Member {
+        crate::etcd::Member {
+            name: name.to_string(),
+            dir: home.join("etcd"),
+            ip,
+            client_port: self.etcd_client_port.unwrap_or(2379),
+            peer_port: self.etcd_peer_port.unwrap_or(2380),
+        }
+    }
 }
 
 /// Where a server keeps the cluster's objects.
@@ -95,6 +127,10 @@ pub struct Server {
     pub server: ServerArgs,
     /// The API's TLS.
     pub tls: crate::pki::ServeTlsArgs,
+    /// The node agent's service address (logs and exec); `None`: any port.
+    pub agent_listen: Option<SocketAddr>,
+    /// Whether to run the service proxy and cluster DNS beside the agent.
+    pub proxy: bool,
     /// The pod network.
     pub network: crate::NetworkArgs,
     /// How pod ranges are cut.
@@ -117,6 +153,9 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         Some(dir) => dir,
         None => crate::home()?.join(".moor"),
     };
+    if !args.cluster_init {
+        args.server.check_no_member("no --cluster-init")?;
+    }
     let store = if args.cluster_init {
         anyhow::ensure!(
             !args.tls.insecure,
@@ -144,6 +183,8 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         name: args.node_name.unwrap_or_else(crate::hostname),
         server: args.server,
         tls: args.tls,
+        agent_listen: None,
+        proxy: true,
         network: args.network,
         pod_ranges: args.pod_ranges,
         proxy_mode: args.proxy_mode,
@@ -160,6 +201,8 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         name: node_name,
         server: server_args,
         tls: tls_args,
+        agent_listen,
+        proxy,
         network,
         pod_ranges,
         proxy_mode,
@@ -196,13 +239,7 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
             let pki = pki
                 .as_ref()
                 .context("a server with its own etcd member needs TLS")?;
-            let member = crate::etcd::Member {
-                name: node_name.clone(),
-                dir: home.join("etcd"),
-                ip: advertised(&tls_args, Some(listen)),
-                client_port: server_args.etcd_client_port,
-                peer_port: server_args.etcd_peer_port,
-            };
+            let member = server_args.member(&node_name, &home, advertised(&tls_args, Some(listen)));
             if !member.has_data() && home.join("data").join("moor.db").exists() {
                 bail!(
                     "{} holds a cluster on the embedded store: a new etcd member would start an \
@@ -225,6 +262,10 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
     };
     let mut config = moor_apiserver::Config::new(storage);
     config.listen = listen;
+    config.advertise = Some(SocketAddr::new(
+        advertised(&tls_args, Some(listen)),
+        listen.port(),
+    ));
     config.etcd_tls = etcd_tls;
     if let Some(pki) = &pki {
         let mut tls = crate::pki::apiserver_tls(pki, listen, &tls_args)?;
@@ -302,6 +343,9 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
     if agent {
         let mut node = moor_node::Config::new(url.clone(), node_name.clone(), home.join("node"));
         network.apply(&mut node);
+        if agent_listen.is_some() {
+            node.agent_listen = agent_listen;
+        }
         if let Some(pki) = &pki {
             // One identity for both sides: the node towards the apiserver, and
             // its agent's service towards the apiserver's calls.
@@ -317,6 +361,8 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
             tasks.spawn(async move { moor_node::run(node, shutdown).await.context("node agent") });
         }
         tracing::info!(node = %node_name, "node agent started");
+    }
+    if agent && proxy {
         let mut proxy = moor_proxy::Config::new(url.clone(), node_name.clone());
         proxy.credentials = credentials("proxy", "system:kube-proxy", &[])?;
         proxy.mode = proxy_mode;

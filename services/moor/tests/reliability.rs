@@ -499,3 +499,252 @@ async fn r9_foreground_deletion_survives_a_controller_manager_kill() -> anyhow::
     );
     Ok(())
 }
+
+/// A leader-elected component (`moor scheduler` or `moor controller-manager`
+/// with `--leader-elect` and 3 s leases), its log in a file to read.
+struct Elected {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Elected {
+    fn start(component: &str, servers: &str, extra: &[&str]) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("a log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_moor"))
+            .args([component, "--server", servers, "--leader-elect"])
+            .args(["--lease-duration-seconds", "3"])
+            .args(["--renew-deadline-seconds", "2"])
+            .args(["--retry-period-seconds", "1"])
+            .args(extra)
+            .args(["--log", "info", "--log-format", "json"])
+            // moor logs to standard output.
+            .stdout(log.reopen().expect("the log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("moor starts");
+        Self { child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// The last lines of its log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Whether its log says a term of leadership ended.
+    fn term_ended(&self) -> bool {
+        std::fs::read_to_string(self.log.path()).is_ok_and(|log| log.contains("term ended"))
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal sent");
+    }
+}
+
+/// The holder of the Lease `moor-system/NAME`.
+async fn holder(client: &Client, name: &str) -> Option<String> {
+    let lease = client
+        .api::<moor_api::coordination::v1::Lease>()
+        .get("moor-system", name)
+        .await
+        .ok()?;
+    lease.spec?.holder_identity
+}
+
+/// The holder of the Lease `moor-system/NAME` and which of `candidates`
+/// it is (their identities end with their process id).
+async fn leading(client: &Client, name: &str, candidates: &[Elected]) -> (String, usize) {
+    let leader = holder(client, name).await.expect("a leader");
+    let index = candidates
+        .iter()
+        .position(|c| leader.ends_with(&format!("-{}", c.pid())))
+        .expect("the leader is one of the candidates");
+    (leader, index)
+}
+
+/// What a watcher saw of a Deployment's pods: the most alive at once, and
+/// every pod that was bound to a second node.
+#[derive(Default)]
+struct PodHistory {
+    live: BTreeSet<String>,
+    most_live: usize,
+    node: BTreeMap<String, String>,
+    rebound: Vec<String>,
+}
+
+impl PodHistory {
+    fn saw(&mut self, pod: &Pod) {
+        let name = pod.meta().name.clone();
+        if let Some(node) = pod.spec.as_ref().map(|s| s.node_name.clone())
+            && !node.is_empty()
+            && self
+                .node
+                .insert(name.clone(), node.clone())
+                .is_some_and(|n| n != node)
+        {
+            self.rebound.push(name.clone());
+        }
+        if pod.meta().deletion_timestamp.is_some() {
+            self.live.remove(&name);
+        } else {
+            self.live.insert(name);
+            self.most_live = self.most_live.max(self.live.len());
+        }
+    }
+}
+
+/// R5: two schedulers and two controller-managers elect leaders (3 s
+/// leases). The controller-manager leader is paused (SIGSTOP) until the
+/// other has taken over, 10 of a Deployment's 20 pods are deleted and
+/// replaced by the new leader, and the paused one is resumed and left to
+/// notice it lost. Then the scheduler leader is killed (SIGKILL) as the
+/// Deployment grows to 30. A watcher follows every pod: the Deployment
+/// never has more than its count of live pods, and no pod is bound twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r5_paused_and_killed_leaders_neither_overshoot_nor_bind_twice() -> anyhow::Result<()> {
+    let plane = ControlPlane::start().await?;
+    let servers = plane.servers();
+    let client = Client::new(&servers)?;
+    let cm_flags = ["--cluster-cidr", "10.0.0.0/8"];
+    let controllers = [
+        Elected::start("controller-manager", &servers, &cm_flags),
+        Elected::start("controller-manager", &servers, &cm_flags),
+    ];
+    let scheduler_flags = ["--listen", "127.0.0.1:0"];
+    let mut schedulers = [
+        Elected::start("scheduler", &servers, &scheduler_flags),
+        Elected::start("scheduler", &servers, &scheduler_flags),
+    ];
+    let _agents = common::fake_nodes(&servers, 5, "r5", &[]);
+    moor_testkit::assert_eventually!(
+        moor_integration_tests::ready_nodes(&client).await.len() == 5,
+        Duration::from_secs(60),
+        "5 simulated nodes Ready"
+    );
+
+    // Every pod of the Deployment, from its first event on.
+    let history = Arc::new(std::sync::Mutex::new(PodHistory::default()));
+    let mine = ListParams::default().namespace("default").labels("app=r5");
+    let pods = client.api::<Pod>();
+    let following = {
+        let history = history.clone();
+        let mut events = Box::pin(moor_client::watcher(pods.clone(), mine.clone()));
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let mut history = history.lock().unwrap();
+                match event {
+                    Ok(moor_client::watcher::Event::Applied(pod)) => history.saw(&pod),
+                    Ok(moor_client::watcher::Event::Deleted(pod)) => {
+                        history.live.remove(&pod.meta().name);
+                    }
+                    Ok(moor_client::watcher::Event::Restarted(all)) => {
+                        history.live.clear();
+                        all.iter().for_each(|pod| history.saw(pod));
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let deployments = client.api::<Deployment>();
+    deployments
+        .create(&moor_integration_tests::light_deployment("r5", 20))
+        .await?;
+    let running = |count: usize| {
+        let pods = pods.clone();
+        let mine = mine.clone();
+        async move {
+            pods.list(&mine).await.is_ok_and(|(pods, _)| {
+                pods.iter()
+                    .filter(|p| p.meta().deletion_timestamp.is_none())
+                    .filter(|p| p.status.as_ref().is_some_and(|s| s.phase == "Running"))
+                    .count()
+                    == count
+            })
+        }
+    };
+    moor_testkit::assert_eventually!(running(20).await, Duration::from_secs(120), "20 Running");
+
+    // The controller-manager leader paused past its lease.
+    let (leader, paused) = leading(&client, "moor-controller-manager", &controllers).await;
+    controllers[paused].signal(rustix::process::Signal::STOP);
+    moor_testkit::assert_eventually!(
+        holder(&client, "moor-controller-manager")
+            .await
+            .is_some_and(|h| h != leader),
+        Duration::from_secs(60),
+        "the other controller-manager takes over"
+    );
+    let (listed, _) = pods.list(&mine).await?;
+    for pod in listed.iter().take(10) {
+        pods.delete("default", &pod.meta().name, &Default::default())
+            .await?;
+    }
+    moor_testkit::assert_eventually!(
+        running(20).await,
+        Duration::from_secs(120),
+        "the new leader replaces the 10"
+    );
+    controllers[paused].signal(rustix::process::Signal::CONT);
+    moor_testkit::assert_eventually!(
+        controllers[paused].term_ended(),
+        Duration::from_secs(60),
+        "the resumed controller-manager learns that its term ended; its log:\n{}",
+        controllers[paused].log_tail()
+    );
+    // Once the watcher has caught up with the store, what it saw while the
+    // Deployment counted 20 is final.
+    moor_testkit::assert_eventually!(
+        {
+            let (listed, _) = pods.list(&mine).await?;
+            let live: BTreeSet<String> = listed
+                .iter()
+                .filter(|p| p.meta().deletion_timestamp.is_none())
+                .map(|p| p.meta().name.clone())
+                .collect();
+            live == history.lock().unwrap().live
+        },
+        Duration::from_secs(60),
+        "the watcher catches up"
+    );
+    let most_at_20 = std::mem::take(&mut history.lock().unwrap().most_live);
+    assert!(
+        most_at_20 <= 20,
+        "at most 20 live pods at once while the Deployment counted 20, saw {most_at_20}"
+    );
+
+    // The scheduler leader killed as the Deployment grows.
+    let (_, killed) = leading(&client, "moor-scheduler", &schedulers).await;
+    let mut scaled = deployments.get("default", "r5").await?;
+    scaled.spec.as_mut().expect("a spec").replicas = Some(30);
+    deployments.update(&scaled).await?;
+    schedulers[killed].child.kill().await?;
+    moor_testkit::assert_eventually!(running(30).await, Duration::from_secs(120), "30 Running");
+
+    following.abort();
+    let history = history.lock().unwrap();
+    assert!(
+        history.rebound.is_empty(),
+        "pods bound to a second node: {:?}",
+        history.rebound
+    );
+    assert!(
+        history.most_live <= 30,
+        "at most 30 live pods at once after the scale-up, saw {}",
+        history.most_live
+    );
+    println!(
+        "R5: controller-manager leader paused past its lease and resumed, scheduler leader \
+         killed; at most {most_at_20} live pods while 20 were wanted, {} while 30 were; {} \
+         pods bound, none twice",
+        history.most_live,
+        history.node.len()
+    );
+    Ok(())
+}

@@ -306,6 +306,23 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
         .expect("the leader is a member")
         .name;
     let lost = machines.iter().position(|m| m.name == leader_name).unwrap();
+    // A client told of that server only learns the others from the
+    // cluster (as a node joined through it does), so it outlives it.
+    let lone = Client::connect(&machines[lost].url(), &credentials).unwrap();
+    let following = tokio_util::sync::CancellationToken::new();
+    moor_client::follow_servers(&lone, following.clone());
+    let mut published = vec![first.clone(), second.clone(), third.clone()];
+    published.sort();
+    assert_eventually!(
+        {
+            let mut learned = lone.channel().servers();
+            learned.sort();
+            learned == published
+        },
+        PATIENCE,
+        "the lone client learns all three apiservers: {:?}",
+        lone.channel().servers()
+    );
     let mut process = machines[lost].process.take().unwrap();
     let killed = Instant::now();
     process.kill().await.unwrap();
@@ -345,6 +362,17 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
         acknowledged.push(name);
     }
     stop_probes.cancel();
+    let lone_create = common::config_map("lone-after", "l");
+    assert_eventually!(
+        matches!(
+            lone.api::<ConfigMap>().create(&lone_create).await,
+            Ok(_) | Err(moor_client::Error::AlreadyExists(_))
+        ),
+        PATIENCE,
+        "a client given only the lost server creates through another"
+    );
+    acknowledged.push("lone-after".to_string());
+    following.cancel();
     let probed = probes.await.unwrap();
     let answered_again = probed
         .iter()

@@ -48,6 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     // The agent's own: a failed overlay stops the rest, not the caller's.
     let shutdown = shutdown.child_token();
     let client = moor_client::Client::connect(&config.server, &config.credentials)?;
+    moor_client::follow_servers(&client, shutdown.clone());
     let mut agents = JoinSet::new();
     match (config.runtime, config.count) {
         (RuntimeKind::Fake, Some(count)) => {
@@ -58,6 +59,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
                 // over one HTTP/2 connection are one task's work at each end.
                 if i > 0 && i % AGENTS_PER_CONNECTION == 0 {
                     client = moor_client::Client::connect(&config.server, &config.credentials)?;
+                    moor_client::follow_servers(&client, shutdown.clone());
                 }
                 let mut one = config.clone();
                 one.name = format!("{}-{i}", config.name);

@@ -133,6 +133,9 @@ pub enum Error {
     /// iptables mode cannot run.
     #[error("cannot prepare the iptables rules")]
     Iptables(#[from] iptables::Error),
+    /// The server URL or credentials are not usable.
+    #[error("cannot reach the apiserver")]
+    Client(#[from] moor_client::Error),
 }
 
 /// The data path in use.
@@ -154,7 +157,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         Mode::Iptables => Forwarding::Iptables(iptables::Kernel::open(&config.chains).await?),
     };
     tracing::info!(node = %config.node, interface = host.interface(), mode = %config.mode, "proxy starting");
+    // One channel for every stream, so that the servers it learns stay.
+    let client = moor_client::Client::connect(&config.server, &config.credentials)?;
+    moor_client::follow_servers(&client, shutdown.clone());
     let mut proxy = Proxy {
+        channel: client.channel(),
         forwarding,
         model: Model::default(),
         host,
@@ -201,6 +208,8 @@ impl Forwarding {
 
 struct Proxy {
     config: Config,
+    /// To the apiservers.
+    channel: moor_rpc::Channel,
     model: Model,
     forwarding: Forwarding,
     host: HostAddresses,
@@ -211,9 +220,8 @@ struct Proxy {
 impl Proxy {
     /// Follows one stream until it ends; `version` is the last applied.
     async fn follow(&mut self, version: &mut String) -> Result<(), tonic::Status> {
-        let channel = moor_rpc::connect(&self.config.server, &self.config.credentials)
-            .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
-        let mut client = ProxyConfigClient::new(channel).max_decoding_message_size(usize::MAX);
+        let mut client =
+            ProxyConfigClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX);
         let (tx, rx) = mpsc::channel(16);
         let first = ProxyConfigRequest {
             node: self.config.node.clone(),

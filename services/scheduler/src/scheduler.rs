@@ -41,6 +41,7 @@ pub(crate) struct Shared {
 /// `config.leader_elect`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let client = Client::connect(&config.server, &config.credentials).map_err(Error::Client)?;
+    moor_client::follow_servers(&client, shutdown.clone());
     let published = match config.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -69,7 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         &identity,
         config.lease,
         shutdown,
-        |term| session(client.clone(), identity.clone(), published, term),
+        |fenced, term| session(fenced, identity.clone(), published, term),
     )
     .await;
     Ok(())
