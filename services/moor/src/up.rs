@@ -378,10 +378,15 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         "moor is up: the API listens on {url} (context \"moor\" in {})",
         config_path.display()
     );
-    println!("try:");
-    println!("  moorctl get nodes");
-    println!("  moorctl apply -f examples/pod.yaml");
-    println!("  moorctl get pods -o wide");
+    if agent {
+        println!("try:");
+        println!("  moorctl get nodes");
+        println!("  moorctl apply -f examples/pod.yaml");
+        println!("  moorctl get pods -o wide");
+    } else {
+        // A dedicated server: pods need nodes joined from elsewhere.
+        println!("no node here (--no-agent): join nodes with `moor token create` and `moor join`");
+    }
 
     let result = wait_all(tasks, &shutdown).await;
     tracing::info!("moor stopped; pods keep running and are adopted by the next `moor up`");
