@@ -257,28 +257,27 @@ pub async fn start(
     let mut endpoints = vec![local.clone()];
     endpoints.extend(known(&known_path).into_iter().filter(|e| *e != local));
     let members = Members::connect(&endpoints, Some(tls)).await?;
-    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    let me = loop {
-        match members.list().await {
-            Ok(list) => match list.into_iter().find(|m| m.peer_urls.contains(&peer)) {
-                Some(me) => break me,
-                None => anyhow::bail!(
-                    "etcd's members do not include this server's ({peer}): it was removed from \
-                     the cluster. To join again, move {} away and run `moor join \
-                     --control-plane` with a new token",
-                    member.dir.display()
-                ),
-            },
-            Err(err) if tokio::time::Instant::now() > deadline => anyhow::bail!(
-                "etcd ({}) did not answer within {START_TIMEOUT:?}: {err}; its log: {}",
-                endpoints.join(","),
-                member.dir.join("etcd.log").display()
-            ),
-            Err(err) => {
-                tracing::debug!(%err, "etcd not answering yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+    let listed = retry(
+        START_TIMEOUT,
+        Duration::from_millis(200),
+        || members.list(),
+        |_| true,
+    )
+    .await
+    .map_err(|err| {
+        anyhow::anyhow!(
+            "etcd ({}) did not answer within {START_TIMEOUT:?}: {err}; its log: {}",
+            endpoints.join(","),
+            member.dir.join("etcd.log").display()
+        )
+    })?;
+    let Some(me) = listed.into_iter().find(|m| m.peer_urls.contains(&peer)) else {
+        anyhow::bail!(
+            "etcd's members do not include this server's ({peer}): it was removed from the \
+             cluster. To join again, move {} away and run `moor join --control-plane` with a \
+             new token",
+            member.dir.display()
+        );
     };
     if me.is_learner {
         tracing::info!(
@@ -348,26 +347,49 @@ pub fn known(path: &Path) -> Vec<String> {
 
 /// Promotes learner `id` through `members` once it has caught up.
 async fn promote(members: &Members, id: u64) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + PROMOTE_TIMEOUT;
+    // Already a voter: promoted before a restart. (etcd says "... which is
+    // in sync with leader" while it must wait.)
+    fn voter(err: &impl std::fmt::Display) -> bool {
+        err.to_string()
+            .ends_with("can only promote a learner member")
+    }
+    match retry(
+        PROMOTE_TIMEOUT,
+        Duration::from_millis(500),
+        || members.promote(id),
+        |err| !voter(err),
+    )
+    .await
+    {
+        Err(err) if !voter(&err) => anyhow::bail!(
+            "this server's etcd member was not promoted within {PROMOTE_TIMEOUT:?}: {err}"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Calls `attempt` every `every` until it succeeds, fails in a way `again`
+/// does not accept, or `within` has passed: its last outcome. For etcd's
+/// membership changes, which it refuses until the cluster is ready.
+pub async fn retry<T, E, F, Fut>(
+    within: Duration,
+    every: Duration,
+    mut attempt: F,
+    again: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        match members.promote(id).await {
-            Ok(()) => return Ok(()),
-            // Already a voter: promoted before a restart. (etcd says
-            // "... which is in sync with leader" while it must wait.)
-            Err(err)
-                if err
-                    .to_string()
-                    .ends_with("can only promote a learner member") =>
-            {
-                return Ok(());
+        match attempt().await {
+            Err(err) if again(&err) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%err, "etcd not ready; trying again");
+                tokio::time::sleep(every).await;
             }
-            Err(err) if tokio::time::Instant::now() > deadline => anyhow::bail!(
-                "this server's etcd member was not promoted within {PROMOTE_TIMEOUT:?}: {err}"
-            ),
-            Err(err) => {
-                tracing::debug!(%err, "etcd learner not promoted yet");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            done => return done,
         }
     }
 }

@@ -316,24 +316,17 @@ async fn add_learner(
     members: &moor_storage_etcd::Members,
     peer: &str,
 ) -> anyhow::Result<(u64, Vec<moor_storage_etcd::Member>)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        match members.add_learner(peer).await {
-            Err(err)
-                if (err.to_string().contains("too many learner")
-                    || err.to_string().contains("unhealthy cluster"))
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tracing::info!("another server is joining; waiting for its turn");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            added => {
-                return added.with_context(|| {
-                    format!("adding this server's etcd member ({peer}) as a learner")
-                });
-            }
-        }
-    }
+    crate::etcd::retry(
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || members.add_learner(peer),
+        |err| {
+            let text = err.to_string();
+            text.contains("too many learner") || text.contains("unhealthy cluster")
+        },
+    )
+    .await
+    .with_context(|| format!("adding this server's etcd member ({peer}) as a learner"))
 }
 
 /// Keeps a CA (certificate and key) in `dir`; one there already must be
