@@ -11,6 +11,8 @@
 #   lab.sh up N [--name LAB] [--subnet A.B.C.0/24|auto] [--image IMAGE]...
 #   lab.sh down [--name LAB]
 #   lab.sh exec [--name LAB] HOST -- CMD...
+#   lab.sh cut [--name LAB] HOST
+#   lab.sh reconnect [--name LAB] HOST
 #   lab.sh status [--name LAB]
 #
 # Needs root, iproute2, util-linux (nsenter, flock), iptables, docker.io.
@@ -39,6 +41,11 @@ usage: lab.sh up N [--name LAB] [--subnet A.B.C.0/24|auto] [--image IMAGE]...
        lab.sh exec [--name LAB] HOST -- CMD...
          runs CMD in HOST's network namespace (HOST: LAB-hI, hI or I) with
          DOCKER_HOST set to HOST's dockerd.
+       lab.sh cut [--name LAB] HOST
+         unplugs HOST from the lab's LAN (its cable pulled: no packet, ARP
+         included, crosses; its processes run on and notice nothing).
+       lab.sh reconnect [--name LAB] HOST
+         plugs HOST back in.
        lab.sh status [--name LAB]
          the lab's hosts and whether their dockerd answers.
 LAB defaults to $DEFAULT_NAME (1-$MAX_NAME of a-z, 0-9, '-'), the subnet to $DEFAULT_SUBNET.
@@ -515,6 +522,28 @@ cmd_exec() {
     DOCKER_HOST=$docker_host exec nsenter --net="/run/netns/$ns" -- "$@"
 }
 
+# cut and reconnect: the host's veth end on the bridge goes down or up. A
+# veth whose peer is down carries nothing, so the host sees its link lose
+# carrier and keeps its address and routes, as with a pulled cable.
+cmd_link() {
+    local state=$1 verb=$2 name=$DEFAULT_NAME host=""
+    shift 2
+    while (($#)); do
+        case $1 in
+            --name) name=${2:?--name needs a value}; shift 2 ;;
+            -*) die "usage: lab.sh $verb [--name LAB] HOST" ;;
+            *) [[ -z $host ]] || die "usage: lab.sh $verb [--name LAB] HOST"; host=$1; shift ;;
+        esac
+    done
+    [[ -n $host ]] || die "usage: lab.sh $verb [--name LAB] HOST"
+    set_lab "$name"
+    [[ $host =~ ^[0-9]+$ ]] && host=$LAB-h$host
+    [[ $host =~ ^h[0-9]+$ ]] && host=$LAB-$host
+    awk -v h="$host" '$1 == h {found = 1} END {exit !found}' "$RUN_DIR/hosts" 2>/dev/null ||
+        die "no host $host in lab $LAB (see lab.sh status --name $LAB)"
+    ip link set "$host" "$state" || die "cannot set $host's link $state"
+}
+
 cmd_status() {
     local name=$DEFAULT_NAME
     while (($#)); do
@@ -548,6 +577,8 @@ main() {
         up) cmd_up "$@" ;;
         down) cmd_down "$@" ;;
         exec) cmd_exec "$@" ;;
+        cut) cmd_link down cut "$@" ;;
+        reconnect) cmd_link up reconnect "$@" ;;
         status) cmd_status "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;

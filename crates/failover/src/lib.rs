@@ -17,6 +17,14 @@
 //! the connection breaks under it (or broke while idle and its server is
 //! gone), that call fails and the caller decides whether to retry, since
 //! only the caller knows whether the call is safe to repeat.
+//!
+//! A machine that is cut off (a pulled cable, a dead switch port) closes
+//! nothing: its connections look open until something notices. Each
+//! connection here asks the kernel to notice ([`DEAD_AFTER`]): data of ours,
+//! a keep-alive probe among it, left unacknowledged that long by the
+//! server's kernel ends the connection. It is the peer's kernel that
+//! answers, not its process, so a server too busy to answer an HTTP/2 ping
+//! in time is not taken for a dead one.
 
 use std::collections::hash_map::RandomState;
 use std::future::{Future, poll_fn};
@@ -25,10 +33,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
 use http_body::Frame;
+use hyper_util::client::legacy::connect::HttpConnector;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower_service::Service;
@@ -38,6 +48,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// gRPC's code for UNAVAILABLE, as it appears in a `grpc-status` header.
 const UNAVAILABLE: &[u8] = b"14";
+
+/// How long data sent on a connection may stay unacknowledged by the
+/// server's machine before the connection is taken for dead
+/// (`TCP_USER_TIMEOUT`). Long enough for a few retransmissions on a lossy
+/// LAN (they start at 200 ms and double), short enough that the clients of
+/// a machine cut off move to another server within the 5 s a cluster
+/// should take to answer again.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+/// How long a connection may be idle before the kernel probes the server's
+/// machine (TCP keep-alive), and how often it probes after that: an idle
+/// connection (a watch with nothing to say) has data in flight, the probe,
+/// for [`DEAD_AFTER`] to time.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Several servers behind one channel; cheap to clone, clones share the
 /// connections and the choice of server.
@@ -85,13 +109,16 @@ struct Connection {
 
 impl Failover {
     /// A channel over `endpoints` (each with its TLS, timeouts and
-    /// keep-alive already set); `None` when there are none. Connects
-    /// lazily, on the first call.
-    pub fn new(endpoints: Vec<Endpoint>) -> Option<Self> {
+    /// keep-alive already set), starting at the server `start` says;
+    /// `None` when there are none. Connects lazily, on the first call.
+    pub fn new(endpoints: Vec<Endpoint>, start: Start) -> Option<Self> {
         if endpoints.is_empty() {
             return None;
         }
-        let start = random_index(endpoints.len());
+        let start = match start {
+            Start::Random => random_index(endpoints.len()),
+            Start::First => 0,
+        };
         let servers: Arc<[Arc<Server>]> = endpoints.into_iter().map(Server::new).collect();
         Some(Self {
             shared: Arc::new(Shared {
@@ -151,6 +178,17 @@ impl Failover {
         *servers = next;
         self.shared.current.store(index, Ordering::Relaxed);
     }
+}
+
+/// Which server a new channel sends to first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A random one, so that many clients of the same servers spread.
+    Random,
+    /// The first given: the one on the client's own machine (an apiserver's
+    /// own etcd member, as Kubernetes' stacked etcd and k3s have it), which
+    /// fails and returns together with the client.
+    First,
 }
 
 /// A random index below `len` (which is not zero): where a client starts.
@@ -226,7 +264,10 @@ impl Shared {
         if let Some(connection) = server.live() {
             return Ok(connection);
         }
-        let channel = server.endpoint.connect().await?;
+        let channel = server
+            .endpoint
+            .connect_with_connector(connector(&server.endpoint))
+            .await?;
         let connection = Connection {
             channel,
             id: self.next_connection.fetch_add(1, Ordering::Relaxed),
@@ -326,6 +367,20 @@ impl Server {
     }
 }
 
+/// How a connection to `endpoint` is made: with its TCP settings, and with
+/// the kernel watching for a server machine gone silent (see
+/// [`DEAD_AFTER`]). The endpoint adds its TLS and connect timeout.
+fn connector(endpoint: &Endpoint) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    // https:// too: TLS goes over this connection.
+    http.enforce_http(false);
+    http.set_nodelay(endpoint.get_tcp_nodelay());
+    http.set_keepalive(Some(PROBE_EVERY));
+    http.set_keepalive_interval(Some(PROBE_EVERY));
+    http.set_tcp_user_timeout(Some(DEAD_AFTER));
+    http
+}
+
 /// Whether gRPC headers (or trailers) say UNAVAILABLE.
 fn unavailable(headers: &http::HeaderMap) -> bool {
     headers
@@ -389,6 +444,6 @@ mod tests {
 
     #[test]
     fn needs_a_server() {
-        assert!(Failover::new(Vec::new()).is_none());
+        assert!(Failover::new(Vec::new(), Start::Random).is_none());
     }
 }

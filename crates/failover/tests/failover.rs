@@ -74,7 +74,7 @@ fn failover(urls: &[String]) -> Failover {
         .iter()
         .map(|url| Endpoint::from_shared(url.clone()).expect("url"))
         .collect();
-    Failover::new(endpoints).expect("servers")
+    Failover::new(endpoints, moor_failover::Start::Random).expect("servers")
 }
 
 /// Stops the server `channel` sends to now; returns its URI.

@@ -63,9 +63,11 @@ pub fn connect(urls: &str, credentials: &Credentials) -> Result<Channel, Error> 
         .iter()
         .map(|url| endpoint(url, credentials))
         .collect::<Result<Vec<_>, _>>()?;
-    let inner = Failover::new(endpoints).ok_or_else(|| Error::Credentials {
-        url: urls.to_string(),
-        reason: "no server URL given".to_string(),
+    let inner = Failover::new(endpoints, moor_failover::Start::Random).ok_or_else(|| {
+        Error::Credentials {
+            url: urls.to_string(),
+            reason: "no server URL given".to_string(),
+        }
     })?;
     let authorization = match &credentials.token {
         Some(token) => {

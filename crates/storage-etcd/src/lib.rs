@@ -13,4 +13,5 @@ mod watch;
 
 pub use error::Error;
 pub use members::{Member, Members};
+pub use moor_failover::Start;
 pub use store::{EtcdStore, EtcdTls};

@@ -48,10 +48,11 @@ pub struct Members {
 }
 
 impl Members {
-    /// Connects to the cluster at `endpoints` (nothing is sent yet).
+    /// Connects to the cluster at `endpoints` (nothing is sent yet), asking
+    /// the first while it answers: list this machine's member first.
     pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, Error> {
         Ok(Self {
-            client: crate::store::client(endpoints, tls).await?,
+            client: crate::store::client(endpoints, tls, moor_failover::Start::First).await?,
         })
     }
 

@@ -8,7 +8,7 @@ use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
     KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
-use moor_failover::Failover;
+use moor_failover::{Failover, Start};
 use moor_storage::{Error as StorageError, KeyValue, Page, Store, WatchStream};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tower::util::BoxCloneSyncService;
@@ -57,14 +57,19 @@ impl EtcdStore {
     /// Connects to the cluster at `endpoints` (`http://host:port`) and checks
     /// that it answers.
     pub async fn connect(endpoints: &[String]) -> Result<Self, Error> {
-        Self::connect_with(endpoints, None).await
+        Self::connect_with(endpoints, None, Start::Random).await
     }
 
     /// [`EtcdStore::connect`] over TLS with `tls` (`https://host:port`
     /// endpoints), for an etcd that serves TLS and checks client
-    /// certificates.
-    pub async fn connect_with(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Self, Error> {
-        let client = client(endpoints, tls).await?;
+    /// certificates, starting at the member `start` says (`First` for a
+    /// server whose own member comes first).
+    pub async fn connect_with(
+        endpoints: &[String],
+        tls: Option<&EtcdTls>,
+        start: Start,
+    ) -> Result<Self, Error> {
+        let client = client(endpoints, tls, start).await?;
         let store = Self {
             client,
             request_timeout: REQUEST_TIMEOUT,
@@ -318,7 +323,11 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The connection settings for one member at `url` (`http://` or, with
 /// TLS, `https://`; a bare `host:port` takes the scheme TLS implies).
 /// A client of the cluster at `endpoints`, on one member at a time.
-pub(crate) async fn client(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client, Error> {
+pub(crate) async fn client(
+    endpoints: &[String],
+    tls: Option<&EtcdTls>,
+    start: Start,
+) -> Result<Client, Error> {
     let invalid = |reason: String| Error::Endpoints {
         endpoints: endpoints.to_vec(),
         reason,
@@ -328,7 +337,8 @@ pub(crate) async fn client(endpoints: &[String], tls: Option<&EtcdTls>) -> Resul
         .map(|url| member_endpoint(url, tls).map_err(&invalid))
         .collect::<Result<Vec<_>, _>>()?;
     // One member at a time, the next when it fails: see moor-failover.
-    let failover = Failover::new(members).ok_or_else(|| invalid("no endpoint given".into()))?;
+    let failover =
+        Failover::new(members, start).ok_or_else(|| invalid("no endpoint given".into()))?;
     let channel = etcd_client::Channel::Custom(BoxCloneSyncService::new(failover));
     // A member cut off from its leader answers at once (UNAVAILABLE, and
     // the channel moves on) instead of holding requests.

@@ -95,6 +95,28 @@ impl Lab {
     pub fn command(&self, host: usize, program: impl AsRef<OsStr>) -> Command {
         self.hosts[host].command(program)
     }
+
+    /// Unplugs `hosts()[host]` from the lab's LAN (`lab.sh cut`): nothing
+    /// crosses its link until [`Lab::reconnect`], while everything on it
+    /// runs on. Fails with `lab.sh`'s message.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such host.
+    pub fn cut(&self, host: usize) -> Result<(), String> {
+        let name = &self.hosts[host].name;
+        run(script().args(["cut", "--name", &self.name, name])).map(drop)
+    }
+
+    /// Plugs `hosts()[host]` back in (`lab.sh reconnect`).
+    ///
+    /// # Panics
+    ///
+    /// If there is no such host.
+    pub fn reconnect(&self, host: usize) -> Result<(), String> {
+        let name = &self.hosts[host].name;
+        run(script().args(["reconnect", "--name", &self.name, name])).map(drop)
+    }
 }
 
 impl Drop for Lab {

@@ -82,6 +82,29 @@ async fn hosts_talk_run_their_own_dockerd_and_leave_nothing_behind() {
         Some("hello from outside")
     );
     serving.abort();
+
+    // A cut host is unreachable, from the other host and from the root
+    // namespace, and reachable again once reconnected.
+    lab.cut(1).unwrap_or_else(|e| panic!("cut: {e}"));
+    assert_eq!(fetch(h1, &h2.address.to_string(), PORT).await, None);
+    let from_root = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect((h2.address, PORT)),
+    )
+    .await;
+    assert!(
+        !matches!(from_root, Ok(Ok(_))),
+        "the root namespace reached a cut host"
+    );
+    lab.reconnect(1)
+        .unwrap_or_else(|e| panic!("reconnect: {e}"));
+    assert_eventually!(
+        fetch(h1, &h2.address.to_string(), PORT).await.as_deref() == Some("hello from h2"),
+        BOUND,
+        "{} never reached {} again after it was reconnected",
+        h1.name,
+        h2.address
+    );
     server.kill().await.expect("stop the server on host 2");
 
     // Each host's own dockerd, holding the image.

@@ -53,7 +53,13 @@ pub enum Storage {
     /// The embedded SQLite store in this directory.
     DataDir(PathBuf),
     /// An etcd cluster.
-    Etcd(Vec<String>),
+    Etcd {
+        /// Its members' client URLs.
+        endpoints: Vec<String>,
+        /// Which member is asked first: `First` when the first is this
+        /// machine's own member.
+        start: moor_storage_etcd::Start,
+    },
 }
 
 /// How to run the apiserver.
@@ -219,9 +225,13 @@ impl ApiServer {
                 })?;
         let store: Arc<dyn Store> = match &config.storage {
             Storage::DataDir(dir) => Arc::new(moor_storage_sqlite::SqliteStore::open(dir)?),
-            Storage::Etcd(endpoints) => Arc::new(
-                moor_storage_etcd::EtcdStore::connect_with(endpoints, config.etcd_tls.as_ref())
-                    .await?,
+            Storage::Etcd { endpoints, start } => Arc::new(
+                moor_storage_etcd::EtcdStore::connect_with(
+                    endpoints,
+                    config.etcd_tls.as_ref(),
+                    *start,
+                )
+                .await?,
             ),
         };
         let tls = match &config.tls {

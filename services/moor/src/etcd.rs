@@ -230,8 +230,8 @@ fn spawn(member: &Member, pki_dir: &Path, bootstrap: &Bootstrap) -> anyhow::Resu
 
 /// Starts this server's member as one of `tasks`, waits until it is a
 /// voting member of a cluster that answers (a learner is promoted once it
-/// has caught up), and returns the voting members' client URLs, for the
-/// apiserver. `tls` is the apiserver's towards etcd.
+/// has caught up), and returns the voting members' client URLs (its own
+/// first), for the apiserver. `tls` is the apiserver's towards etcd.
 pub async fn start(
     member: Member,
     pki: PkiDir,
@@ -287,7 +287,9 @@ pub async fn start(
         promote(&members, me.id).await?;
         tracing::info!(id = me.id, "this server's etcd member votes now");
     }
-    let urls = voting_client_urls(&members).await?;
+    let mut urls = voting_client_urls(&members).await?;
+    // This server's own member first: the apiserver starts there.
+    urls.sort_by_key(|url| *url != local);
     if let Err(err) = remember(&known_path, &urls) {
         tracing::warn!(%err, "cannot keep the etcd members' URLs for the next start");
     }

@@ -95,6 +95,9 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
         "--no-agent: a machine joined without --control-plane runs nothing but its agent"
     );
     args.server_args.check_no_member("no --control-plane")?;
+    args.server_args
+        .node_lifecycle
+        .check_none("a node, joined without --control-plane")?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => crate::home()?.join(".moor").join("nodes").join(&name),

@@ -141,15 +141,59 @@ struct ControllerManagerArgs {
     cluster_cidr: ipnet::Ipv4Net,
     #[command(flatten)]
     pod_ranges: PodRangeArgs,
-    /// Seconds without a lease renewal before a node is marked Unknown and tainted.
-    #[arg(long, default_value_t = 40)]
-    node_monitor_grace_period_seconds: u64,
-    /// Seconds pods stay on a not-ready or unreachable node before they are evicted.
-    #[arg(long, default_value_t = 60)]
-    pod_eviction_timeout_seconds: u64,
-    /// Pods evicted per second at most (0: no limit).
-    #[arg(long, default_value_t = 10)]
-    eviction_rate: u32,
+    #[command(flatten)]
+    node_lifecycle: NodeLifecycleArgs,
+}
+
+/// How long a node may go unheard from, and what happens to its pods then:
+/// flags of the controller-manager, and of every server that runs one.
+#[derive(Args, Clone, Debug)]
+pub struct NodeLifecycleArgs {
+    /// Seconds without a lease renewal before a node is marked Unknown and tainted
+    /// (default: 40).
+    #[arg(long)]
+    node_monitor_grace_period_seconds: Option<u64>,
+    /// Seconds pods stay on a not-ready or unreachable node before they are evicted
+    /// (default: 60).
+    #[arg(long)]
+    pod_eviction_timeout_seconds: Option<u64>,
+    /// Pods evicted per second at most (0: no limit; default: 10).
+    #[arg(long)]
+    eviction_rate: Option<u32>,
+}
+
+impl NodeLifecycleArgs {
+    /// Sets those given on the controller-manager's `config`, whose
+    /// defaults are the others'.
+    pub fn apply(&self, config: &mut moor_controller_manager::Config) {
+        if let Some(seconds) = self.node_monitor_grace_period_seconds {
+            config.node_monitor_grace_period = Duration::from_secs(seconds.max(1));
+        }
+        if let Some(seconds) = self.pod_eviction_timeout_seconds {
+            config.pod_eviction_timeout = Duration::from_secs(seconds);
+        }
+        if let Some(rate) = self.eviction_rate {
+            config.eviction_rate = rate;
+        }
+    }
+
+    /// Refuses these flags where no controller-manager runs (`why`).
+    pub fn check_none(&self, why: &str) -> anyhow::Result<()> {
+        for (flag, given) in [
+            (
+                "--node-monitor-grace-period-seconds",
+                self.node_monitor_grace_period_seconds.is_some(),
+            ),
+            (
+                "--pod-eviction-timeout-seconds",
+                self.pod_eviction_timeout_seconds.is_some(),
+            ),
+            ("--eviction-rate", self.eviction_rate.is_some()),
+        ] {
+            anyhow::ensure!(!given, "{flag}: no controller-manager runs here ({why})");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -322,17 +366,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 control: args,
                 cluster_cidr,
                 pod_ranges,
-                node_monitor_grace_period_seconds,
-                pod_eviction_timeout_seconds,
-                eviction_rate,
+                node_lifecycle,
             }) => {
                 let (server, credentials) = args.client.resolve()?;
                 let mut config = moor_controller_manager::Config::new(server);
                 config.credentials = credentials;
-                config.node_monitor_grace_period =
-                    Duration::from_secs(node_monitor_grace_period_seconds.max(1));
-                config.pod_eviction_timeout = Duration::from_secs(pod_eviction_timeout_seconds);
-                config.eviction_rate = eviction_rate;
+                node_lifecycle.apply(&mut config);
                 config.pod_ranges = pod_ranges.ranges(cluster_cidr)?;
                 config.leader_elect = args.leader_elect;
                 config.lease = moor_controller_manager::LeaseConfig {
@@ -416,7 +455,10 @@ async fn run_apiserver(args: ApiserverArgs, shutdown: CancellationToken) -> anyh
     } else {
         let pki_dir = home()?.join(".moor").join("pki");
         (
-            moor_apiserver::Storage::Etcd(args.etcd_endpoints.clone()),
+            moor_apiserver::Storage::Etcd {
+                endpoints: args.etcd_endpoints.clone(),
+                start: moor_storage_etcd::Start::Random,
+            },
             pki_dir,
         )
     };

@@ -64,6 +64,8 @@ pub struct ServerArgs {
     /// deployments): no node agent, no service proxy.
     #[arg(long)]
     pub no_agent: bool,
+    #[command(flatten)]
+    pub node_lifecycle: crate::NodeLifecycleArgs,
 }
 
 impl ServerArgs {
@@ -234,7 +236,14 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
             None,
             false,
         ),
-        Store::External { endpoints, tls } => (moor_apiserver::Storage::Etcd(endpoints), tls, true),
+        Store::External { endpoints, tls } => (
+            moor_apiserver::Storage::Etcd {
+                endpoints,
+                start: moor_storage_etcd::Start::Random,
+            },
+            tls,
+            true,
+        ),
         Store::Member(bootstrap) => {
             let pki = pki
                 .as_ref()
@@ -257,7 +266,13 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
                 etcd_ca,
                 etcd_endpoints: endpoints.clone(),
             });
-            (moor_apiserver::Storage::Etcd(endpoints), Some(tls), true)
+            // Its own member first (etcd::start lists it first): it lives
+            // and dies with this server, and forwards to etcd's leader.
+            let storage = moor_apiserver::Storage::Etcd {
+                endpoints,
+                start: moor_storage_etcd::Start::First,
+            };
+            (storage, Some(tls), true)
         }
     };
     let mut config = moor_apiserver::Config::new(storage);
@@ -330,6 +345,7 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         credentials("controller-manager", "system:kube-controller-manager", &[])?;
     controllers.leader_elect = several_servers;
     controllers.identity = identity;
+    server_args.node_lifecycle.apply(&mut controllers);
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

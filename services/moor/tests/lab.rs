@@ -224,6 +224,12 @@ struct LabCluster {
 
 impl LabCluster {
     async fn start(tag: &str, flags: &[&str]) -> Self {
+        Self::start_with(tag, flags, &[]).await
+    }
+
+    /// [`LabCluster::start`], with `server_flags` for `moor up` alone (the
+    /// controller-manager's).
+    async fn start_with(tag: &str, flags: &[&str], server_flags: &[&str]) -> Self {
         let lab = Lab::up(
             &format!("{tag}{}", std::process::id() % 100_000),
             3,
@@ -245,6 +251,7 @@ impl LabCluster {
             "warn",
         ];
         args.extend(flags.iter().map(String::as_str));
+        args.extend_from_slice(server_flags);
         let up = moor_on(&lab, 0, home.path(), &args);
         assert_eventually!(
             home.path().join(".moor/config").exists(),
@@ -539,91 +546,238 @@ async fn host_gw_routes_pods_between_hosts_without_encapsulation() {
     );
 }
 
+/// How long a node may go unheard from in the cut tests, and how long its
+/// pods stay after that: short, so that a long cut plays out in minutes.
+const CUT_GRACE: Duration = Duration::from_secs(20);
+const CUT_TOLERATION: Duration = Duration::from_secs(20);
+/// R6's cut, well inside the grace period, and R7's, well past grace and
+/// toleration: how long the cable stays pulled is the fault itself, not a
+/// wait for something.
+const SHORT_CUT: Duration = Duration::from_secs(5);
+const LONG_CUT: Duration = Duration::from_secs(120);
+
+/// One pod of the `spread` Deployment, as seen through the API.
+#[derive(Clone, Debug, PartialEq)]
+struct Placed {
+    node: String,
+    name: String,
+    uid: String,
+    restarts: i32,
+}
+
+/// The live (not deleting) Running pods of the `spread` Deployment, by node.
+async fn spread(client: &Client) -> Vec<Placed> {
+    let params = ListParams::default()
+        .namespace("default")
+        .labels("app=spread");
+    let Ok((pods, _)) = client.api::<Pod>().list(&params).await else {
+        return Vec::new();
+    };
+    let mut placed: Vec<Placed> = pods
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_none())
+                && p.status.as_ref().is_some_and(|s| s.phase == "Running")
+        })
+        .map(|p| {
+            let meta = p.metadata.unwrap_or_default();
+            Placed {
+                node: p.spec.unwrap_or_default().node_name,
+                name: meta.name,
+                uid: meta.uid,
+                restarts: p
+                    .status
+                    .unwrap_or_default()
+                    .container_statuses
+                    .iter()
+                    .map(|c| c.restart_count)
+                    .sum(),
+            }
+        })
+        .collect();
+    placed.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+    placed
+}
+
+/// Node `name`'s Ready condition: its status and when it last changed.
+async fn readiness(client: &Client, name: &str) -> Option<(String, i64)> {
+    let node = client.api::<Node>().get("", name).await.ok()?;
+    let ready = node
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "Ready")?;
+    Some((ready.status, ready.last_transition_time?.seconds))
+}
+
+/// When node `name`'s agent last renewed its Lease, in seconds since the
+/// epoch.
+async fn renewed(client: &Client, name: &str) -> Option<i64> {
+    let lease = client
+        .api::<moor_api::coordination::v1::Lease>()
+        .get("moor-system", name)
+        .await
+        .ok()?;
+    Some(lease.spec?.renew_time?.seconds)
+}
+
+fn unix_seconds() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_secs()).unwrap()
+}
+
+/// The ids of host `host`'s containers of pod `pod`.
+fn containers_of(cluster: &LabCluster, host: usize, pod: &str) -> String {
+    let filter = format!("label=moor.pod.name={pod}");
+    cluster
+        .on_host(
+            host,
+            "docker",
+            &["ps", "-aq", "--no-trunc", "--filter", &filter],
+        )
+        .trim()
+        .to_string()
+}
+
+/// R6 and R7 of the fault suite: a host's cable pulled for 5 s changes
+/// nothing (no pod restarted, none evicted, the node never unready); pulled
+/// for 2 minutes, its pods are replaced on the other hosts once grace and
+/// toleration have passed, and once it is back it removes the containers of
+/// the pods it lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_cut_off_loses_its_pods_to_the_others_and_comes_back_clean() {
-    let cluster = LabCluster::start("cut", &[]).await;
+async fn a_host_cut_off_briefly_keeps_its_pods_and_cut_off_long_loses_them_cleanly() {
+    let grace = CUT_GRACE.as_secs().to_string();
+    let toleration = CUT_TOLERATION.as_secs().to_string();
+    let cluster = LabCluster::start_with(
+        "cut",
+        &[],
+        &[
+            "--node-monitor-grace-period-seconds",
+            &grace,
+            "--pod-eviction-timeout-seconds",
+            &toleration,
+        ],
+    )
+    .await;
     let (client, names) = (&cluster.client, &cluster.names);
-    // A deployment spread over the three hosts, its pods leaving an
-    // unreachable node as soon as it is marked so.
+    // A deployment spread over the three hosts, with no toleration of its
+    // own: the controller-manager's --pod-eviction-timeout-seconds holds.
     let manifest = cluster.home().join("spread.yaml");
     std::fs::write(
         &manifest,
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: spread}\nspec:\n  replicas: 3\n  \
          selector: {matchLabels: {app: spread}}\n  template:\n    metadata: {labels: {app: spread}}\n    \
-         spec:\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, \
-         effect: NoExecute, tolerationSeconds: 0}\n      containers:\n      - name: echo\n        \
-         image: moor/echo:0.1\n        imagePullPolicy: Never\n        args: [serve]\n",
+         spec:\n      containers:\n      - name: echo\n        image: moor/echo:0.1\n        \
+         imagePullPolicy: Never\n        args: [serve]\n",
     )
     .unwrap();
     let (code, _, err) =
         moorctl(cluster.home(), &["apply", "-f", manifest.to_str().unwrap()]).await;
     assert_eq!(code, 0, "apply: {err}");
-    let spread = async || -> Vec<(String, String)> {
-        let params = ListParams::default()
-            .namespace("default")
-            .labels("app=spread");
-        let Ok((pods, _)) = client.api::<Pod>().list(&params).await else {
-            return Vec::new();
-        };
-        let mut placed: Vec<(String, String)> = pods
-            .into_iter()
-            .filter(|p| {
-                p.metadata
-                    .as_ref()
-                    .is_some_and(|m| m.deletion_timestamp.is_none())
-                    && p.status.as_ref().is_some_and(|s| s.phase == "Running")
-            })
-            .map(|p| (p.spec.unwrap().node_name, p.metadata.unwrap().name))
-            .collect();
-        placed.sort();
-        placed
-    };
     assert_eventually!(
-        spread().await.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        spread(client)
+            .await
+            .iter()
+            .map(|p| &p.node)
+            .collect::<Vec<_>>()
             == names.iter().collect::<Vec<_>>(),
         PATIENCE,
         "one pod on each host: {:?}",
-        spread().await
+        spread(client).await
     );
-    let on_third = spread()
-        .await
-        .into_iter()
-        .find(|(node, _)| *node == names[2])
-        .unwrap()
-        .1;
+    let placed = spread(client).await;
+    let on_third = placed.iter().find(|p| p.node == names[2]).unwrap().clone();
+    let containers = containers_of(&cluster, 2, &on_third.name);
+    assert!(!containers.is_empty(), "the third host runs its pod");
+    let ready = readiness(client, &names[2]).await.unwrap();
+    assert_eq!(ready.0, "True");
 
-    // Cut the third host's link to the lab.
-    let ip = |args: &[&str]| {
-        let status = std::process::Command::new("ip")
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "ip {args:?}");
-    };
-    ip(&["link", "set", &names[2], "down"]);
+    // R6: the third host's cable pulled for 5 s.
+    cluster.lab.cut(2).unwrap();
+    tokio::time::sleep(SHORT_CUT).await;
+    cluster.lab.reconnect(2).unwrap();
+    let back = unix_seconds();
+    // Its agent is heard from again...
+    assert_eventually!(
+        renewed(client, &names[2]).await.is_some_and(|at| at > back),
+        PATIENCE,
+        "the third host's agent renews its lease after the short cut"
+    );
+    // ...and nothing happened meanwhile: the node was never unready (its
+    // Ready condition has not changed since), the same pods run where they
+    // ran, none restarted, with the same containers.
+    assert_eq!(
+        readiness(client, &names[2]).await.unwrap(),
+        ready,
+        "the node stayed Ready through the short cut"
+    );
+    assert_eq!(spread(client).await, placed, "no pod moved or restarted");
+    assert_eq!(
+        containers_of(&cluster, 2, &on_third.name),
+        containers,
+        "the third host's container is the same"
+    );
+    println!(
+        "R6: cut off for {SHORT_CUT:?} (grace {CUT_GRACE:?}): node stayed Ready, {} pods kept, none restarted",
+        placed.len()
+    );
+
+    // R7: pulled for 2 minutes.
+    cluster.lab.cut(2).unwrap();
+    let cut = tokio::time::Instant::now();
     assert_eventually!(
         {
-            let now = spread().await;
-            now.len() == 3 && now.iter().all(|(node, _)| *node != names[2])
+            let now = spread(client).await;
+            now.len() == 3 && now.iter().all(|p| p.node != names[2])
         },
-        Duration::from_secs(180),
+        LONG_CUT,
         "the cut-off host's pod runs again on the others: {:?}",
-        spread().await
+        spread(client).await
     );
-    ip(&["link", "set", &names[2], "up"]);
+    let replaced = cut.elapsed();
+    assert_eq!(
+        readiness(client, &names[2]).await.map(|r| r.0).as_deref(),
+        Some("Unknown"),
+        "the cut-off node is Ready=Unknown"
+    );
+    assert!(
+        containers_of(&cluster, 2, &on_third.name) == containers,
+        "the cut-off host's container runs on: nobody could tell it to stop"
+    );
+    tokio::time::sleep_until(cut + LONG_CUT).await;
+    cluster.lab.reconnect(2).unwrap();
+    let reconnected = tokio::time::Instant::now();
     assert_eventually!(
         moor_integration_tests::ready_nodes(client).await == *names,
         PATIENCE,
         "the third host is Ready again"
     );
-    let filter = format!("label=moor.pod.name={on_third}");
+    let ready_again = reconnected.elapsed();
     assert_eventually!(
-        cluster
-            .on_host(2, "docker", &["ps", "-aq", "--filter", &filter])
-            .trim()
-            .is_empty(),
+        containers_of(&cluster, 2, &on_third.name).is_empty(),
         PATIENCE,
         "the containers of the pod it lost are removed from the third host"
+    );
+    let cleaned = reconnected.elapsed();
+    let pods = client.api::<Pod>();
+    assert!(
+        matches!(
+            pods.get("default", &on_third.name).await,
+            Err(moor_client::Error::NotFound(_))
+        ),
+        "the lost pod {} is gone from the API",
+        on_third.name
+    );
+    assert_eq!(spread(client).await.len(), 3, "three pods run");
+    println!(
+        "R7: cut off for {LONG_CUT:?}: its pod replaced on the others {replaced:.1?} after the cut \
+         (grace {CUT_GRACE:?} + toleration {CUT_TOLERATION:?} + 15 s = {:?}); back: Ready after \
+         {ready_again:.1?}, the lost pod's container removed after {cleaned:.1?}",
+        CUT_GRACE + CUT_TOLERATION + Duration::from_secs(15)
     );
 }
 

@@ -104,7 +104,10 @@ impl TestServer {
 fn storage(backend: &Backend) -> Storage {
     match backend {
         Backend::Sqlite(dir) => Storage::DataDir(dir.path().to_path_buf()),
-        Backend::Etcd(etcd) => Storage::Etcd(vec![etcd.endpoint()]),
+        Backend::Etcd(etcd) => Storage::Etcd {
+            endpoints: vec![etcd.endpoint()],
+            start: moor_storage_etcd::Start::First,
+        },
     }
 }
 
