@@ -162,6 +162,10 @@ pub struct DeleteArgs {
     /// Do not fail on objects that do not exist.
     #[arg(long)]
     pub ignore_not_found: bool,
+    /// With nodes: first take each server of that name out of etcd (a server lost for good, or
+    /// one whose disk was wiped before it joins again).
+    #[arg(long)]
+    pub remove_etcd_member: bool,
 }
 
 /// A kind and one name.

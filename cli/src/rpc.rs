@@ -62,6 +62,16 @@ impl Client {
         )
     }
 
+    /// The typed client of the Certificates service: servers leaving the
+    /// control plane.
+    pub fn certificates(
+        &self,
+    ) -> moor_api::authentication::v1::certificates_client::CertificatesClient<Channel> {
+        moor_api::authentication::v1::certificates_client::CertificatesClient::new(
+            self.channel.clone(),
+        )
+    }
+
     /// The typed client of the Pods service, for the streams of `logs` and
     /// `exec` (bidirectional, which the dynamic calls here do not cover).
     pub fn pods(&self) -> moor_api::core::v1::pods_client::PodsClient<Channel> {

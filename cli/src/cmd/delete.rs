@@ -29,9 +29,30 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
             )));
         }
     };
+    if args.remove_etcd_member
+        && let Some((info, _, _)) = targets.iter().find(|(info, _, _)| info.kind != "Node")
+    {
+        return Err(Error::Usage(format!(
+            "--remove-etcd-member: only nodes are servers with an etcd member, not {}",
+            crate::output::kind_ref(info)
+        )));
+    }
     let client = ctx.client()?;
     let mut failure = None;
     for (info, namespace, name) in targets {
+        // The member first: a node deleted while its member stays would
+        // leave etcd counting a server that is gone.
+        let removed_member = if args.remove_etcd_member {
+            match remove_member(&client, &name).await {
+                Ok(()) => true,
+                Err(err) => {
+                    super::report(failure.replace(err));
+                    continue;
+                }
+            }
+        } else {
+            false
+        };
         match objects::delete(
             &client,
             info,
@@ -47,6 +68,8 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
                 crate::output::kind_ref(info)
             ))?,
             Err(err) if err.code() == Some(Code::NotFound) && args.ignore_not_found => continue,
+            // A server that ran no agent (--no-agent) has no node.
+            Err(err) if err.code() == Some(Code::NotFound) && removed_member => continue,
             Err(err) => {
                 super::report(failure.replace(err));
                 continue;
@@ -57,6 +80,23 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Takes server `name` out of etcd (`RemoveServer`), saying so.
+async fn remove_member(client: &crate::rpc::Client, name: &str) -> Result<()> {
+    let removed = client
+        .certificates()
+        .remove_server(moor_api::authentication::v1::RemoveServerRequest {
+            server_name: name.to_string(),
+        })
+        .await
+        .map_err(|status| client.status(status))?
+        .into_inner();
+    out(&format!(
+        "server {name:?} removed from etcd (member {:x}); members left: {}\n",
+        removed.member_id,
+        removed.remaining.join(", ")
+    ))
 }
 
 /// Each object to delete: kind, namespace and name.

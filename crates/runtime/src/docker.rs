@@ -15,8 +15,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptions,
-    RemoveContainerOptionsBuilder, ResizeExecOptions, StopContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptions, RemoveContainerOptionsBuilder, ResizeExecOptions, WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use ipnet::Ipv4Net;
@@ -118,7 +118,31 @@ const MAX_INSPECTED: usize = 10_000;
 
 // === impl Docker ===
 
+/// How long a SIGKILLed container is waited for to exit.
+const KILLED_EXIT: Duration = Duration::from_secs(10);
+
 impl Docker {
+    /// Sends `signal` to container `id`; one that is not running (409) or
+    /// gone (404) is left as it is.
+    async fn kill(&self, id: &str, signal: &str) -> Result<(), Error> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        match self
+            .changing(
+                self.change_log.pod_of(id),
+                Some(id),
+                self.docker.kill_container(id, Some(options)),
+                |_| None,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if matches!(status_of(&err), Some(404 | 409)) => Ok(()),
+            Err(err) => Err(engine(err)),
+        }
+    }
+
     /// Records a change to container `id` (a new one: `None`, named by
     /// `made` from the outcome) of pod `pod`, from when it is asked until it
     /// is answered, so a listing taken while it was in flight never stands
@@ -945,22 +969,51 @@ impl ContainerRuntime for Docker {
         Ok(())
     }
 
-    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
-        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
-        let options = StopContainerOptionsBuilder::default().t(seconds).build();
-        match self
-            .changing(
-                self.change_log.pod_of(id),
-                Some(id),
-                self.docker.stop_container(id, Some(options)),
-                |_| None,
-            )
+    async fn signal_stop(&self, id: &str) -> Result<(), Error> {
+        // The signal `docker stop` would send: the container's own.
+        let signal = match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
             .await
         {
-            Ok(()) => Ok(()),
-            // 304: already stopped; 404: gone.
-            Err(err) if matches!(status_of(&err), Some(304 | 404)) => Ok(()),
-            Err(err) => Err(engine(err)),
+            Ok(container) => container
+                .config
+                .and_then(|config| config.stop_signal)
+                .filter(|signal| !signal.is_empty())
+                .unwrap_or_else(|| "SIGTERM".to_owned()),
+            Err(err) if matches!(status_of(&err), Some(404)) => return Ok(()),
+            Err(err) => return Err(engine(err)),
+        };
+        self.kill(id, &signal).await
+    }
+
+    async fn kill_at(&self, id: &str, deadline: SystemTime) -> Result<(), Error> {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut exit = self.docker.wait_container(id, Some(options));
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        match tokio::time::timeout(left, exit.next()).await {
+            // Exited (with a code other than 0, bollard's error), or gone.
+            Ok(None | Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. }))) => {
+                Ok(())
+            }
+            Ok(Some(Err(err))) if matches!(status_of(&err), Some(404)) => Ok(()),
+            Ok(Some(Err(err))) => Err(engine(err)),
+            Err(_) => {
+                self.kill(id, "SIGKILL").await?;
+                // As `docker stop` does: return once it has exited, so that
+                // the caller sees it stopped. The kernel ends a killed
+                // process at once; the bound guards against a hung engine.
+                let options = WaitContainerOptionsBuilder::default()
+                    .condition("not-running")
+                    .build();
+                let mut exit = self.docker.wait_container(id, Some(options));
+                let _ = tokio::time::timeout(KILLED_EXIT, exit.next()).await;
+                Ok(())
+            }
         }
     }
 

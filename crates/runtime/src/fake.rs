@@ -168,7 +168,12 @@ impl ContainerRuntime for Fake {
         })
     }
 
-    async fn stop_container(&self, id: &str, _grace: Duration) -> Result<(), Error> {
+    async fn signal_stop(&self, id: &str) -> Result<(), Error> {
+        // Simulated processes end on their stop signal.
+        self.kill_at(id, SystemTime::now()).await
+    }
+
+    async fn kill_at(&self, id: &str, _deadline: SystemTime) -> Result<(), Error> {
         self.with(|c| {
             if let Some(info) = c
                 .get_mut(id)

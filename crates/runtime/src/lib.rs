@@ -22,7 +22,7 @@ pub use types::{
     RuntimeInfo, labels,
 };
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// What the node agent needs from a container engine.
 #[async_trait::async_trait]
@@ -50,9 +50,24 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Starts a created container.
     async fn start_container(&self, id: &str) -> Result<(), Error>;
 
-    /// Sends the stop signal, waits up to `grace`, then kills. Stopping a
-    /// stopped or missing container succeeds.
-    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error>;
+    /// The first half of a stop: sends the container its stop signal (its
+    /// image's STOPSIGNAL, else SIGTERM). A stopped or missing container is
+    /// left as it is.
+    async fn signal_stop(&self, id: &str) -> Result<(), Error>;
+
+    /// The second half: waits for the container to exit until `deadline`,
+    /// then kills what still runs (SIGKILL). Split from the first so that
+    /// an agent restarted in between finishes a stop without signalling
+    /// twice or starting the grace period over.
+    async fn kill_at(&self, id: &str, deadline: SystemTime) -> Result<(), Error>;
+
+    /// Both halves: the stop signal, then SIGKILL once `grace` has passed.
+    /// Stopping a stopped or missing container succeeds.
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        let deadline = SystemTime::now() + grace;
+        self.signal_stop(id).await?;
+        self.kill_at(id, deadline).await
+    }
 
     /// Removes a container (killing it if still running). Removing a missing
     /// container succeeds.

@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::FutureExt;
 use moor_api::authentication::v1::certificates_server::Certificates;
 use moor_api::authentication::v1::{
-    JoinServerRequest, JoinServerResponse, SignNodeRequest, SignNodeResponse,
+    JoinServerRequest, JoinServerResponse, RemoveServerRequest, RemoveServerResponse,
+    SignNodeRequest, SignNodeResponse,
 };
 use moor_api::core::v1::{Node, Secret};
 use moor_api::well_known::join_token;
@@ -157,6 +158,8 @@ pub(crate) struct NodeSigner {
     signer: Option<(Arc<moor_pki::Ca>, Duration)>,
     /// What a joining server is handed, if this one runs an etcd member.
     control_plane: Option<crate::ControlPlane>,
+    /// etcd's membership, with the control plane.
+    members: Option<moor_storage_etcd::Members>,
     nodes: Arc<Registry<Node>>,
 }
 
@@ -164,11 +167,13 @@ impl NodeSigner {
     pub(crate) fn new(
         signer: Option<(Arc<moor_pki::Ca>, Duration)>,
         control_plane: Option<crate::ControlPlane>,
+        members: Option<moor_storage_etcd::Members>,
         nodes: Arc<Registry<Node>>,
     ) -> Self {
         Self {
             signer,
             control_plane,
+            members,
             nodes,
         }
     }
@@ -268,6 +273,67 @@ impl Certificates for NodeSigner {
             etcd_ca_pem: control_plane.etcd_ca.cert_pem().to_string(),
             etcd_ca_key_pem: control_plane.etcd_ca.key_pem(),
             etcd_endpoints: control_plane.etcd_endpoints.clone(),
+        }))
+    }
+
+    async fn remove_server(
+        &self,
+        request: Request<RemoveServerRequest>,
+    ) -> Result<Response<RemoveServerResponse>, Status> {
+        let caller = moor_rpc::caller(&request).ok_or_else(|| {
+            Status::failed_precondition(
+                "this apiserver serves plain text (--insecure): it runs no etcd member",
+            )
+        })?;
+        if !caller.groups.iter().any(|g| g == MASTERS) {
+            return Err(Status::permission_denied(format!(
+                "{} may not remove servers from the control plane: that takes an administrator",
+                caller.user
+            )));
+        }
+        let (Some(control_plane), Some(members)) = (&self.control_plane, &self.members) else {
+            return Err(Status::failed_precondition(
+                "this server runs no etcd member of its own: its etcd is managed elsewhere",
+            ));
+        };
+        let name = request.into_inner().server_name;
+        if name == control_plane.member_name {
+            return Err(Status::failed_precondition(format!(
+                "{name} is the server answering: ask another server, or run `moor leave` on it                  once it is stopped"
+            )));
+        }
+        let unavailable = |err: moor_storage::Error| {
+            Status::unavailable(format!(
+                "etcd's membership cannot be read or changed: {err}"
+            ))
+        };
+        let listed = members.list().await.map_err(unavailable)?;
+        let label = |m: &moor_storage_etcd::Member| {
+            if m.name.is_empty() {
+                format!("{:x}", m.id)
+            } else {
+                m.name.clone()
+            }
+        };
+        let Some(member) = listed.iter().find(|m| m.name == name) else {
+            let names: Vec<String> = listed.iter().map(label).collect();
+            return Err(Status::not_found(format!(
+                "etcd has no member named {name:?} (its members: {})",
+                names.join(", ")
+            )));
+        };
+        members.remove(member.id).await.map_err(|err| {
+            // etcd refuses a removal that would cost it its quorum.
+            Status::failed_precondition(format!("etcd refused to remove {name}: {err}"))
+        })?;
+        tracing::warn!(server = %name, id = member.id, by = %caller.user, "removed a server's etcd member");
+        Ok(Response::new(RemoveServerResponse {
+            member_id: member.id,
+            remaining: listed
+                .iter()
+                .filter(|m| m.id != member.id)
+                .map(label)
+                .collect(),
         }))
     }
 }

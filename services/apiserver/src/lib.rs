@@ -125,6 +125,9 @@ pub struct ControlPlane {
     pub etcd_ca: Arc<moor_pki::Ca>,
     /// The etcd members' client URLs, reachable from other machines.
     pub etcd_endpoints: Vec<String>,
+    /// The name of this server's own etcd member, which `RemoveServer`
+    /// leaves alone.
+    pub member_name: String,
 }
 
 impl std::fmt::Debug for Tls {
@@ -342,10 +345,21 @@ impl ApiServer {
             .tls
             .as_ref()
             .and_then(|tls| tls.control_plane.clone());
+        // etcd's membership, for RemoveServer; nothing is sent until asked.
+        let members = match &control_plane {
+            Some(control_plane) => Some(
+                moor_storage_etcd::Members::connect(
+                    &control_plane.etcd_endpoints,
+                    self.config.etcd_tls.as_ref(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         server
             .add(
                 moor_api::authentication::v1::certificates_server::CertificatesServer::new(
-                    certificates::NodeSigner::new(signer, control_plane, nodes.clone()),
+                    certificates::NodeSigner::new(signer, control_plane, members, nodes.clone()),
                 ),
             )
             .await;

@@ -279,7 +279,9 @@ async fn add_member(
         Some(m) if m.name.is_empty() => listed,
         Some(m) => bail!(
             "etcd already has a member at {peer} ({:?}): remove it first (`moor leave` on that \
-             server), or advertise another address",
+             server once it is stopped; if its data is lost, `moorctl delete node {} \
+             --remove-etcd-member` through another server), or advertise another address",
+            m.name,
             m.name
         ),
         None => {

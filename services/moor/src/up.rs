@@ -265,6 +265,7 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
             control_plane = Some(moor_apiserver::ControlPlane {
                 etcd_ca,
                 etcd_endpoints: endpoints.clone(),
+                member_name: node_name.clone(),
             });
             // Its own member first (etcd::start lists it first): it lives
             // and dies with this server, and forwards to etcd's leader.

@@ -379,7 +379,7 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
         urls,
         etcd,
     } = three_servers(&mut machines).await;
-    let pki = machines[0].pki();
+    let administrator = Admin::from(&machines[0]);
     let [first, second, third] = &urls;
 
     // Creates through all three servers, as a client given all three.
@@ -485,10 +485,24 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
         acknowledged.len()
     );
 
-    // The lost server leaves: etcd counts two members, and they take writes.
-    machines[lost]
-        .succeed(&["leave", "--name", &leader_name])
+    // The lost machine's disk is wiped: it cannot leave by itself. Through
+    // a server left, the administrator takes it out of etcd...
+    let survivor = (lost + 1) % 3;
+    let survivor_url = machines[survivor].url();
+    let out = administrator
+        .succeed(
+            "moorctl",
+            &[
+                "--server",
+                &survivor_url,
+                "delete",
+                "node",
+                &leader_name,
+                "--remove-etcd-member",
+            ],
+        )
         .await;
+    assert!(out.contains("removed from etcd"), "{out}");
     let remaining: Vec<&Machine> = machines
         .iter()
         .enumerate()
@@ -497,7 +511,56 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
         .collect();
     let mut expected: Vec<String> = remaining.iter().map(|m| m.name.clone()).collect();
     expected.sort();
-    let etcd = members(&pki, &remaining).await;
+    let etcd = members(&machines[survivor].pki(), &remaining).await;
+    assert_eq!(voters(&etcd).await, Some(expected.clone()));
+    // ...and it joins again as the new machine it now is, with a new token.
+    machines[lost] = Machine::new(lost);
+    let token = administrator
+        .succeed(
+            "moor",
+            &[
+                "token",
+                "create",
+                "--control-plane",
+                "--ttl",
+                "1h",
+                "--server",
+                &survivor_url,
+            ],
+        )
+        .await;
+    machines[lost].start(&[&survivor_url, "--token", &token]);
+    let mut all_three: Vec<String> = machines.iter().map(|m| m.name.clone()).collect();
+    all_three.sort();
+    assert_eventually!(
+        machines[lost].running() && voters(&etcd).await.as_ref() == Some(&all_three),
+        PATIENCE,
+        "the wiped server is a voting member again"
+    );
+    let rejoined = Client::connect(&machines[lost].url(), &credentials).unwrap();
+    assert_eventually!(
+        rejoined
+            .api::<ConfigMap>()
+            .list(&ListParams::default().namespace("default"))
+            .await
+            .is_ok_and(|(listed, _)| {
+                let names: Vec<&str> = listed.iter().map(|cm| cm.meta().name.as_str()).collect();
+                acknowledged
+                    .iter()
+                    .all(|name| names.contains(&name.as_str()))
+            }),
+        PATIENCE,
+        "the rejoined server serves every acknowledged create"
+    );
+
+    // Last, it leaves for good, stopped: etcd counts two members, and they
+    // take writes.
+    let mut process = machines[lost].process.take().unwrap();
+    process.kill().await.unwrap();
+    process.wait().await.unwrap();
+    machines[lost]
+        .succeed(&["leave", "--name", &leader_name])
+        .await;
     assert_eq!(voters(&etcd).await, Some(expected));
     api.create(&common::config_map("after-leave", "z"))
         .await
@@ -508,9 +571,56 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
     );
 }
 
+/// The administrator's own machine: a home holding the context `moor up`
+/// wrote, for `moor` and `moorctl` commands that outlive any one server.
+struct Admin {
+    home: tempfile::TempDir,
+}
+
+impl Admin {
+    /// Copies the context of `machine`, where `moor up` ran.
+    fn from(machine: &Machine) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join(".moor")).unwrap();
+        std::fs::copy(
+            machine.home.path().join(".moor/config"),
+            home.path().join(".moor/config"),
+        )
+        .unwrap();
+        Self { home }
+    }
+
+    /// Runs `program` (`moor` or `moorctl`) with `args` to its end.
+    async fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let path = PathBuf::from(env!("CARGO_BIN_EXE_moor")).with_file_name(program);
+        Command::new(path)
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("MOOR_CONFIG")
+            .env_remove("MOOR_SERVER")
+            .env_remove("MOOR_TOKEN")
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// [`Admin::run`], which must succeed: its output, trimmed.
+    async fn succeed(&self, program: &str, args: &[&str]) -> String {
+        let out = self.run(program, args).await;
+        assert!(
+            out.status.success(),
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
 /// `moor join --control-plane` is refused, with nothing written, when the
 /// token only joins nodes, and when the server has no etcd member to join
-/// (the embedded store).
+/// (the embedded store); `moorctl delete node --remove-etcd-member` is
+/// refused by such a server, and for anything but nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_the_control_plane_takes_its_token_and_a_server_with_etcd() {
     let mut server = Machine::new(3);
@@ -565,6 +675,27 @@ async fn joining_the_control_plane_takes_its_token_and_a_server_with_etcd() {
             !joiner.home.path().join(".moor/etcd").exists()
                 && !joiner.pki().join("ca.key").exists(),
             "nothing written on a refusal"
+        );
+    }
+
+    // Such a server has no member to remove either, and only nodes can be
+    // servers with one.
+    let administrator = Admin::from(&server);
+    for (args, refusal) in [
+        (
+            &["delete", "node", "joiner", "--remove-etcd-member"][..],
+            "runs no etcd member",
+        ),
+        (
+            &["delete", "pod", "joiner", "--remove-etcd-member"][..],
+            "only nodes are servers",
+        ),
+    ] {
+        let out = administrator.run("moorctl", args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(refusal),
+            "{refusal:?} in {stderr}"
         );
     }
 }

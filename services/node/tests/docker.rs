@@ -5,11 +5,14 @@ mod support;
 
 use std::time::Duration;
 
-use moor_api::core::v1::{EmptyDirVolumeSource, HostPathVolumeSource, Node, Volume, VolumeMount};
+use moor_api::core::v1::{EmptyDirVolumeSource, Node, Volume, VolumeMount};
 use moor_client::DeleteParams;
 use moor_runtime::ContainerState;
 use moor_testkit::assert_eventually;
-use support::{Cluster, PATIENCE, container_status, echo, phase, pod, wait_pod, with_volumes};
+use support::{
+    Cluster, PATIENCE, container_status, echo, phase, pod, sigterm_trapping_pod, wait_pod,
+    with_volumes,
+};
 
 fn running(p: &moor_api::core::v1::Pod, name: &str) -> bool {
     container_status(p, name).is_some_and(|s| s.state.is_some_and(|st| st.running.is_some()))
@@ -275,25 +278,8 @@ async fn missing_images_report_pull_errors_and_leave_other_pods_alone() {
 async fn deletion_sends_sigterm_then_kills_at_the_grace_period() {
     let cluster = Cluster::start("grace").await;
     let host_dir = tempfile::tempdir().unwrap();
-    let mut stubborn = echo("main", &["serve", "--trap-sigterm", "/host/term"]);
-    stubborn.volume_mounts = vec![VolumeMount {
-        name: "host".into(),
-        mount_path: "/host".into(),
-        ..Default::default()
-    }];
-    let volume = Volume {
-        name: "host".into(),
-        host_path: Some(HostPathVolumeSource {
-            path: host_dir.path().display().to_string(),
-            r#type: String::new(),
-        }),
-        ..Default::default()
-    };
     let created = cluster
-        .run_pod(with_volumes(
-            pod("stubborn", "Always", vec![stubborn]),
-            vec![volume],
-        ))
+        .run_pod(sigterm_trapping_pod("stubborn", host_dir.path(), |_| {}))
         .await;
     let uid = created.metadata.unwrap().uid;
     wait_pod(&cluster, "stubborn", "Running", |p| running(p, "main")).await;
@@ -323,6 +309,77 @@ async fn deletion_sends_sigterm_then_kills_at_the_grace_period() {
         "a container ignoring SIGTERM is killed only at the end of the grace period"
     );
     assert!(cluster.containers(&uid).await.is_empty());
+}
+
+/// R8 of the fault suite: a pod with a 30 s grace period deleted, and its
+/// node agent killed and started again while the grace period runs: the
+/// container gets SIGTERM once, and SIGKILL when the grace period ends,
+/// not before (nor a whole grace period after the restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_across_an_agent_restart_signals_once_and_kills_at_the_grace_period() {
+    let mut cluster = Cluster::start("r8").await;
+    let host_dir = tempfile::tempdir().unwrap();
+    let created = cluster
+        .run_pod(sigterm_trapping_pod("stubborn", host_dir.path(), |_| {}))
+        .await;
+    let uid = created.metadata.unwrap().uid;
+    wait_pod(&cluster, "stubborn", "Running", |p| running(p, "main")).await;
+    let app = cluster
+        .containers(&uid)
+        .await
+        .into_iter()
+        .find(|c| !c.is_sandbox())
+        .expect("the app container")
+        .id;
+    // `docker wait` returns the moment the container exits.
+    let exit = tokio::spawn(async move {
+        tokio::process::Command::new("docker")
+            .args(["wait", &app])
+            .output()
+            .await
+            .expect("docker wait runs");
+        std::time::SystemTime::now()
+    });
+
+    let grace = Duration::from_secs(30);
+    let deleted = std::time::SystemTime::now();
+    let params = DeleteParams {
+        grace_period_seconds: Some(i64::try_from(grace.as_secs()).unwrap()),
+        ..Default::default()
+    };
+    cluster
+        .client
+        .api::<moor_api::core::v1::Pod>()
+        .delete("default", "stubborn", &params)
+        .await
+        .unwrap();
+    let term = host_dir.path().join("term");
+    assert_eventually!(
+        std::fs::read_to_string(&term).is_ok_and(|t| t.contains("SIGTERM")),
+        PATIENCE,
+        "the agent sends SIGTERM"
+    );
+    // Killed in the middle of the grace period, and back.
+    cluster.kill_agent().await;
+    cluster.start_agent();
+    assert_eventually!(cluster.pod("stubborn").await.is_none(), PATIENCE + grace);
+    let exited = exit.await.unwrap();
+    let signals = std::fs::read_to_string(&term).unwrap();
+    assert_eq!(
+        signals.matches("SIGTERM").count(),
+        1,
+        "SIGTERM once, across the restart: {signals:?}"
+    );
+    let killed_after = exited.duration_since(deleted).unwrap_or_default();
+    assert!(
+        killed_after >= grace,
+        "killed {killed_after:?} after the deletion, before its grace period of {grace:?}"
+    );
+    assert!(cluster.containers(&uid).await.is_empty());
+    println!(
+        "R8: SIGTERM once; the container ignoring it was killed {killed_after:.2?} after the \
+         deletion (grace period {grace:?}), across an agent restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

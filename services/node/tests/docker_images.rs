@@ -7,11 +7,11 @@ mod support;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use moor_api::core::v1::{Event, HostPathVolumeSource, Pod, Volume, VolumeMount};
+use moor_api::core::v1::{Event, Pod};
 use moor_client::{DeleteParams, ListParams};
 use moor_runtime::ContainerRuntime;
 use moor_testkit::assert_eventually;
-use support::{Cluster, PATIENCE, container_status, echo, pod, wait_pod, with_volumes};
+use support::{Cluster, PATIENCE, container_status, echo, pod, sigterm_trapping_pod, wait_pod};
 
 /// A registry process and the image tags a test made; killed and removed on
 /// drop, also when the test panics.
@@ -218,27 +218,11 @@ async fn deletion_sends_the_images_stop_signal() {
 
     // The server ignores SIGTERM (noting it in a file) and exits on SIGINT.
     let host_dir = tempfile::tempdir().unwrap();
-    let mut main = echo("main", &["serve", "--trap-sigterm", "/host/term"]);
-    main.image = image.0.clone();
-    main.image_pull_policy = "Never".into();
-    main.volume_mounts = vec![VolumeMount {
-        name: "host".into(),
-        mount_path: "/host".into(),
-        ..Default::default()
-    }];
-    let volume = Volume {
-        name: "host".into(),
-        host_path: Some(HostPathVolumeSource {
-            path: host_dir.path().display().to_string(),
-            r#type: String::new(),
-        }),
-        ..Default::default()
-    };
     cluster
-        .run_pod(with_volumes(
-            pod("sigint", "Always", vec![main]),
-            vec![volume],
-        ))
+        .run_pod(sigterm_trapping_pod("sigint", host_dir.path(), |main| {
+            main.image = image.0.clone();
+            main.image_pull_policy = "Never".into();
+        }))
         .await;
     wait_pod(&cluster, "sigint", "Running", |p| {
         container_status(p, "main").is_some_and(|s| s.state.is_some_and(|st| st.running.is_some()))

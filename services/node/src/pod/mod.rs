@@ -620,9 +620,15 @@ async fn terminate(agent: &Agent, pod: &Pod, existing: &[ContainerInfo]) -> Resu
     Ok(())
 }
 
-/// Stops app containers with the grace period (with the image's stop
-/// signal, which Docker gives each container); removes them, then the
-/// sandbox, and the pod's directory.
+/// Stops app containers: their stop signal once, SIGKILL for those still
+/// running when the grace period ends; removes them, then the sandbox, and
+/// the pod's directory.
+///
+/// Once the signal has gone out, the grace period's end is written into the
+/// pod's directory ([`STOPPING`]): an agent restarted meanwhile finishes the
+/// same stop, without a second signal and without starting the grace period
+/// over (unless the grace period was shortened since). An agent that dies
+/// between the signal and the write signals again when it is back.
 async fn stop_pod(
     agent: &Agent,
     pod: &Pod,
@@ -630,12 +636,40 @@ async fn stop_pod(
     grace: Duration,
 ) -> Result<(), Error> {
     let uid = uid_of(pod);
-    let apps = existing
+    let dir = agent.pod_dir(uid);
+    let stopping = dir.join(STOPPING);
+    let apps: Vec<&ContainerInfo> = existing
         .iter()
-        .filter(|c| !c.is_sandbox() && c.state == ContainerState::Running);
-    tracing::info!(grace_seconds = grace.as_secs(), "stopping pod");
-    let stops = apps.map(|c| agent.runtime.stop_container(&c.id, grace));
-    for result in futures::future::join_all(stops).await {
+        .filter(|c| !c.is_sandbox() && c.state == ContainerState::Running)
+        .collect();
+    let now = SystemTime::now();
+    let deadline = match signalled(&stopping).await {
+        Some(deadline) => {
+            tracing::info!("resuming the pod's stop: its containers had their signal");
+            deadline.min(now + grace)
+        }
+        None => {
+            tracing::info!(grace_seconds = grace.as_secs(), "stopping pod");
+            let signals = apps.iter().map(|c| agent.runtime.signal_stop(&c.id));
+            for result in futures::future::join_all(signals).await {
+                result?;
+            }
+            let deadline = now + grace;
+            let millis = deadline
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| Error::io(&dir, e))?;
+            tokio::fs::write(&stopping, millis.to_string())
+                .await
+                .map_err(|e| Error::io(&stopping, e))?;
+            deadline
+        }
+    };
+    let kills = apps.iter().map(|c| agent.runtime.kill_at(&c.id, deadline));
+    for result in futures::future::join_all(kills).await {
         result?;
     }
     // A removal kills what still runs (the sandbox, a container that
@@ -643,7 +677,6 @@ async fn stop_pod(
     for container in sandboxes_last(existing) {
         agent.runtime.remove_container(&container.id).await?;
     }
-    let dir = agent.pod_dir(uid);
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -651,6 +684,18 @@ async fn stop_pod(
     }
     agent.clear_pull_failures(uid, None);
     Ok(())
+}
+
+/// The file in a pod's directory that says its containers have had their
+/// stop signal, holding the grace period's end (milliseconds since the
+/// epoch).
+const STOPPING: &str = "stopping";
+
+/// The grace period's end written at `path` by an earlier stop, if any.
+async fn signalled(path: &std::path::Path) -> Option<SystemTime> {
+    let text = tokio::fs::read_to_string(path).await.ok()?;
+    let millis: u64 = text.trim().parse().ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis))
 }
 
 /// A container's attempts, oldest first.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use moor_api::Resource;
 use moor_api::core::v1::{
-    Binding, Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, Volume,
+    Binding, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, Pod,
+    PodSpec, Volume, VolumeMount,
 };
 use moor_api::meta::v1::{ObjectMeta, ObjectReference};
 use moor_client::Client;
@@ -128,6 +129,15 @@ impl Cluster {
         }
     }
 
+    /// Ends the agent at once, as a SIGKILL would: whatever it was doing
+    /// is dropped where it stood; containers keep running.
+    pub async fn kill_agent(&mut self) {
+        if let Some((_, task)) = self.agent.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     pub fn node(&self) -> &str {
         &self.config.name
     }
@@ -242,6 +252,32 @@ pub fn with_volumes(mut pod: Pod, volumes: Vec<Volume>) -> Pod {
         spec.volumes = volumes;
     }
     pod
+}
+
+/// A pod `name` whose container `main` serves and ignores SIGTERM,
+/// appending a line to `host_dir/term` for each one it gets (it exits on
+/// SIGINT); `adjust` changes the container (another image, say).
+pub fn sigterm_trapping_pod(
+    name: &str,
+    host_dir: &std::path::Path,
+    adjust: impl FnOnce(&mut Container),
+) -> Pod {
+    let mut main = echo("main", &["serve", "--trap-sigterm", "/host/term"]);
+    main.volume_mounts = vec![VolumeMount {
+        name: "host".into(),
+        mount_path: "/host".into(),
+        ..Default::default()
+    }];
+    adjust(&mut main);
+    let volume = Volume {
+        name: "host".into(),
+        host_path: Some(HostPathVolumeSource {
+            path: host_dir.display().to_string(),
+            r#type: String::new(),
+        }),
+        ..Default::default()
+    };
+    with_volumes(pod(name, "Always", vec![main]), vec![volume])
 }
 
 /// The status of container `name` in `pod`.
