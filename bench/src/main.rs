@@ -6,6 +6,7 @@
 
 mod api;
 mod converge;
+mod failover;
 mod footprint;
 mod overlay;
 mod pod_startup;
@@ -50,6 +51,9 @@ enum Command {
     Overlay(overlay::Args),
     /// Many live simulated nodes on one apiserver: a Deployment of 10 pods per node to Running.
     Scale(scale::Args),
+    /// Three servers on the lab, the etcd leader's machine cut off: time to answer again against
+    /// etcd's own election.
+    Failover(failover::Args),
 }
 
 #[tokio::main]
@@ -66,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Tls(args) => tls::run(args).await?,
         Command::Overlay(args) => overlay::run(args).await?,
         Command::Scale(args) => scale::run(args).await?,
+        Command::Failover(args) => failover::run(args).await?,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod objects;
+pub mod servers;
 
 pub use cluster::{Cluster, remove_docker_leftovers, remove_pod_network_leftovers};
 pub use objects::{is_ready, light_deployment, ready_nodes};
