@@ -8,6 +8,7 @@
 //! loop over a work queue).
 
 mod api;
+mod backoff;
 pub mod controller;
 mod error;
 pub mod events;
@@ -16,6 +17,7 @@ mod servers;
 pub mod watcher;
 
 pub use api::{Api, Client, DeleteParams, Fence, ListParams, Scalable, WatchParams};
+pub use backoff::Backoff;
 pub use controller::{Action, Context, Controller};
 pub use error::Error;
 pub use reflector::{ObjectKey, Reader, Writer, reflector, store};

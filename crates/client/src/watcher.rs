@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 use moor_api::meta::v1::EventType;
 use moor_api::{Resource, WatchEvent};
 
-use crate::{Api, Error, ListParams, WatchParams};
+use crate::{Api, Backoff, Error, ListParams, WatchParams};
 
 /// Shortest pause before retrying after a failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -57,29 +57,6 @@ enum State<K> {
     },
 }
 
-/// Capped exponential backoff.
-struct Backoff {
-    next: Duration,
-}
-
-// === impl Backoff ===
-
-impl Backoff {
-    fn new() -> Self {
-        Self { next: BACKOFF_MIN }
-    }
-
-    fn next(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-}
-
 /// Follows every object of `api` matching `params`, forever.
 pub fn watcher<K: Resource>(
     api: Api<K>,
@@ -91,7 +68,7 @@ pub fn watcher<K: Resource>(
         State::Empty {
             delay: Duration::ZERO,
         },
-        Backoff::new(),
+        Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
     );
     futures::stream::unfold(start, |(api, params, state, mut backoff)| async move {
         let (item, state) = step(&api, &params, state, &mut backoff).await;
@@ -130,7 +107,7 @@ async fn step<K: Resource>(
                         return (Ok(Event::Restarted(objects)), next);
                     }
                     Err(error) => {
-                        let delay = backoff.next();
+                        let delay = backoff.failed();
                         tracing::warn!(kind = K::KIND, %error, ?delay, "list failed; retrying");
                         return (Err(error), State::Empty { delay });
                     }
@@ -197,7 +174,7 @@ async fn step<K: Resource>(
                     (None, next) => next,
                 },
                 None => {
-                    let delay = backoff.next();
+                    let delay = backoff.failed();
                     tracing::debug!(kind = K::KIND, %resource_version, ?delay, "watch ended; resuming");
                     State::Resuming {
                         resource_version,
@@ -225,7 +202,7 @@ fn after_error<K: Resource>(
             },
         );
     }
-    let delay = backoff.next();
+    let delay = backoff.failed();
     if error.is_code(tonic::Code::ResourceExhausted) {
         tracing::warn!(kind = K::KIND, %error, ?delay, "watch refused; re-listing");
         return (Some(error), State::Empty { delay });
@@ -259,21 +236,5 @@ fn apply<K: Resource>(event: WatchEvent<K>) -> (Option<String>, Option<Event<K>>
             );
             (None, None)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        let delays: Vec<_> = (0..8).map(|_| b.next()).collect();
-        assert_eq!(delays[0], BACKOFF_MIN);
-        assert_eq!(delays[1], BACKOFF_MIN * 2);
-        assert_eq!(*delays.last().unwrap(), BACKOFF_MAX);
-        b.reset();
-        assert_eq!(b.next(), BACKOFF_MIN);
     }
 }

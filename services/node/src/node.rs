@@ -25,15 +25,32 @@ const MAX_PODS: &str = "110";
 /// Reported as the kubelet version.
 const VERSION: &str = concat!("moor-", env!("CARGO_PKG_VERSION"));
 
-/// Renews the Node status and Lease every heartbeat until shutdown.
+/// The first retry after a failed heartbeat, as the kubelet's lease
+/// renewal has it.
+const HEARTBEAT_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Renews the Node status and Lease every heartbeat until shutdown. A
+/// failed heartbeat is tried again soon, backing off up to the heartbeat:
+/// a connection cut for a few seconds must not cost a whole heartbeat
+/// more, which would leave the node unheard from for two and, with a short
+/// grace period, marked unready.
 pub async fn heartbeat_loop(agent: Arc<Agent>, shutdown: CancellationToken) {
+    let mut retry = moor_client::Backoff::new(HEARTBEAT_RETRY, agent.config.heartbeat);
     loop {
-        if let Err(err) = heartbeat(&agent).await {
-            tracing::warn!(node = %agent.name, %err, "heartbeat failed; retrying at the next one");
-        }
+        let wait = match heartbeat(&agent).await {
+            Ok(()) => {
+                retry.reset();
+                agent.config.heartbeat
+            }
+            Err(err) => {
+                let wait = retry.failed();
+                tracing::warn!(node = %agent.name, %err, "heartbeat failed; trying again in {wait:?}");
+                wait
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(agent.config.heartbeat) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
