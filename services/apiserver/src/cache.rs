@@ -187,6 +187,10 @@ pub enum Start<K> {
     Snapshot(Vec<Arc<K>>, i64),
     /// The buffered changes after the requested revision.
     Replay(Vec<Arc<Change<K>>>),
+    /// The requested revision is older than the buffered changes (a cache
+    /// started, or re-listed, after it): the changes up to this revision,
+    /// the cache's, are the store's to replay, if it still has them.
+    History(i64),
 }
 
 struct State<K> {
@@ -313,12 +317,12 @@ impl<K: Resource> Cache<K> {
 
     /// Starts a watcher: its starting events and a live receiver, taken
     /// atomically. `after: None` asks for a snapshot.
-    pub fn subscribe(&self, after: Option<i64>) -> Result<(Start<K>, Live<K>), Error> {
+    pub fn subscribe(&self, after: Option<i64>) -> (Start<K>, Live<K>) {
         // Subscribed under the state lock, as `apply` sends under it: no
         // change falls between the start and the feed.
         let state = self.read();
-        let start = Self::start(&state, after, None)?;
-        Ok((start, self.live.subscribe()))
+        let start = Self::start(&state, after, None);
+        (start, self.live.subscribe())
     }
 
     /// [`Cache::subscribe`] for a watcher that passes `filter`: one that
@@ -328,26 +332,22 @@ impl<K: Resource> Cache<K> {
         &self,
         after: Option<i64>,
         filter: &crate::watch::Filter,
-    ) -> Result<(Start<K>, Feed<K>), Error> {
+    ) -> (Start<K>, Feed<K>) {
         let trigger = self.index.and_then(|field| filter.exact_field(field));
         // Under the state lock, as in `subscribe`.
         let state = self.read();
-        let start = Self::start(&state, after, trigger)?;
+        let start = Self::start(&state, after, trigger);
         let live = match trigger {
             None => Feed::Shared(self.live.subscribe()),
             Some(value) => self.own_feed(value),
         };
-        Ok((start, live))
+        (start, live)
     }
 
     /// Where a watcher of `trigger` (a value of the indexed field; `None`:
     /// every object) starts, after `after` (`None`: a snapshot).
-    fn start(
-        state: &State<K>,
-        after: Option<i64>,
-        trigger: Option<&str>,
-    ) -> Result<Start<K>, Error> {
-        Ok(match (after, trigger) {
+    fn start(state: &State<K>, after: Option<i64>, trigger: Option<&str>) -> Start<K> {
+        match (after, trigger) {
             // One value's watcher starts with that value's objects only.
             (None, Some(value)) => Start::Snapshot(
                 state
@@ -362,12 +362,7 @@ impl<K: Resource> Cache<K> {
             (None, None) => {
                 Start::Snapshot(state.objects.values().cloned().collect(), state.revision)
             }
-            (Some(rv), _) if rv < state.floor => {
-                return Err(Error::Gone {
-                    requested: rv,
-                    oldest: state.floor,
-                });
-            }
+            (Some(rv), _) if rv < state.floor => Start::History(state.revision),
             (Some(rv), _) => Start::Replay(
                 state
                     .events
@@ -376,7 +371,7 @@ impl<K: Resource> Cache<K> {
                     .cloned()
                     .collect(),
             ),
-        })
+        }
     }
 
     /// A new feed of its own for a watcher of one value of the indexed field.
@@ -720,10 +715,8 @@ mod tests {
     fn a_watcher_of_one_node_is_woken_by_its_pods_only() {
         let cache = Cache::<Pod>::indexed(16, "spec.nodeName");
         cache.reset(vec![("/p/default/a".into(), pod("a", ""))], 1);
-        let (_, mut n1) = cache
-            .subscribe_filtered(Some(1), &on("n1"))
-            .expect("subscribed");
-        let (_, mut all) = cache.subscribe(Some(1)).expect("subscribed");
+        let (_, mut n1) = cache.subscribe_filtered(Some(1), &on("n1"));
+        let (_, mut all) = cache.subscribe(Some(1));
         cache.apply(change(2, EventType::Added, pod("b", "n2")), "/p/default/b");
         assert!(n1.try_recv().is_none(), "another node's pod is not sent");
         // a is bound to n1: the change reaches n1's feed by its new value.
@@ -763,9 +756,7 @@ mod tests {
     fn a_nodes_feed_keeps_no_change_it_delivered_and_ends_a_laggard() {
         let cache = Cache::<Pod>::indexed(16, "spec.nodeName");
         cache.reset(Vec::new(), 1);
-        let (_, mut n1) = cache
-            .subscribe_filtered(Some(1), &on("n1"))
-            .expect("subscribed");
+        let (_, mut n1) = cache.subscribe_filtered(Some(1), &on("n1"));
         cache.apply(change(2, EventType::Added, pod("a", "n1")), "/p/default/a");
         let first = match n1.try_recv() {
             Some(Ok(change)) => Arc::downgrade(&change),
@@ -783,9 +774,7 @@ mod tests {
             "a delivered change out of the history is freed"
         );
 
-        let (_, mut slow) = cache
-            .subscribe_filtered(Some(39), &on("n3"))
-            .expect("subscribed");
+        let (_, mut slow) = cache.subscribe_filtered(Some(39), &on("n3"));
         let beyond = i64::try_from(TRIGGER_CAPACITY).expect("small") + 41;
         for rev in 40..=beyond {
             cache.apply(

@@ -235,10 +235,10 @@ impl Feed {
         requests: &mut Streaming<ProxyConfigRequest>,
         shutdown: &CancellationToken,
     ) -> Result<(), Restart> {
-        let subscribed = resume.and_then(|v| {
-            let s = self.services.subscribe(Some(v.services)).ok()?;
-            let e = self.endpoints.subscribe(Some(v.endpoints)).ok()?;
-            Some((v, s, e))
+        let subscribed = resume.map(|v| {
+            let s = self.services.subscribe(Some(v.services));
+            let e = self.endpoints.subscribe(Some(v.endpoints));
+            (v, s, e)
         });
         let (mut services, mut endpoints, mut service_rx, mut endpoint_rx, first) = match subscribed
         {
@@ -253,7 +253,7 @@ impl Feed {
                 if resume.is_some() {
                     tracing::info!(node = %self.node, "proxy cannot resume; sending a snapshot");
                 }
-                let (Ok((Start::Snapshot(s, srev), srx)), Ok((Start::Snapshot(e, erev), erx))) = (
+                let ((Start::Snapshot(s, srev), srx), (Start::Snapshot(e, erev), erx)) = (
                     self.services.subscribe(None),
                     self.endpoints.subscribe(None),
                 ) else {

@@ -522,10 +522,8 @@ impl<K: Kind> Registry<K> {
         let shutdown = self.shared.shutdown.clone();
         let cache = self.cache.clone();
         let progress: watch::Progress = Arc::new(move || cache.revision());
-        // A version older than the cache's history is refused (OUT_OF_RANGE):
-        // the client lists again, from the cache, rather than have a store
-        // watch of its own replay history to it.
-        let (first, seen, live) = match self.cache.subscribe_filtered(after, &filter)? {
+        let mut history = None;
+        let (first, seen, live) = match self.cache.subscribe_filtered(after, &filter) {
             (Start::Snapshot(objects, revision), live) => {
                 let first = objects
                     .iter()
@@ -539,9 +537,25 @@ impl<K: Kind> Registry<K> {
                 let first = changes.iter().filter_map(|c| filter.deliver(c)).collect();
                 (first, seen, live)
             }
+            // Older than the cache's changes (a watcher moving from another
+            // apiserver to one started since): the store replays what the
+            // cache lacks, up to where the cache's feed takes over, so the
+            // watcher resumes rather than lists again. Where the store has
+            // compacted it too, OUT_OF_RANGE: the client lists again.
+            (Start::History(until), live) => {
+                let rv = after.unwrap_or(0);
+                let stream = self
+                    .shared
+                    .store
+                    .watch(&Self::prefix(), rv)
+                    .await
+                    .map_err(Error::from)?;
+                history = Some(watch::History { stream, until });
+                (Vec::new(), rv, live)
+            }
         };
         Ok(watch::stream(
-            filter, first, seen, live, progress, bookmarks, shutdown,
+            filter, first, history, seen, live, progress, bookmarks, shutdown,
         ))
     }
 

@@ -100,10 +100,22 @@ impl Filter {
 /// none of those changes were this watcher's.
 pub type Progress = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// The store's changes a watcher needs before the cache's feed: those after
+/// its resourceVersion up to `until`, the cache's revision when it started.
+pub struct History {
+    /// The store's watch from the watcher's resourceVersion.
+    pub stream: moor_storage::WatchStream,
+    /// Where the cache's feed takes over.
+    pub until: i64,
+}
+
 /// The state of one watch stream.
 struct Watcher<K> {
     filter: Filter,
     pending: std::vec::IntoIter<WatchEvent<K>>,
+    /// The store's changes to deliver before the feed's; dropped once past
+    /// `until`.
+    history: Option<History>,
     live: Feed<K>,
     progress: Progress,
     /// Revision of the last change taken from the feed, delivered or not,
@@ -118,9 +130,11 @@ struct Watcher<K> {
 }
 
 /// Builds a watch stream from its first events and its live feed.
+#[allow(clippy::too_many_arguments)] // one watch's whole state, built once
 pub fn stream<K: Resource>(
     filter: Filter,
     first: Vec<WatchEvent<K>>,
+    history: Option<History>,
     seen: i64,
     live: Feed<K>,
     progress: Progress,
@@ -135,6 +149,7 @@ pub fn stream<K: Resource>(
     let watcher = Watcher {
         filter,
         pending: first.into_iter(),
+        history,
         live,
         progress,
         seen,
@@ -160,6 +175,9 @@ impl<K: Resource> Watcher<K> {
         }
         if let Some(event) = self.pending.next() {
             return Some(Ok(event));
+        }
+        if let Some(item) = self.replay().await {
+            return item;
         }
         loop {
             // A bookmark is due: deliver what the feed holds first, then
@@ -199,6 +217,52 @@ impl<K: Resource> Watcher<K> {
             };
             if let Some(item) = self.take(change) {
                 return item;
+            }
+        }
+    }
+
+    /// The next event of the store's history, while there is history to
+    /// replay: `None` once it has reached where the feed takes over (the
+    /// store watch is dropped: the feed holds the rest).
+    async fn replay(&mut self) -> Option<Option<Result<WatchEvent<K>, Status>>> {
+        loop {
+            let history = self.history.as_mut()?;
+            let next = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.done = true;
+                    return Some(Some(Err(Status::unavailable(format!(
+                        "apiserver is shutting down; watch again from resourceVersion {}", self.seen)))));
+                }
+                next = history.stream.next() => next,
+            };
+            let failed = |status: Status| Some(Some(Err(status)));
+            match next {
+                Some(Ok(event)) if event.kv.mod_revision > history.until => {
+                    self.history = None;
+                    return None;
+                }
+                Some(Ok(event)) => match Change::<K>::from_store(&event) {
+                    Ok(change) => {
+                        if let Some(item) = self.take(Ok(Arc::new(change))) {
+                            return Some(item);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, "skipping an undecodable stored object");
+                    }
+                },
+                Some(Err(err)) => {
+                    self.done = true;
+                    return failed(crate::error::Error::from(err).into());
+                }
+                None => {
+                    self.done = true;
+                    return failed(Status::unavailable(format!(
+                        "the store's watch ended; watch again from resourceVersion {}",
+                        self.seen
+                    )));
+                }
             }
         }
     }
@@ -291,6 +355,7 @@ mod tests {
         let mut stream = stream(
             filter,
             Vec::new(),
+            None,
             3,
             Feed::Shared(rx),
             Arc::new(|| 0),

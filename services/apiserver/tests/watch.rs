@@ -325,6 +325,59 @@ async fn watch_without_version_starts_with_current_objects_and_bookmarks() -> an
     Ok(())
 }
 
+/// A watch from a resourceVersion older than the watch cache's changes
+/// (as a watcher moving to an apiserver started since asks for) gets the
+/// store's history up to the cache's feed, then the feed: every change
+/// once, in order, with no OUT_OF_RANGE and so no list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_before_the_cache_is_replayed_from_the_store() -> anyhow::Result<()> {
+    let tiny_cache = |config: &mut moor_apiserver::Config| config.watch_cache_events = 2;
+    for server in [
+        TestServer::sqlite_with(tiny_cache).await?,
+        TestServer::etcd_with(tiny_cache).await?,
+    ] {
+        let mut client = ConfigMapsClient::new(server.channel());
+        let seed = client
+            .create(config_map("c0", &[], "0"))
+            .await?
+            .into_inner();
+        let from = seed.metadata.unwrap().resource_version;
+        let mut written = Vec::new();
+        for i in 1..10 {
+            let cm = client
+                .create(config_map(&format!("c{i}"), &[], "1"))
+                .await?
+                .into_inner();
+            written.push(cm.metadata.unwrap().resource_version);
+        }
+        let mut stream = client
+            .watch(WatchRequest {
+                namespace: "default".into(),
+                resource_version: from.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        // One more once the watch runs: it comes from the cache's feed.
+        let last = client
+            .create(config_map("c10", &[], "1"))
+            .await?
+            .into_inner();
+        written.push(last.metadata.unwrap().resource_version);
+        let mut seen = Vec::new();
+        while seen.len() < written.len() {
+            let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await?
+                .expect("the watch goes on")?;
+            assert_eq!(event.event_type(), Some(EventType::Added));
+            let meta = event.object.unwrap().metadata.unwrap();
+            seen.push(meta.resource_version);
+        }
+        assert_eq!(seen, written, "every change after {from}, once, in order");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn watch_from_compacted_history_is_out_of_range() -> anyhow::Result<()> {
     // A tiny cache buffer and fast compaction, so old history goes quickly.

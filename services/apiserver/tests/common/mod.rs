@@ -46,11 +46,16 @@ impl TestServer {
     }
 
     pub async fn etcd() -> anyhow::Result<Self> {
+        Self::etcd_with(|_| {}).await
+    }
+
+    /// On a fresh etcd, with `tweak` applied to the configuration.
+    pub async fn etcd_with(tweak: fn(&mut Config)) -> anyhow::Result<Self> {
         moor_testkit::init_tracing();
         Self::start(
             Backend::Etcd(EtcdServer::start().await?),
             "127.0.0.1:0".parse()?,
-            |_| {},
+            tweak,
         )
         .await
     }
