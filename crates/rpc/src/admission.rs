@@ -37,8 +37,10 @@ pub enum Priority {
     /// What keeps the cluster alive: lease renewals (node heartbeats and
     /// leader election), node status, binds.
     Critical,
-    /// Everything else, shared fairly between callers.
-    Workload,
+    /// Everything else, shared fairly between callers, holding this many
+    /// seats: one for most requests, more for a list of many objects, as
+    /// Kubernetes' priority and fairness weighs a list by what it returns.
+    Workload(usize),
 }
 
 /// Ranks a request by its path (`/package.Service/Method`) and caller
@@ -182,33 +184,48 @@ impl Admission {
         priority: Priority,
         caller: impl FnOnce() -> String,
     ) -> Result<Vec<OwnedSemaphorePermit>, Status> {
-        let seats = match priority {
+        let (seats, wanted) = match priority {
             Priority::Exempt => return Ok(Vec::new()),
-            Priority::Critical => &self.critical,
-            Priority::Workload => &self.workload,
+            Priority::Critical => (&self.critical, 1),
+            // Never more than there are, so a heavy request can be served.
+            Priority::Workload(wanted) => (
+                &self.workload,
+                wanted
+                    .clamp(1, self.limits.per_caller.min(self.workload.capacity))
+                    .try_into()
+                    .unwrap_or(1),
+            ),
         };
         let deadline = tokio::time::Instant::now() + self.limits.queue_timeout;
         let mut permits = Vec::with_capacity(2);
-        if priority == Priority::Workload {
+        if let Priority::Workload(_) = priority {
             let who = caller();
             let share = self.share(who.clone());
             let per_caller = self.limits.per_caller;
             let full =
-                || format!("{who} has {per_caller} requests in flight and {per_caller} waiting");
+                || format!("{who} has {per_caller} seats taken and {per_caller} requests waiting");
             let permit = self
-                .seat(&share.seats, &share.waiting, per_caller, deadline, full)
+                .seat(
+                    &share.seats,
+                    wanted,
+                    &share.waiting,
+                    per_caller,
+                    deadline,
+                    full,
+                )
                 .await?;
             permits.push(permit);
         }
         let full = || {
             format!(
-                "{} {} requests in flight and {} waiting",
+                "{} {} seats taken and {} requests waiting",
                 seats.capacity, seats.name, self.limits.queue
             )
         };
         let permit = self
             .seat(
                 &seats.seats,
+                wanted,
                 &seats.waiting,
                 self.limits.queue,
                 deadline,
@@ -219,22 +236,23 @@ impl Admission {
         Ok(permits)
     }
 
-    /// A seat of `seats`, now or, if fewer than `bound` wait, once one
-    /// frees before `deadline`; refused, saying `full()`, when too many
+    /// `wanted` seats of `seats`, now or, if fewer than `bound` wait, once
+    /// they free before `deadline`; refused, saying `full()`, when too many
     /// wait.
     async fn seat(
         &self,
         seats: &Arc<Semaphore>,
+        wanted: u32,
         waiting: &AtomicUsize,
         bound: usize,
         deadline: tokio::time::Instant,
         full: impl FnOnce() -> String,
     ) -> Result<OwnedSemaphorePermit, Status> {
-        if let Ok(permit) = seats.clone().try_acquire_owned() {
+        if let Ok(permit) = seats.clone().try_acquire_many_owned(wanted) {
             return Ok(permit);
         }
         let _waiting = Waiting::enter(waiting, bound).ok_or_else(|| busy(full()))?;
-        match tokio::time::timeout_at(deadline, seats.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline, seats.clone().acquire_many_owned(wanted)).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphores are never closed.
             Ok(Err(_)) => Err(busy("its seats are closed".to_string())),
@@ -411,7 +429,7 @@ mod tests {
     use super::*;
 
     fn admission(limits: Limits) -> Admission {
-        Admission::new(limits, Arc::new(|_, _| Priority::Workload))
+        Admission::new(limits, Arc::new(|_, _| Priority::Workload(1)))
     }
 
     fn limits(workload: usize, per_caller: usize, queue: usize) -> Limits {
@@ -427,25 +445,25 @@ mod tests {
     #[tokio::test]
     async fn a_caller_past_its_share_and_queue_is_refused_with_a_hint() {
         let admission = admission(limits(10, 2, 100));
-        let a1 = admission.admit(Priority::Workload, || "a".into()).await;
-        let a2 = admission.admit(Priority::Workload, || "a".into()).await;
+        let a1 = admission.admit(Priority::Workload(1), || "a".into()).await;
+        let a2 = admission.admit(Priority::Workload(1), || "a".into()).await;
         assert!(a1.is_ok() && a2.is_ok());
         // Two more of a's may wait; the fifth is refused at once.
         let waiting: Vec<_> = (0..2)
             .map(|_| {
                 let admission = &admission;
-                Box::pin(async move { admission.admit(Priority::Workload, || "a".into()).await })
+                Box::pin(async move { admission.admit(Priority::Workload(1), || "a".into()).await })
             })
             .collect();
         let mut waiting = futures::future::join_all(waiting);
         assert!(futures::poll!(&mut waiting).is_pending());
         let refused = admission
-            .admit(Priority::Workload, || "a".into())
+            .admit(Priority::Workload(1), || "a".into())
             .await
             .expect_err("past its share and queue");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(
-            refused.message().contains("a has 2 requests in flight"),
+            refused.message().contains("a has 2 seats taken"),
             "{}",
             refused.message()
         );
@@ -459,7 +477,7 @@ mod tests {
         // Another caller still gets a seat.
         assert!(
             admission
-                .admit(Priority::Workload, || "b".into())
+                .admit(Priority::Workload(1), || "b".into())
                 .await
                 .is_ok()
         );
@@ -472,16 +490,16 @@ mod tests {
     #[tokio::test]
     async fn a_busy_callers_share_survives_the_sweep_of_idle_ones() {
         let admission = admission(limits(CALLERS_SWEEP * 2, 1, 10));
-        let held = admission.admit(Priority::Workload, || "a".into()).await;
+        let held = admission.admit(Priority::Workload(1), || "a".into()).await;
         assert!(held.is_ok());
         for i in 0..CALLERS_SWEEP {
             let permits = admission
-                .admit(Priority::Workload, || format!("idle-{i}"))
+                .admit(Priority::Workload(1), || format!("idle-{i}"))
                 .await;
             assert!(permits.is_ok());
         }
         // a's one seat is still taken: its next request waits.
-        let next = admission.admit(Priority::Workload, || "a".into());
+        let next = admission.admit(Priority::Workload(1), || "a".into());
         let mut next = std::pin::pin!(next);
         assert!(
             futures::poll!(&mut next).is_pending(),
@@ -515,8 +533,8 @@ mod tests {
     #[tokio::test]
     async fn critical_requests_pass_a_full_workload() {
         let admission = admission(limits(1, 1, 0));
-        let _held = admission.admit(Priority::Workload, || "a".into()).await;
-        let refused = admission.admit(Priority::Workload, || "b".into()).await;
+        let _held = admission.admit(Priority::Workload(1), || "a".into()).await;
+        let refused = admission.admit(Priority::Workload(1), || "b".into()).await;
         assert!(
             refused.is_err(),
             "the workload seat is taken and no one may wait"
@@ -535,14 +553,42 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_heavy_request_holds_its_weight_in_seats() {
+        let admission = admission(limits(10, 10, 0));
+        let heavy = admission.admit(Priority::Workload(8), || "a".into()).await;
+        assert!(heavy.is_ok());
+        let light = admission.admit(Priority::Workload(2), || "b".into()).await;
+        assert!(light.is_ok(), "two seats are left");
+        assert!(
+            admission
+                .admit(Priority::Workload(1), || "c".into())
+                .await
+                .is_err(),
+            "the ten seats are taken"
+        );
+        drop((heavy, light));
+        // Asking for more seats than there are holds them all, rather than
+        // never being served.
+        let all = admission.admit(Priority::Workload(50), || "d".into()).await;
+        assert!(all.is_ok(), "a request of 50 holds the 10 there are");
+        assert!(
+            admission
+                .admit(Priority::Workload(1), || "e".into())
+                .await
+                .is_err(),
+            "it holds all ten"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_waits_at_most_the_queue_timeout() {
         let mut limits = limits(1, 1, 10);
         limits.queue_timeout = Duration::from_secs(5);
         let admission = admission(limits);
-        let _held = admission.admit(Priority::Workload, || "a".into()).await;
+        let _held = admission.admit(Priority::Workload(1), || "a".into()).await;
         let refused = admission
-            .admit(Priority::Workload, || "b".into())
+            .admit(Priority::Workload(1), || "b".into())
             .await
             .expect_err("no seat within the timeout");
         assert!(

@@ -315,6 +315,11 @@ impl<K: Resource> Cache<K> {
         self.read().revision
     }
 
+    /// How many objects it holds.
+    pub fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
     /// Starts a watcher: its starting events and a live receiver, taken
     /// atomically. `after: None` asks for a snapshot.
     pub fn subscribe(&self, after: Option<i64>) -> (Start<K>, Live<K>) {

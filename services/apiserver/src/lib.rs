@@ -281,13 +281,18 @@ impl ApiServer {
             bookmark_interval: self.config.bookmark_interval,
             namespaces: namespace_cache.clone(),
             primed: std::sync::Mutex::new(Vec::new()),
+            ranking: Arc::default(),
         });
         let mut tasks = JoinSet::new();
         let mut server = moor_rpc::Server::new()?;
         if let Some(tls) = &self.tls {
             server.tls(tls.clone());
         }
-        server.admit(self.config.limits, Arc::new(priority::classify));
+        let ranking = shared.ranking.clone();
+        server.admit(
+            self.config.limits,
+            Arc::new(move |path, caller| ranking.classify(path, caller)),
+        );
         server
             .add(
                 moor_api::authentication::v1::authentication_server::AuthenticationServer::new(
@@ -534,6 +539,10 @@ fn registry_with<K: Kind>(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(cache.primed());
+    let counted = cache.clone();
+    shared
+        .ranking
+        .count(K::SERVICE, Arc::new(move || counted.len()));
     Arc::new(Registry::new(shared.clone(), cache))
 }
 

@@ -45,6 +45,9 @@ pub struct Shared {
     pub namespaces: Arc<Cache<Namespace>>,
     /// Each watch cache's "first listing loaded", awaited before serving.
     pub primed: std::sync::Mutex<Vec<tokio::sync::watch::Receiver<bool>>>,
+    /// How requests rank for the in-flight limits; each kind's count of
+    /// objects weighs its lists.
+    pub ranking: Arc<crate::priority::Ranking>,
 }
 
 /// Which part of an object an update writes.
