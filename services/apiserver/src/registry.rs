@@ -544,7 +544,9 @@ impl<K: Kind> Registry<K> {
             // apiserver to one started since): the store replays what the
             // cache lacks, up to where the cache's feed takes over, so the
             // watcher resumes rather than lists again. Where the store has
-            // compacted it too, OUT_OF_RANGE: the client lists again.
+            // compacted it too, or the kind is written no more for a second
+            // (nothing proves the replay complete), OUT_OF_RANGE: the client
+            // lists again.
             (Start::History(until), live) => {
                 let rv = after.unwrap_or(0);
                 let stream = self

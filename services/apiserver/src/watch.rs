@@ -100,6 +100,11 @@ impl Filter {
 /// none of those changes were this watcher's.
 pub type Progress = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// How long the store's history may go without a change before a watcher
+/// replaying it is sent to list again (see `Watcher::replay`). The store
+/// sends the history it holds at once; this is for a kind nobody writes.
+const HISTORY_QUIET: Duration = Duration::from_secs(1);
+
 /// The store's changes a watcher needs before the cache's feed: those after
 /// its resourceVersion up to `until`, the cache's revision when it started.
 pub struct History {
@@ -234,9 +239,20 @@ impl<K: Resource> Watcher<K> {
                     return Some(Some(Err(Status::unavailable(format!(
                         "apiserver is shutting down; watch again from resourceVersion {}", self.seen)))));
                 }
-                next = history.stream.next() => next,
+                next = tokio::time::timeout(HISTORY_QUIET, history.stream.next()) => next,
             };
             let failed = |status: Status| Some(Some(Err(status)));
+            let Ok(next) = next else {
+                // Only a change past `until` proves that the store has
+                // sent all before it; a kind written no more since may not
+                // give one for long, and a store watch held meanwhile for
+                // each such watcher would cost more than its list.
+                self.done = true;
+                return failed(Status::out_of_range(format!(
+                    "the store's history went quiet before resourceVersion {}: list again",
+                    history.until
+                )));
+            };
             match next {
                 Some(Ok(event)) if event.kv.mod_revision > history.until => {
                     self.history = None;

@@ -374,6 +374,30 @@ async fn a_watch_from_before_the_cache_is_replayed_from_the_store() -> anyhow::R
             seen.push(meta.resource_version);
         }
         assert_eq!(seen, written, "every change after {from}, once, in order");
+
+        // With nothing written since, nothing proves the store's history
+        // complete: after it, the watcher is sent to list again rather than
+        // held on a store watch of its own.
+        let mut quiet = client
+            .watch(WatchRequest {
+                namespace: "default".into(),
+                resource_version: from.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let mut replayed = Vec::new();
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(10), quiet.next()).await? {
+                Some(Ok(event)) => {
+                    replayed.push(event.object.unwrap().metadata.unwrap().resource_version)
+                }
+                Some(Err(status)) => break status,
+                None => panic!("the watch ended without a status"),
+            }
+        };
+        assert_eq!(end.code(), Code::OutOfRange, "{end:?}");
+        assert_eq!(replayed, written, "the history, then OUT_OF_RANGE");
     }
     Ok(())
 }
