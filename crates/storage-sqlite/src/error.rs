@@ -17,6 +17,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another process (or another open store of this one) holds the
+    /// directory's lock: it has the store open.
+    #[error("data directory {path} is in use by another process (a running moor?)")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The directory's lock could not be taken for another reason.
+    #[error("cannot lock data directory {path}")]
+    Lock {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// SQLite could not open or set up the database file.
     #[error("cannot open database {path}")]
     Open {
@@ -57,9 +73,12 @@ impl From<Error> for moor_storage::Error {
     fn from(e: Error) -> Self {
         let message = match &e {
             Error::CreateDir { source, .. } => format!("{e}: {source}"),
+            Error::Lock { source, .. } => format!("{e}: {source}"),
             Error::Open { source, .. } => format!("{e}: {source}"),
             Error::SpawnWriter(source) => format!("{e}: {source}"),
-            Error::NoWal { .. } | Error::SchemaVersion { .. } => e.to_string(),
+            Error::Locked { .. } | Error::NoWal { .. } | Error::SchemaVersion { .. } => {
+                e.to_string()
+            }
         };
         moor_storage::Error::Internal(message)
     }

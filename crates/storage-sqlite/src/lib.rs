@@ -6,9 +6,11 @@
 //! thread owns the write connection; reads use separate connections (WAL
 //! mode); watches replay the log and then follow the writer's broadcast.
 //! Data and revisions survive a restart: revisions continue, never reused.
+//! One process at a time has a store open ([`Lock`]).
 
 mod apply;
 mod error;
+mod lock;
 mod query;
 mod readers;
 mod schema;
@@ -17,5 +19,6 @@ mod watch;
 mod writer;
 
 pub use error::Error;
+pub use lock::Lock;
 pub use schema::FILE_NAME;
 pub use store::{Options, SqliteStore};

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::readers::Readers;
 use crate::writer::{Op, Outcome, Writer};
-use crate::{Error, query, schema, watch};
+use crate::{Error, Lock, query, schema, watch};
 
 /// Tuning for [`SqliteStore::open_with`].
 #[derive(Clone, Debug)]
@@ -23,15 +23,18 @@ pub struct Options {
 /// A revisioned key-value store in `<dir>/moor.db`.
 ///
 /// Dropping it waits for the writes already queued to commit and closes the
-/// file; open watch streams then end with `Unavailable`.
+/// file; open watch streams then end with `Unavailable`. While it is open,
+/// no other process can open the store in `<dir>` ([`Lock`]).
 pub struct SqliteStore {
     path: PathBuf,
     // Fields drop in order: the writer thread stops (committing what was
     // queued, dropping its event sender) before `events` goes, which then
-    // closes the channel and ends the watches.
+    // closes the channel and ends the watches; the lock goes last, once
+    // nothing of this store writes.
     writer: Writer,
     events: broadcast::Sender<Arc<Event>>,
     readers: Arc<Readers>,
+    lock: Lock,
 }
 
 // === impl Options ===
@@ -57,6 +60,8 @@ impl SqliteStore {
             path: dir.to_owned(),
             source,
         })?;
+        // Before the file is touched: another process may be writing it.
+        let lock = Lock::acquire(dir)?;
         let path = dir.join(schema::FILE_NAME);
         let conn = schema::open_writer(&path)?;
         let revision = query::current_revision(&conn).map_err(|source| Error::Open {
@@ -71,12 +76,34 @@ impl SqliteStore {
             path,
             writer,
             events,
+            lock,
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Closes the store as dropping it does, but hands back its directory's
+    /// lock: a caller that moves the files away (`moor migrate`) keeps
+    /// every other process out until it is done. The file is closed once
+    /// open watch streams, which read it too, have ended as well.
+    pub fn close(self) -> Lock {
+        let Self {
+            path: _,
+            writer,
+            events,
+            readers,
+            lock,
+        } = self;
+        // The readers first, so that the writer's connection is the last
+        // to close, which folds the write-ahead log into the database file
+        // and removes it (a read-only connection cannot): one file to move.
+        drop(readers);
+        drop(writer);
+        drop(events);
+        lock
     }
 }
 

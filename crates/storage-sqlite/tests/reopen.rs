@@ -113,3 +113,33 @@ async fn a_store_of_another_schema_version_is_refused_with_what_to_do() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_open_store_keeps_others_out_until_closed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    store
+        .create("/lock/a", Bytes::from_static(b"1"))
+        .await
+        .expect("create");
+    match SqliteStore::open(dir.path()) {
+        Err(moor_storage_sqlite::Error::Locked { path }) => assert_eq!(path, dir.path()),
+        Err(e) => panic!("a second open failed otherwise: {e}"),
+        Ok(_) => panic!("a second open of an open store succeeded"),
+    }
+    // A read, so that a reader's connection is open too.
+    assert_eq!(store.list("/lock/").await.expect("list").0.len(), 1);
+    // Closed, its lock still held: the file is complete, and still no one
+    // else may open it.
+    let lock = store.close();
+    let wal = dir.path().join("moor.db-wal");
+    assert!(!wal.exists(), "{} is left", wal.display());
+    assert!(matches!(
+        SqliteStore::open(dir.path()),
+        Err(moor_storage_sqlite::Error::Locked { .. })
+    ));
+    drop(lock);
+    let store = SqliteStore::open(dir.path()).expect("open once the lock is gone");
+    let got = store.get("/lock/a").await.expect("get").expect("kept");
+    assert_eq!(got.value, Bytes::from_static(b"1"));
+}

@@ -9,6 +9,7 @@ mod certs;
 mod etcd;
 mod join;
 mod leave;
+mod migrate;
 mod pki;
 mod token;
 mod up;
@@ -51,6 +52,9 @@ enum Command {
     Join(join::JoinArgs),
     /// Take this (stopped) server out of the control plane: remove its etcd member.
     Leave(leave::LeaveArgs),
+    /// Move this (stopped) single-machine server from the embedded store onto an etcd member of
+    /// its own, keeping every object and the order of their resourceVersions.
+    Migrate(migrate::MigrateArgs),
     /// Create, list and delete join tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -312,13 +316,13 @@ struct ApiserverArgs {
     /// Seconds between bookmarks sent to watchers that ask for them.
     #[arg(long, default_value_t = 10)]
     bookmark_interval_seconds: u64,
-    /// Requests served at once, besides lease renewals, node status and binds (which have 200
-    /// seats of their own) and streams; past it requests wait up to 10 s, then are refused with
-    /// RESOURCE_EXHAUSTED.
+    /// Seats for requests served at once (one each; a list one per 100 objects of its kind, up
+    /// to 10), besides lease renewals, node status and binds (which have 200 seats of their own)
+    /// and streams; past it requests wait up to 10 s, then are refused with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     max_requests_in_flight: u32,
-    /// Of --max-requests-in-flight, the most one caller (user, or connection without TLS) holds;
-    /// as many more of its requests may wait, the rest are refused at once.
+    /// Of --max-requests-in-flight, the seats one caller (user, or connection without TLS) holds
+    /// at most; as many of its requests may wait, the rest are refused at once.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     max_requests_per_caller: u32,
     #[command(flatten)]
@@ -360,6 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Up(args) => up::run(args, shutdown).await,
             Command::Join(args) => join::run(args, shutdown).await,
             Command::Leave(args) => leave::run(args).await,
+            Command::Migrate(args) => migrate::run(args, shutdown).await,
             Command::Token(command) => token::run(command).await,
             Command::Certs(command) => certs::run(command),
             Command::ControllerManager(ControllerManagerArgs {
