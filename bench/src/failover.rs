@@ -9,13 +9,13 @@
 //! without pause, a client that was on the leader's server starts a fresh
 //! create every 200 ms, and the leader's host has its cable pulled (`lab.sh
 //! cut`), then plugged back in. The scenario is the process test's
-//! (`moor_integration_tests::servers::cut_the_leader`), which also checks
+//! (`moor_integration_tests::servers::cut_off`), which also checks
 //! that no acknowledged create is lost.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use moor_integration_tests::servers::{Machine, cut_the_leader, three_servers};
+use moor_integration_tests::servers::{Machine, Target, cut_off, three_servers};
 use moor_testkit::Lab;
 use serde_json::{Value, json};
 
@@ -81,7 +81,16 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
             Machine::on(&moor, 2, &hosts[2])?,
         ];
         let measured = match three_servers(&mut machines).await {
-            Ok(servers) => cut_the_leader(&lab, &mut machines, &servers, args.creates_after).await,
+            Ok(servers) => {
+                cut_off(
+                    &lab,
+                    &mut machines,
+                    &servers,
+                    Target::Leader,
+                    args.creates_after,
+                )
+                .await
+            }
             Err(err) => Err(err),
         };
         // The servers stop before the lab they run in goes.

@@ -3,7 +3,7 @@
 //! --control-plane`, `moor join --control-plane`), each a "machine" with its
 //! own home and address: a loopback address of this machine, or a host of
 //! the lab (`scripts/lab.sh`). Then the loss of etcd's leader's machine by a
-//! pulled cable ([`cut_the_leader`]), with its figures. Shared by the
+//! pulled cable ([`cut_off`]), with its figures. Shared by the
 //! process tests and `moor-bench failover`.
 
 use std::path::{Path, PathBuf};
@@ -357,11 +357,13 @@ pub fn config_map(name: &str) -> ConfigMap {
 /// Each probe's name and when it succeeded, if it did.
 pub type Probed = Vec<(String, Option<Instant>)>;
 
-/// Starts a create every 200 ms, each in its own task, until the token is
-/// cancelled.
+/// Starts a create every 200 ms (`PREFIX-0`, `PREFIX-1`, ...), each in its
+/// own task, until the token is cancelled.
 pub fn probe(
     api: moor_client::Api<ConfigMap>,
+    prefix: &str,
 ) -> (CancellationToken, tokio::task::JoinHandle<Probed>) {
+    let prefix = prefix.to_string();
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
@@ -373,8 +375,8 @@ pub fn probe(
                 _ = ticks.tick() => {}
             }
             let api = api.clone();
+            let name = format!("{prefix}-{i}");
             started.spawn(async move {
-                let name = format!("probe-{i}");
                 let done = api.create(&config_map(&name)).await;
                 (name, done.ok().map(|_| Instant::now()))
             });
@@ -421,14 +423,15 @@ fn lock(acked: &Acked) -> std::sync::MutexGuard<'_, Vec<(String, Instant)>> {
 /// Creates one ConfigMap after another (`NAME-0`, `NAME-1`, ...) until
 /// stopped, each tried again under the same name until it is acknowledged,
 /// as a user would.
-pub fn writer(api: moor_client::Api<ConfigMap>, name: &'static str) -> Writer {
+pub fn writer(api: moor_client::Api<ConfigMap>, name: &str) -> Writer {
+    let prefix = name.to_string();
     let stop = CancellationToken::new();
     let acked = Arc::new(Mutex::new(Vec::new()));
     let task = {
         let (stop, acked) = (stop.clone(), acked.clone());
         tokio::spawn(async move {
             for i in 0.. {
-                let name = format!("{name}-{i}");
+                let name = format!("{prefix}-{i}");
                 loop {
                     if stop.is_cancelled() {
                         return;
@@ -457,12 +460,13 @@ pub fn rate(acked: &[(String, Instant)]) -> f64 {
     }
 }
 
-/// What [`cut_the_leader`] measured.
+/// What [`cut_off`] measured.
 #[derive(Clone, Debug)]
 pub struct CutFigures {
     /// The server whose machine was cut off.
     pub lost: String,
-    /// From the cut until the two left had elected a leader: etcd's own
+    /// From the cut until the two left had a leader (elected anew when the
+    /// leader was cut; at once when a follower was): etcd's own
     /// failover, the anchor.
     pub elected: Duration,
     /// From the cut until a fresh create through a client that was on the
@@ -481,17 +485,28 @@ pub struct CutFigures {
     pub acknowledged: usize,
 }
 
+/// Which server's machine [`cut_off`] cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The one whose etcd member leads.
+    Leader,
+    /// One whose member follows.
+    Follower,
+}
+
 /// On three servers each in a lab host of its own ([`three_servers`] on
-/// [`Machine::on`]): pulls the cable of the host whose member leads etcd
-/// while a client of all three writes without pause and a client that was
-/// on the cut-off server probes; plugs it back in after the writer has had
+/// [`Machine::on`]): pulls the cable of the `target` server's host while a
+/// client of all three writes without pause and a client that was on the
+/// cut-off server probes; plugs it back in after the writer has had
 /// `after` more creates acknowledged. Fails unless creates go on through
 /// the other two, the cut-off server runs on, and, once back, it serves
-/// every acknowledged create with no uid twice.
-pub async fn cut_the_leader(
+/// every acknowledged create with no uid twice. May be called again on the
+/// same servers.
+pub async fn cut_off(
     lab: &Lab,
     machines: &mut [Machine; 3],
     servers: &Servers,
+    target: Target,
     after: usize,
 ) -> anyhow::Result<CutFigures> {
     let Servers {
@@ -501,16 +516,35 @@ pub async fn cut_the_leader(
     } = servers;
     let client = Client::connect(&urls.join(","), credentials)?;
     let api = client.api::<ConfigMap>();
-    let writer = writer(api.clone(), "w");
+    let (leading, leader_id) = leader(etcd, machines).await?;
+    let lost = match target {
+        Target::Leader => leading,
+        Target::Follower => (leading + 1) % machines.len(),
+    };
+    let lost_id = match target {
+        Target::Leader => leader_id,
+        Target::Follower => {
+            etcd.list()
+                .await?
+                .into_iter()
+                .find(|m| m.name == machines[lost].name)
+                .context("the follower is a member")?
+                .id
+        }
+    };
+    // Names of this round's own: a round after another on the same servers
+    // must not find its creates done already.
+    let round = format!("{target:?}-{}", machines[lost].name).to_lowercase();
+    let writer = writer(api.clone(), &format!("w-{round}"));
     let started = Instant::now();
     wait("the writer's first 100 creates", || async {
         (writer.acked_since(started) >= 100).then_some(())
     })
     .await?;
 
-    let (lost, lost_id) = leader(etcd, machines).await?;
     let (lone, following) = lone_client(&machines[lost].url(), urls, credentials).await?;
-    // etcd's own failover, the anchor: when the two left elect a leader.
+    // etcd's own failover, the anchor: when the two left have a leader
+    // (at once when a follower is cut).
     let survivors: Vec<&Machine> = machines
         .iter()
         .enumerate()
@@ -530,7 +564,7 @@ pub async fn cut_the_leader(
     // Fresh creates every 200 ms through the client that was on the
     // cut-off server: the worst case, as the writer may have been on
     // another.
-    let (stop_probes, probes) = probe(lone.api::<ConfigMap>());
+    let (stop_probes, probes) = probe(lone.api::<ConfigMap>(), &format!("probe-{round}"));
     wait("creates go on through the other two servers", || async {
         (writer.acked_since(cut) >= after).then_some(())
     })

@@ -67,8 +67,13 @@ impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
         // A TLS handshake refused by either side comes as UNKNOWN with the
-        // transport's error as its source: the server is not usable.
-        if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+        // transport's error as its source, and a call whose connection
+        // closed before it went out (the server died) as CANCELLED with
+        // hyper's: the server is not usable. Statuses the server sends
+        // carry no source.
+        if matches!(status.code(), Code::Unknown | Code::Cancelled)
+            && std::error::Error::source(&status).is_some()
+        {
             return Self::Unavailable(status);
         }
         // Exhaustive on purpose: a new code must be placed here.
@@ -115,5 +120,18 @@ mod tests {
         let e = Error::from(tonic::Status::resource_exhausted("x"));
         assert!(matches!(e, Error::Other(_)));
         assert!(e.is_code(tonic::Code::ResourceExhausted));
+        // CANCELLED from the server is the server's; from the transport
+        // (with its error as the source), the server is gone.
+        assert!(matches!(
+            Error::from(tonic::Status::cancelled("x")),
+            Error::Other(_)
+        ));
+        let closed: Box<dyn std::error::Error + Send + Sync> = "connection closed".into();
+        let mut transport = tonic::Status::cancelled("operation was canceled");
+        transport.set_source(closed.into());
+        assert!(
+            matches!(Error::from(transport), Error::Unavailable(_)),
+            "a cancelled call with a transport error is the server's absence"
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! breaks, or an answer of UNAVAILABLE (an etcd member without a leader, an
 //! apiserver shutting down). It never moves back by itself, so a server that
 //! returns gets the clients of the next failure elsewhere. Each client
-//! starts at a random server, so many clients spread over all of them.
+//! starts at a random server, so many clients spread over all of them, or
+//! at the first, its own machine's ([`Start`]).
 //! etcd's own Go client pinned one endpoint the same way; spreading each
 //! client's requests over every server instead (what a balanced tonic
 //! channel does) keeps sending a share of them to a dead one.

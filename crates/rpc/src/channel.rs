@@ -12,8 +12,9 @@ use crate::{ClientTls, Error};
 
 /// How long connecting to one server may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 pings notice a server gone without closing its sockets (a
-/// machine cut off), so that watches on it end and move to another.
+/// HTTP/2 pings notice a server process that hangs while its machine still
+/// acknowledges (a machine cut off is noticed sooner, by the kernel: see
+/// `moor_failover::DEAD_AFTER`), so that watches on it end and move on.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// How long a ping may go unanswered.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -64,7 +64,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Both halves: the stop signal, then SIGKILL once `grace` has passed.
     /// Stopping a stopped or missing container succeeds.
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
-        let deadline = SystemTime::now() + grace;
+        let deadline = deadline_after(grace);
         self.signal_stop(id).await?;
         self.kill_at(id, deadline).await
     }
@@ -100,4 +100,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// The exit code of an interactive command, once it has exited.
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error>;
+}
+
+/// When a grace period of `grace` from now ends. A grace period too long
+/// for the clock (a client may ask for any number of seconds) ends in a
+/// century: never, for a container.
+pub fn deadline_after(grace: Duration) -> SystemTime {
+    let now = SystemTime::now();
+    now.checked_add(grace)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }

@@ -314,8 +314,9 @@ impl Store for EtcdStore {
 
 /// How long a connection to one member may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// HTTP/2 pings notice a member that died without closing its sockets (a
-/// machine cut off), so that requests and watches move to another member.
+/// HTTP/2 pings notice a member whose process hangs while its machine
+/// still acknowledges (a machine cut off is noticed by the kernel: see
+/// `moor_failover::DEAD_AFTER`), so that requests and watches move on.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(3);
 /// How long a ping may go unanswered.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);

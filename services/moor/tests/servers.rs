@@ -13,7 +13,8 @@
 //! way: its cable is pulled. Nothing closes a socket; clients and servers
 //! must notice by themselves. The API answers again within 5 s, no
 //! acknowledged create is lost, and the machine, plugged back in, catches
-//! up and serves every write. Needs root.
+//! up and serves every write. Then the same with a follower's machine.
+//! Needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -26,8 +27,8 @@ use moor_api::Resource;
 use moor_api::core::v1::ConfigMap;
 use moor_client::{Client, ListParams};
 use moor_integration_tests::servers::{
-    Machine, PATIENCE, Servers, cut_the_leader, leader, lone_client, members, probe, three_servers,
-    voters,
+    Machine, PATIENCE, Servers, Target, cut_off, leader, lone_client, members, probe,
+    three_servers, voters,
 };
 use moor_testkit::{Lab, assert_eventually};
 use tokio::process::Command;
@@ -87,7 +88,7 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
     process.kill().await.unwrap();
     // Fresh creates every 200 ms from now on: how soon the API answers
     // again, whatever a request caught in flight by the loss goes through.
-    let (stop_probes, probes) = probe(api.clone());
+    let (stop_probes, probes) = probe(api.clone(), "probe");
     // Its etcd member went with it (the parent-death signal): the port
     // refuses connections.
     let etcd_port = format!("{}:2379", machines[lost].address);
@@ -390,31 +391,35 @@ async fn joining_the_control_plane_takes_its_token_and_a_server_with_etcd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_servers_on_the_lab_lose_a_machine_cut_off_and_keep_every_write() {
+async fn three_servers_on_the_lab_lose_any_machine_cut_off_and_keep_every_write() {
     let lab =
         Lab::up(&format!("srv{}", std::process::id() % 100_000), 3, &[]).expect("the lab comes up");
     let mut machines = [0, 1, 2].map(|i| Machine::on(&moor(), i, &lab.hosts()[i]).unwrap());
     let servers = three_servers(&mut machines).await.unwrap();
-    let figures = cut_the_leader(&lab, &mut machines, &servers, 2000)
-        .await
-        .unwrap();
-    println!(
-        "machine of {} (etcd's leader) cut off: etcd elected another leader {:.2} s after the \
-         cut; a fresh create through a client that was on the cut-off server answered {:.2} s \
-         after it; {} of {} probes succeeded; a writer of all three servers waited {:.2} s at \
-         most; its creates per second: {:.0} before, {:.0} after the cut, {:.0} once it was \
-         back; {} creates acknowledged, none lost",
-        figures.lost,
-        figures.elected.as_secs_f64(),
-        figures.answered_again.as_secs_f64(),
-        figures.probes_acknowledged.0,
-        figures.probes_acknowledged.1,
-        figures.writer_gap.as_secs_f64(),
-        figures.rates.0,
-        figures.rates.1,
-        figures.rates.2,
-        figures.acknowledged
-    );
+    // Any one machine: the leader's, then, back, a follower's.
+    for target in [Target::Leader, Target::Follower] {
+        let figures = cut_off(&lab, &mut machines, &servers, target, 2000)
+            .await
+            .unwrap();
+        println!(
+            "machine of {} (etcd's {}) cut off: etcd had a leader {:.2} s after the cut; \
+             a fresh create through a client that was on the cut-off server answered {:.2} s \
+             after it; {} of {} probes succeeded; a writer of all three servers waited {:.2} s \
+             at most; its creates per second: {:.0} before, {:.0} after the cut, {:.0} once it \
+             was back; {} creates acknowledged, none lost",
+            figures.lost,
+            format!("{target:?}").to_lowercase(),
+            figures.elected.as_secs_f64(),
+            figures.answered_again.as_secs_f64(),
+            figures.probes_acknowledged.0,
+            figures.probes_acknowledged.1,
+            figures.writer_gap.as_secs_f64(),
+            figures.rates.0,
+            figures.rates.1,
+            figures.rates.2,
+            figures.acknowledged
+        );
+    }
     // The servers stop before the lab they run in goes.
     drop(machines);
 }

@@ -642,11 +642,10 @@ async fn stop_pod(
         .iter()
         .filter(|c| !c.is_sandbox() && c.state == ContainerState::Running)
         .collect();
-    let now = SystemTime::now();
     let deadline = match signalled(&stopping).await {
         Some(deadline) => {
             tracing::info!("resuming the pod's stop: its containers had their signal");
-            deadline.min(now + grace)
+            deadline.min(moor_runtime::deadline_after(grace))
         }
         None => {
             tracing::info!(grace_seconds = grace.as_secs(), "stopping pod");
@@ -654,7 +653,7 @@ async fn stop_pod(
             for result in futures::future::join_all(signals).await {
                 result?;
             }
-            let deadline = now + grace;
+            let deadline = moor_runtime::deadline_after(grace);
             let millis = deadline
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
