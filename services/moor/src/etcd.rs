@@ -121,7 +121,7 @@ async fn run(
         .context("etcd's member certificate")?;
     std::fs::create_dir_all(&member.dir)
         .with_context(|| format!("{}: cannot create", member.dir.display()))?;
-    let mut delay = Duration::from_secs(1);
+    let mut restarts = moor_client::Backoff::new(Duration::from_secs(1), RESTART_MAX);
     loop {
         let started = tokio::time::Instant::now();
         let mut child = spawn(&member, pki.path(), &bootstrap)?;
@@ -136,13 +136,12 @@ async fn run(
                     "etcd exited; restarting it"
                 );
                 if started.elapsed() > RAN_WELL {
-                    delay = Duration::from_secs(1);
+                    restarts.reset();
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(restarts.failed()) => {}
                 }
-                delay = (delay * 2).min(RESTART_MAX);
             }
             _ = shutdown.cancelled() => {
                 stop(&mut child).await;
