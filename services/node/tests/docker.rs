@@ -354,10 +354,19 @@ async fn a_deletion_across_an_agent_restart_signals_once_and_kills_at_the_grace_
         .await
         .unwrap();
     let term = host_dir.path().join("term");
+    // The agent records the grace period's end in the pod's directory once
+    // the signal has gone out. (Killed in the milliseconds between the two,
+    // an agent signals again when it is back: the one window left.)
+    let recorded = cluster
+        .data_dir
+        .path()
+        .join("pods")
+        .join(&uid)
+        .join("stopping");
     assert_eventually!(
-        std::fs::read_to_string(&term).is_ok_and(|t| t.contains("SIGTERM")),
+        std::fs::read_to_string(&term).is_ok_and(|t| t.contains("SIGTERM")) && recorded.exists(),
         PATIENCE,
-        "the agent sends SIGTERM"
+        "the agent sends SIGTERM and records it"
     );
     // Killed in the middle of the grace period, and back.
     cluster.kill_agent().await;
