@@ -43,15 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         args.rounds > 0 && args.creates_after > 0,
         "--rounds and --creates-after must be at least 1"
     );
-    let moor = match &args.moor {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("moor"),
-    };
-    anyhow::ensure!(
-        moor.exists(),
-        "{}: no moor binary (build it with `cargo build --release -p moor`, or pass --moor)",
-        moor.display()
-    );
+    let moor = crate::moor_binary(args.moor.as_deref())?;
     println!(
         "moor-bench failover: {} rounds, each a fresh three-host lab; the leader's machine cut \
          off until {} more creates are acknowledged",

@@ -87,3 +87,19 @@ fn quiet_logs() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// The `moor` binary a benchmark runs: `given` (its `--moor`), else the one
+/// beside moor-bench; an error saying how to build it when it is missing.
+fn moor_binary(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    let moor = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name("moor"),
+    };
+    anyhow::ensure!(
+        moor.exists(),
+        "{}: no moor binary (build it with `cargo build --release -p moor -p moor-bench`, or \
+         pass --moor where the benchmark has it)",
+        moor.display()
+    );
+    Ok(moor)
+}

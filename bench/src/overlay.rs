@@ -84,15 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
         args.connections > 0 && args.requests_per_connection > 0 && args.rounds > 0,
         "--connections, --requests-per-connection and --rounds must be at least 1"
     );
-    let moor = match &args.moor {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("moor"),
-    };
-    anyhow::ensure!(
-        moor.exists(),
-        "{}: no moor binary (build it with `cargo build --release -p moor`, or pass --moor)",
-        moor.display()
-    );
+    let moor = crate::moor_binary(args.moor.as_deref())?;
     println!(
         "moor-bench overlay: {} connections x {} exchanges of {} bytes each way, then {} MB \
          each way in bulk, per round; {} rounds per path after a warm-up round each",

@@ -32,12 +32,7 @@ impl Agent {
     /// Starts `moor node` (found next to this binary) against `cluster`,
     /// cordons the cluster's own node and waits until this one is Ready.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Self> {
-        let moor = std::env::current_exe()?.with_file_name("moor");
-        anyhow::ensure!(
-            moor.exists(),
-            "{} not found: build it first with `cargo build --release -p moor -p moor-bench`",
-            moor.display()
-        );
+        let moor = crate::moor_binary(None)?;
         let data_dir = tempfile::tempdir()?;
         let name = format!("{}-agent", cluster.node);
         let child = Command::new(&moor)

@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use moor_api::core::v1::{EmptyDirVolumeSource, Node, Volume, VolumeMount};
-use moor_client::DeleteParams;
 use moor_runtime::ContainerState;
 use moor_testkit::assert_eventually;
 use support::{
@@ -172,16 +171,7 @@ async fn empty_dir_is_shared_between_containers_and_removed_with_the_pod() {
         .join("data");
     assert_eq!(std::fs::read_to_string(dir.join("msg")).unwrap(), "hello");
 
-    let params = DeleteParams {
-        grace_period_seconds: Some(1),
-        ..Default::default()
-    };
-    cluster
-        .client
-        .api::<moor_api::core::v1::Pod>()
-        .delete("default", "share", &params)
-        .await
-        .unwrap();
+    cluster.delete_pod("share", 1).await;
     assert_eventually!(cluster.pod("share").await.is_none(), PATIENCE);
     assert!(!dir.exists(), "the emptyDir goes with the pod");
     assert!(
@@ -286,16 +276,7 @@ async fn deletion_sends_sigterm_then_kills_at_the_grace_period() {
 
     let grace = 3;
     let started = tokio::time::Instant::now();
-    let params = DeleteParams {
-        grace_period_seconds: Some(grace),
-        ..Default::default()
-    };
-    let marked = cluster
-        .client
-        .api::<moor_api::core::v1::Pod>()
-        .delete("default", "stubborn", &params)
-        .await
-        .unwrap();
+    let marked = cluster.delete_pod("stubborn", grace).await;
     assert!(
         marked.metadata.unwrap().deletion_timestamp.is_some(),
         "a bound pod is deleted gracefully"
@@ -343,16 +324,9 @@ async fn a_deletion_across_an_agent_restart_signals_once_and_kills_at_the_grace_
 
     let grace = Duration::from_secs(30);
     let deleted = std::time::SystemTime::now();
-    let params = DeleteParams {
-        grace_period_seconds: Some(i64::try_from(grace.as_secs()).unwrap()),
-        ..Default::default()
-    };
     cluster
-        .client
-        .api::<moor_api::core::v1::Pod>()
-        .delete("default", "stubborn", &params)
-        .await
-        .unwrap();
+        .delete_pod("stubborn", i64::try_from(grace.as_secs()).unwrap())
+        .await;
     let term = host_dir.path().join("term");
     // The agent records the grace period's end in the pod's directory once
     // the signal has gone out. (Killed in the milliseconds between the two,
@@ -450,16 +424,7 @@ async fn containers_of_vanished_pods_are_removed() {
     let uid = created.metadata.unwrap().uid;
     wait_pod(&cluster, "gone", "Running", |p| running(p, "main")).await;
     // Grace 0 removes the pod at once, without the agent's confirmation.
-    let params = DeleteParams {
-        grace_period_seconds: Some(0),
-        ..Default::default()
-    };
-    cluster
-        .client
-        .api::<moor_api::core::v1::Pod>()
-        .delete("default", "gone", &params)
-        .await
-        .unwrap();
+    cluster.delete_pod("gone", 0).await;
     assert!(cluster.pod("gone").await.is_none());
     assert_eventually!(
         cluster.containers(&uid).await.is_empty(),

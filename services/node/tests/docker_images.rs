@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use moor_api::core::v1::{Event, Pod};
-use moor_client::{DeleteParams, ListParams};
+use moor_client::ListParams;
 use moor_runtime::ContainerRuntime;
 use moor_testkit::assert_eventually;
 use support::{Cluster, PATIENCE, container_status, echo, pod, sigterm_trapping_pod, wait_pod};
@@ -231,16 +231,7 @@ async fn deletion_sends_the_images_stop_signal() {
 
     // A grace period far beyond the wait below: the pod can only be gone in
     // time if the container stopped at the first signal, SIGINT.
-    let params = DeleteParams {
-        grace_period_seconds: Some(600),
-        ..Default::default()
-    };
-    cluster
-        .client
-        .api::<Pod>()
-        .delete("default", "sigint", &params)
-        .await
-        .unwrap();
+    cluster.delete_pod("sigint", 600).await;
     assert_eventually!(
         cluster.pod("sigint").await.is_none(),
         PATIENCE,

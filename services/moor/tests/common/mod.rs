@@ -9,7 +9,6 @@ use std::process::Stdio;
 use futures::StreamExt;
 use moor_api::Resource;
 use moor_api::core::v1::ConfigMap;
-use moor_api::meta::v1::ObjectMeta;
 use moor_client::watcher::Event as WatcherEvent;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -58,14 +57,7 @@ pub fn fake_nodes(server: &str, count: usize, name: &str, extra: &[&str]) -> Fak
 
 /// A ConfigMap in `default` holding `value` under `v`.
 pub fn config_map(name: &str, value: &str) -> ConfigMap {
-    let mut cm = ConfigMap {
-        metadata: Some(ObjectMeta {
-            name: name.to_string(),
-            namespace: "default".to_string(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let mut cm = moor_integration_tests::servers::config_map(name);
     cm.data.insert("v".into(), value.into());
     cm
 }

@@ -142,6 +142,21 @@ impl Cluster {
         &self.config.name
     }
 
+    /// Deletes pod `name` of `default` with a grace period of `grace`
+    /// seconds; returns it as the apiserver answered (marked for deletion,
+    /// or as it was when removed at once).
+    pub async fn delete_pod(&self, name: &str, grace: i64) -> Pod {
+        let params = moor_client::DeleteParams {
+            grace_period_seconds: Some(grace),
+            ..Default::default()
+        };
+        self.client
+            .api::<Pod>()
+            .delete("default", name, &params)
+            .await
+            .expect("pod deleted")
+    }
+
     /// Creates `pod` and binds it to this node; returns it as stored.
     pub async fn run_pod(&self, pod: Pod) -> Pod {
         create_and_bind(&self.client, pod, self.node()).await
