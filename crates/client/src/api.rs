@@ -137,6 +137,15 @@ impl Client {
         }
     }
 
+    /// This client without a fence: for writes that report work rather
+    /// than do it (events).
+    pub fn unfenced(&self) -> Self {
+        Self {
+            channel: self.channel.clone(),
+            fence: None,
+        }
+    }
+
     /// The channel, for services outside the kinds' (the proxy's stream).
     pub fn channel(&self) -> Channel {
         self.channel.clone()

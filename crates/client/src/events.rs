@@ -88,7 +88,10 @@ impl Recorder {
     fn build(client: &Client, component: &str, instance: &str, host: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
-                api: client.api(),
+                // Unfenced: a leader's term may end between a bind (or any
+                // write it reports) and its event; the work was done, and
+                // its event tells the truth after the term as before.
+                api: client.unfenced().api(),
                 component: component.to_owned(),
                 host: host.to_owned(),
                 instance: instance.to_owned(),
