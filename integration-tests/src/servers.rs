@@ -357,15 +357,34 @@ pub fn config_map(name: &str) -> ConfigMap {
 /// Each probe's name and when it succeeded, if it did.
 pub type Probed = Vec<(String, Option<Instant>)>;
 
+/// Probes started by [`probe`].
+pub struct Probes {
+    stop: CancellationToken,
+    first: Arc<std::sync::OnceLock<Instant>>,
+    task: tokio::task::JoinHandle<Probed>,
+}
+
+impl Probes {
+    /// Whether a probe has succeeded yet.
+    pub fn answered(&self) -> bool {
+        self.first.get().is_some()
+    }
+
+    /// Starts no more and returns every probe's outcome once each ended.
+    pub async fn stop(self) -> anyhow::Result<Probed> {
+        self.stop.cancel();
+        Ok(self.task.await?)
+    }
+}
+
 /// Starts a create every 200 ms (`PREFIX-0`, `PREFIX-1`, ...), each in its
-/// own task, until the token is cancelled.
-pub fn probe(
-    api: moor_client::Api<ConfigMap>,
-    prefix: &str,
-) -> (CancellationToken, tokio::task::JoinHandle<Probed>) {
+/// own task, until stopped.
+pub fn probe(api: moor_client::Api<ConfigMap>, prefix: &str) -> Probes {
     let prefix = prefix.to_string();
     let stop = CancellationToken::new();
     let stopped = stop.clone();
+    let first = Arc::new(std::sync::OnceLock::new());
+    let answered = first.clone();
     let task = tokio::spawn(async move {
         let mut started = tokio::task::JoinSet::new();
         let mut ticks = tokio::time::interval(Duration::from_millis(200));
@@ -375,15 +394,20 @@ pub fn probe(
                 _ = ticks.tick() => {}
             }
             let api = api.clone();
+            let answered = answered.clone();
             let name = format!("{prefix}-{i}");
             started.spawn(async move {
-                let done = api.create(&config_map(&name)).await;
-                (name, done.ok().map(|_| Instant::now()))
+                let done = api.create(&config_map(&name)).await.ok().map(|_| {
+                    let at = Instant::now();
+                    answered.get_or_init(|| at);
+                    at
+                });
+                (name, done)
             });
         }
         started.join_all().await
     });
-    (stop, task)
+    Probes { stop, first, task }
 }
 
 /// Creates acknowledged, each with when it was.
@@ -564,13 +588,15 @@ pub async fn cut_off(
     // Fresh creates every 200 ms through the client that was on the
     // cut-off server: the worst case, as the writer may have been on
     // another.
-    let (stop_probes, probes) = probe(lone.api::<ConfigMap>(), &format!("probe-{round}"));
-    wait("creates go on through the other two servers", || async {
-        (writer.acked_since(cut) >= after).then_some(())
-    })
+    // Both, however fast the writer: it may have been on another server
+    // all along and reach `after` before the lone client has noticed.
+    let probes = probe(lone.api::<ConfigMap>(), &format!("probe-{round}"));
+    wait(
+        "creates go on through the other two servers, the lone client's too",
+        || async { (writer.acked_since(cut) >= after && probes.answered()).then_some(()) },
+    )
     .await?;
-    stop_probes.cancel();
-    let probed = probes.await?;
+    let probed = probes.stop().await?;
     following.cancel();
     anyhow::ensure!(machines[lost].running()?, "the cut-off server runs on");
 

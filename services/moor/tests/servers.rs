@@ -88,7 +88,7 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
     process.kill().await.unwrap();
     // Fresh creates every 200 ms from now on: how soon the API answers
     // again, whatever a request caught in flight by the loss goes through.
-    let (stop_probes, probes) = probe(api.clone(), "probe");
+    let probes = probe(api.clone(), "probe");
     // Its etcd member went with it (the parent-death signal): the port
     // refuses connections.
     let etcd_port = format!("{}:2379", machines[lost].address);
@@ -121,7 +121,10 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
         first_after.get_or_insert_with(|| killed.elapsed());
         acknowledged.push(name);
     }
-    stop_probes.cancel();
+    // However fast the creates above went, the probes tell when the API
+    // answered again.
+    assert_eventually!(probes.answered(), PATIENCE, "a probe succeeds");
+    let probed = probes.stop().await.unwrap();
     let lone_create = common::config_map("lone-after", "l");
     assert_eventually!(
         matches!(
@@ -133,7 +136,6 @@ async fn three_servers_lose_the_leaders_machine_and_keep_every_write() {
     );
     acknowledged.push("lone-after".to_string());
     following.cancel();
-    let probed = probes.await.unwrap();
     let answered_again = probed
         .iter()
         .filter_map(|(_, at)| *at)
