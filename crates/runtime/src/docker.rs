@@ -1,5 +1,7 @@
 //! [`Docker`]: the runtime on a Docker Engine, through bollard.
 
+mod pull;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -14,9 +16,9 @@ use bollard::models::{
     PortBinding,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    LogsOptions, RemoveContainerOptionsBuilder, ResizeExecOptions, WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptions,
+    RemoveContainerOptionsBuilder, ResizeExecOptions, WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use ipnet::Ipv4Net;
@@ -27,7 +29,8 @@ use crate::change_log::{Change, ChangeLog};
 use crate::pod_network::{self, NODE_RANGE_LABEL, POD_IP_LABEL, POD_RANGE_LABEL, PodNetwork};
 use crate::types::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, LogOptions,
-    NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping, RuntimeInfo,
+    NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping, RegistryAuth,
+    RuntimeInfo,
 };
 use crate::{ContainerRuntime, Error};
 
@@ -272,7 +275,10 @@ impl Docker {
             .map_err(unavailable)?
             .negotiate_version()
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+            // bollard writes registry credentials in an alphabet Docker
+            // does not decode; this rewrites them (see the function).
+            .with_request_modifier(pull::url_safe_registry_headers);
         // Known before any sandbox is made, so that removals from the
         // start (a restarted agent's collection of orphans) release
         // addresses; `ensure_network` makes it when missing.
@@ -808,34 +814,8 @@ impl ContainerRuntime for Docker {
         }
     }
 
-    async fn pull_image(&self, image: &str) -> Result<(), Error> {
-        let (name, tag) = split_tag(image);
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(name)
-            .tag(tag)
-            .build();
-        let mut progress = self.docker.create_image(Some(options), None, None);
-        let mut layers = Layers::default();
-        while let Some(item) = progress.next().await {
-            match item {
-                Ok(info) => {
-                    if layers.update(&info) {
-                        tracing::debug!(
-                            image,
-                            layers_done = layers.done.len(),
-                            layers_total = layers.all.len(),
-                            "pulling"
-                        );
-                    }
-                }
-                Err(BollardError::DockerResponseServerError { message, .. }) => {
-                    return Err(Error::Pull(message));
-                }
-                Err(BollardError::DockerStreamError { error }) => return Err(Error::Pull(error)),
-                Err(err) => return Err(Error::Pull(err.to_string())),
-            }
-        }
-        Ok(())
+    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), Error> {
+        pull::pull(&self.docker, image, auth).await
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
@@ -1307,42 +1287,6 @@ async fn hairpin(id: &str, pid: u32) -> Result<(), Error> {
         .map_err(|e| Error::Engine(format!("the bridge port of container {id}: {e}")))
 }
 
-/// The layers of an image being pulled, from Docker's progress messages.
-#[derive(Debug, Default)]
-struct Layers {
-    all: std::collections::HashSet<String>,
-    done: std::collections::HashSet<String>,
-}
-
-// === impl Layers ===
-
-impl Layers {
-    /// Takes one progress message in; true when a layer appeared or finished.
-    fn update(&mut self, info: &bollard::models::CreateImageInfo) -> bool {
-        // Messages without an id, or whose id is the tag, are about the image.
-        let (Some(id), Some(status)) = (info.id.as_deref(), info.status.as_deref()) else {
-            return false;
-        };
-        let layer = [
-            "Pulling fs layer",
-            "Waiting",
-            "Downloading",
-            "Verifying Checksum",
-            "Download complete",
-            "Extracting",
-        ];
-        let finished = ["Pull complete", "Already exists"];
-        if finished.contains(&status) {
-            self.all.insert(id.to_owned());
-            self.done.insert(id.to_owned())
-        } else if layer.contains(&status) {
-            self.all.insert(id.to_owned())
-        } else {
-            false
-        }
-    }
-}
-
 /// Output of Docker's multiplexed streams as chunks; stdin echoes dropped.
 fn chunk(output: bollard::container::LogOutput) -> Option<OutputChunk> {
     use bollard::container::LogOutput;
@@ -1394,16 +1338,6 @@ fn is_transport(err: &BollardError) -> bool {
     )
 }
 
-/// `name:tag` from an image reference (`latest` when untagged; a registry
-/// port is not a tag).
-fn split_tag(image: &str) -> (&str, &str) {
-    let image = image.split('@').next().unwrap_or(image);
-    match image.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name, tag),
-        _ => (image, "latest"),
-    }
-}
-
 /// Parses Docker's RFC 3339 UTC times (`2024-01-02T03:04:05.123456789Z`);
 /// Docker's zero time (year 1) and anything unparsable give `None`.
 fn parse_time(text: &str) -> Option<SystemTime> {
@@ -1445,32 +1379,5 @@ mod tests {
         assert_eq!(secs, Duration::new(1_704_164_645, 500_000_000));
         assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
         assert_eq!(parse_time("garbage"), None);
-    }
-
-    #[test]
-    fn counts_pulled_layers() {
-        let message = |id: &str, status: &str| bollard::models::CreateImageInfo {
-            id: Some(id.into()),
-            status: Some(status.into()),
-            ..Default::default()
-        };
-        let mut layers = Layers::default();
-        assert!(!layers.update(&message("0.1", "Pulling from echo")));
-        assert!(layers.update(&message("a", "Pulling fs layer")));
-        assert!(layers.update(&message("b", "Already exists")));
-        assert!(!layers.update(&message("a", "Downloading")));
-        assert_eq!((layers.done.len(), layers.all.len()), (1, 2));
-        assert!(layers.update(&message("a", "Pull complete")));
-        assert_eq!((layers.done.len(), layers.all.len()), (2, 2));
-    }
-
-    #[test]
-    fn splits_tags() {
-        assert_eq!(split_tag("moor/pause:0.1"), ("moor/pause", "0.1"));
-        assert_eq!(
-            split_tag("localhost:5000/echo"),
-            ("localhost:5000/echo", "latest")
-        );
-        assert_eq!(split_tag("echo"), ("echo", "latest"));
     }
 }

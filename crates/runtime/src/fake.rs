@@ -1,6 +1,7 @@
 //! [`Fake`]: an in-memory runtime for simulated nodes. Containers start
 //! instantly and run until stopped; every image is present; nothing runs.
-//! The spec each container was created from is kept for tests to inspect.
+//! The spec each container was created from is kept for tests to inspect,
+//! and so is every pull (pulls succeed unless a test says otherwise).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::types::{
-    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, NetworkMode, RuntimeInfo,
+    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, NetworkMode, RegistryAuth,
+    RuntimeInfo,
 };
 use crate::{ContainerRuntime, Error};
 
@@ -21,6 +23,7 @@ pub struct Fake {
     next: Arc<AtomicU64>,
     down: Arc<AtomicBool>,
     exec: ExecHook,
+    pulls: PullHook,
 }
 
 /// What [`Fake::exec`](ContainerRuntime::exec) answers for a running
@@ -31,6 +34,22 @@ type ExecHandler =
 /// The handler set by [`Fake::set_exec`], shared by clones.
 #[derive(Clone, Default)]
 struct ExecHook(Arc<Mutex<Option<ExecHandler>>>);
+
+/// What [`Fake::pull_image`](ContainerRuntime::pull_image) answers for an
+/// image and the credentials it was given.
+type PullHandler = Arc<dyn Fn(&str, Option<&RegistryAuth>) -> Result<(), Error> + Send + Sync>;
+
+/// One pull asked of the fake: the image and the credentials.
+type AskedPull = (String, Option<RegistryAuth>);
+
+/// The pulls asked so far and the handler set by [`Fake::set_pull`],
+/// shared by clones.
+#[derive(Clone, Default)]
+struct PullHook {
+    // A std Mutex: held only in short synchronous sections, never across an await.
+    asked: Arc<Mutex<Vec<AskedPull>>>,
+    handler: Arc<Mutex<Option<PullHandler>>>,
+}
 
 /// One fake container: what it reports and what it was created from.
 #[derive(Clone, Debug)]
@@ -44,6 +63,14 @@ struct Entry {
 impl std::fmt::Debug for ExecHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ExecHook")
+    }
+}
+
+// === impl PullHook ===
+
+impl std::fmt::Debug for PullHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullHook")
     }
 }
 
@@ -66,6 +93,7 @@ impl Fake {
             next: Arc::new(AtomicU64::new(1)),
             down: Arc::default(),
             exec: ExecHook::default(),
+            pulls: PullHook::default(),
         }
     }
 
@@ -80,6 +108,20 @@ impl Fake {
             Err(poisoned) => poisoned.into_inner(),
         };
         *guard = Some(Arc::new(handler));
+    }
+
+    /// Decides how pulls end (by default: they succeed), e.g. to refuse
+    /// credentials as a registry would.
+    pub fn set_pull<F>(&self, handler: F)
+    where
+        F: Fn(&str, Option<&RegistryAuth>) -> Result<(), Error> + Send + Sync + 'static,
+    {
+        *lock(&self.pulls.handler) = Some(Arc::new(handler));
+    }
+
+    /// Every pull asked so far, in order: the image and the credentials.
+    pub fn pulls(&self) -> Vec<(String, Option<RegistryAuth>)> {
+        lock(&self.pulls.asked).clone()
     }
 
     /// Makes `info` fail (or answer again), as when the engine is down:
@@ -123,8 +165,10 @@ impl ContainerRuntime for Fake {
         Ok(Some(format!("fake:{image}")))
     }
 
-    async fn pull_image(&self, _image: &str) -> Result<(), Error> {
-        Ok(())
+    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), Error> {
+        lock(&self.pulls.asked).push((image.to_owned(), auth.cloned()));
+        let handler = lock(&self.pulls.handler).clone();
+        handler.map_or(Ok(()), |handler| handler(image, auth))
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error> {
@@ -253,6 +297,15 @@ impl ContainerRuntime for Fake {
 
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, Error> {
         Err(Error::Engine(format!("no such exec: {exec_id}")))
+    }
+}
+
+/// Locks a std Mutex held only in short synchronous sections; a panic
+/// while holding it leaves nothing half-done, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

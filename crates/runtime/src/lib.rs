@@ -19,7 +19,7 @@ pub use fake::Fake;
 pub use types::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSession, ExecSpec, Labels,
     LogOptions, Mount, NetworkMode, OutputChunk, OutputStream, OutputStreamBox, PortMapping,
-    RuntimeInfo, labels,
+    RegistryAuth, RuntimeInfo, labels,
 };
 
 use std::time::{Duration, SystemTime};
@@ -41,8 +41,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// The image's id when it is present locally.
     async fn image_id(&self, image: &str) -> Result<Option<String>, Error>;
 
-    /// Pulls an image from its registry; the error carries the engine's message.
-    async fn pull_image(&self, image: &str) -> Result<(), Error>;
+    /// Pulls an image from its registry, with `auth` when given (else
+    /// anonymously); the error carries the engine's (so the registry's) message.
+    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), Error>;
 
     /// Creates a container (not started); returns its id.
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, Error>;

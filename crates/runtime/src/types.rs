@@ -24,6 +24,16 @@ pub mod labels {
     pub const NODE: &str = "moor.node";
 }
 
+/// Credentials for one registry, as a pull passes them to the engine.
+/// Its `Debug` leaves the password out, so it may be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The user name.
+    pub username: String,
+    /// The password (or token).
+    pub password: String,
+}
+
 /// Whose network namespace a container gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetworkMode {
@@ -158,6 +168,17 @@ pub struct RuntimeInfo {
     pub os_image: String,
     /// e.g. `docker://20.10.24`.
     pub runtime_version: String,
+}
+
+// === impl RegistryAuth ===
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 // === impl ExecOutput ===

@@ -4,7 +4,8 @@
 //!
 //! A node reads what running its pods needs (nodes, pods, services,
 //! endpoints, config maps, namespaces, leases, events, the proxy's stream)
-//! and, of the secrets, only those its own pods use. It writes only its
+//! and, of the secrets, only those its own pods use (env, volumes, image
+//! pulls). It writes only its
 //! own Node and Lease, the status of pods bound to it, its mirror pods
 //! and events. Everything else is PERMISSION_DENIED. Methods are checked
 //! before any service runs ([`method_allowed`]); the objects a write
@@ -156,7 +157,8 @@ pub(crate) fn uses_secret(pod: &Pod, name: &str) -> bool {
         .flat_map(|c| &c.env)
         .filter_map(|e| e.value_from.as_ref())
         .any(|from| from.secret_key_ref.as_ref().is_some_and(|s| s.name == name));
-    in_volumes || in_env
+    let to_pull = spec.image_pull_secrets.iter().any(|r| r.name == name);
+    in_volumes || in_env || to_pull
 }
 
 #[cfg(test)]
@@ -270,5 +272,18 @@ mod tests {
             Some(&ConfigMap::default()),
             None
         ));
+    }
+
+    #[test]
+    fn a_pod_uses_its_image_pull_secrets() {
+        let mut with = pod("a", false);
+        if let Some(spec) = with.spec.as_mut() {
+            spec.image_pull_secrets = vec![core::v1::LocalObjectReference {
+                name: "regcred".into(),
+            }];
+        }
+        assert!(uses_secret(&with, "regcred"));
+        assert!(!uses_secret(&with, "other"));
+        assert!(!uses_secret(&pod("a", false), "regcred"));
     }
 }

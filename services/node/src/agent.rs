@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use futures::FutureExt;
 use moor_api::core::v1::Pod;
 use moor_client::Client;
-use moor_runtime::{ContainerRuntime, Docker};
+use moor_runtime::{ContainerRuntime, Docker, RegistryAuth};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -186,14 +186,22 @@ impl Agent {
         }
     }
 
-    /// Starts pulling `image` for a container in the background.
-    pub fn start_pull(&self, uid: &str, container: &str, image: &str) {
+    /// Starts pulling `image` for a container in the background, with each
+    /// of `credentials` in turn until one pull succeeds (anonymously when
+    /// there are none), as kubelet does.
+    pub fn start_pull(
+        &self,
+        uid: &str,
+        container: &str,
+        image: &str,
+        credentials: Vec<RegistryAuth>,
+    ) {
         let runtime = self.runtime.clone();
         let owned = image.to_owned();
         let pull = Pull {
             image: image.to_owned(),
             started: Instant::now(),
-            task: tokio::spawn(async move { runtime.pull_image(&owned).await }),
+            task: tokio::spawn(async move { pull(&*runtime, &owned, &credentials).await }),
         };
         locked(&self.pulls).insert((uid.to_owned(), container.to_owned()), pull);
     }
@@ -253,6 +261,37 @@ impl Drop for Pull {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Pulls `image` with each of `credentials` until one pull succeeds, or
+/// anonymously when there are none. Every pull failing gives each one's
+/// message, as kubelet aggregates them (`[first, second]`).
+async fn pull(
+    runtime: &dyn ContainerRuntime,
+    image: &str,
+    credentials: &[RegistryAuth],
+) -> Result<(), moor_runtime::Error> {
+    if credentials.is_empty() {
+        return runtime.pull_image(image, None).await;
+    }
+    let mut errors = Vec::new();
+    for auth in credentials {
+        match runtime.pull_image(image, Some(auth)).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::debug!(image, username = %auth.username, %err, "pull with these credentials failed");
+                errors.push(err);
+            }
+        }
+    }
+    if errors.len() == 1 {
+        return Err(errors.remove(0));
+    }
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Err(moor_runtime::Error::Pull(format!(
+        "[{}]",
+        messages.join(", ")
+    )))
 }
 
 /// Locks a std Mutex held only in short synchronous sections; a panic

@@ -322,3 +322,101 @@ async fn heartbeats_renew_the_lease_and_leave_an_unchanged_node_alone() {
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_are_tried_in_order_until_a_pull_succeeds() {
+    use moor_api::core::v1::{Event, LocalObjectReference, Secret};
+    use moor_runtime::RegistryAuth;
+
+    // The registry takes alice's current password only.
+    let agent = OneAgent::start(
+        "private",
+        |_| {},
+        |runtime| {
+            runtime.set_pull(|_, auth| match auth {
+                Some(auth) if auth.username == "alice" && auth.password == "current" => Ok(()),
+                _ => Err(moor_runtime::Error::Pull("unauthorized".into())),
+            })
+        },
+    )
+    .await;
+    let client = &agent.client;
+    let secret = |name: &str, kind: &str, key: &str, json: &str| Secret {
+        metadata: Some(moor_api::meta::v1::ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        r#type: kind.into(),
+        data: [(key.to_owned(), json.as_bytes().to_vec())].into(),
+        ..Default::default()
+    };
+    for secret in [
+        secret(
+            "legacy",
+            "kubernetes.io/dockercfg",
+            ".dockercfg",
+            r#"{"registry.example.com": {"username": "alice", "password": "old"}}"#,
+        ),
+        secret("opaque", "Opaque", "token", "x"),
+        secret(
+            "current",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            r#"{"auths": {"https://registry.example.com/v1/": {"username": "alice", "password": "current"}}}"#,
+        ),
+    ] {
+        client.api::<Secret>().create(&secret).await.unwrap();
+    }
+    let image = "registry.example.com/app:1";
+    let mut main = support::echo("main", &["serve"]);
+    main.image = image.into();
+    main.image_pull_policy = "Always".into();
+    let mut pod = support::pod("private", "Always", vec![main]);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.image_pull_secrets = ["legacy", "opaque", "current"]
+            .into_iter()
+            .map(|name| LocalObjectReference { name: name.into() })
+            .collect();
+    }
+    support::create_and_bind(client, pod, "private").await;
+
+    assert_eventually!(
+        client
+            .api::<Pod>()
+            .get("default", "private")
+            .await
+            .is_ok_and(|p| support::phase(&p) == "Running"),
+        Duration::from_secs(30),
+        "the pod runs once a pull succeeds"
+    );
+    let auth = |password: &str| {
+        Some(RegistryAuth {
+            username: "alice".into(),
+            password: password.into(),
+        })
+    };
+    assert_eq!(
+        agent.runtime.pulls(),
+        [
+            (image.to_owned(), auth("old")),
+            (image.to_owned(), auth("current"))
+        ],
+        "each matching secret in order, until one pull succeeds"
+    );
+    let events = client
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .0;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "FailedToRetrieveImagePullSecret"
+                && e.message.contains(r#"image pull secret "opaque""#)
+                && e.message.contains(r#"its type is "Opaque""#)),
+        "an event says why a secret was left out: {events:?}"
+    );
+    agent.stop().await;
+}

@@ -74,6 +74,18 @@ impl Kind for Secret {
         for (key, _) in sorted(&self.data) {
             data_key(errors, "data", key);
         }
+        // Registry credentials (image pull secrets) must carry their key, as
+        // in Kubernetes; what the JSON says is the node agent's to judge.
+        let required = match self.r#type.as_str() {
+            "kubernetes.io/dockerconfigjson" => Some(".dockerconfigjson"),
+            "kubernetes.io/dockercfg" => Some(".dockercfg"),
+            _ => None,
+        };
+        if let Some(key) = required
+            && !self.data.contains_key(key)
+        {
+            errors.required(format!("data[{key}]"));
+        }
         if let Some(old) = old {
             if old.r#type != self.r#type {
                 errors.add("type", "Invalid value: field is immutable");
@@ -157,5 +169,41 @@ impl Kind for Lease {
                 "must be greater than 0",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_errors(kind: &str, key: &str) -> String {
+        let secret = Secret {
+            r#type: kind.into(),
+            data: [(key.to_owned(), b"{}".to_vec())].into(),
+            ..Default::default()
+        };
+        let mut errors = Errors::default();
+        secret.validate(None, &mut errors);
+        match errors.into_result("Secret", "s") {
+            Ok(()) => String::new(),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn registry_credentials_carry_their_key() {
+        assert_eq!(
+            secret_errors("kubernetes.io/dockerconfigjson", ".dockerconfigjson"),
+            ""
+        );
+        assert_eq!(secret_errors("kubernetes.io/dockercfg", ".dockercfg"), "");
+        assert_eq!(secret_errors("Opaque", "x"), "");
+        let err = secret_errors("kubernetes.io/dockerconfigjson", ".dockercfg");
+        assert!(
+            err.contains("data[.dockerconfigjson]: Required value"),
+            "{err}"
+        );
+        let err = secret_errors("kubernetes.io/dockercfg", "x");
+        assert!(err.contains("data[.dockercfg]: Required value"), "{err}");
     }
 }

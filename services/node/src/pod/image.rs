@@ -1,12 +1,16 @@
 //! A container's image per its imagePullPolicy. Pulls run in the background
 //! (see [`crate::agent::Pull`]) so the pod's status says ContainerCreating
 //! while they last; each is told in Pod events as Kubernetes does (Pulling,
-//! Pulled, Failed) and failures back off into ImagePullBackOff.
+//! Pulled, Failed) and failures back off into ImagePullBackOff. Credentials
+//! come from the pod's imagePullSecrets (see [`super::keyring`]).
 
 use std::time::{Duration, SystemTime};
 
 use moor_api::core::v1::{Container, Pod};
+use moor_runtime::RegistryAuth;
 
+use super::keyring::Keyring;
+use super::sources::Sources;
 use super::status::Waiting;
 use super::{Step, uid_of};
 use crate::Error;
@@ -22,6 +26,7 @@ pub async fn ensure(
     agent: &Agent,
     pod: &Pod,
     container: &Container,
+    sources: &Sources,
 ) -> Result<Option<Step>, Error> {
     let uid = uid_of(pod);
     let image = &container.image;
@@ -76,12 +81,37 @@ pub async fn ensure(
             )));
         }
     }
-    tracing::info!(image = %image, container = %container.name, "pulling image");
+    let credentials = credentials(agent, pod, image, sources);
+    tracing::info!(image = %image, container = %container.name, credentials = credentials.len(), "pulling image");
     agent
         .events
         .normal(pod, "Pulling", format!("Pulling image {image:?}"));
-    agent.start_pull(uid, &container.name, image);
+    agent.start_pull(uid, &container.name, image, credentials);
     Ok(Some(pulling(agent, image)))
+}
+
+/// The credentials to try for `image`, in order, from the pod's image pull
+/// secrets. A secret that is missing or unusable is told in an event and
+/// left out: the pull goes ahead without it, as kubelet's does (a public
+/// image needs none, and the registry's refusal says the rest).
+fn credentials(agent: &Agent, pod: &Pod, image: &str, sources: &Sources) -> Vec<RegistryAuth> {
+    let mut keyring = Keyring::default();
+    let references = pod.spec.as_ref().map_or(&[][..], |s| &s.image_pull_secrets);
+    for name in references.iter().map(|r| &r.name).filter(|n| !n.is_empty()) {
+        let problem = match sources.pull_secret(name) {
+            Err(problem) => format!("Unable to retrieve image pull secret {name:?}: {problem}"),
+            Ok(secret) => match keyring.add(secret) {
+                Ok(()) => continue,
+                Err(problem) => format!("Unable to use image pull secret {name:?}: {problem}"),
+            },
+        };
+        tracing::warn!(secret = %name, %problem, "pulling without an image pull secret");
+        let message = format!("{problem}; attempting to pull the image may not succeed.");
+        agent
+            .events
+            .warning(pod, "FailedToRetrieveImagePullSecret", message);
+    }
+    keyring.lookup(image)
 }
 
 /// The policy, defaulted as the apiserver does (static pods are not

@@ -7,6 +7,7 @@ mod dns;
 mod etc;
 mod image;
 mod init;
+mod keyring;
 mod links;
 mod probe;
 mod sources;
@@ -416,7 +417,7 @@ async fn start(
     attempt: u32,
     inputs: &Inputs<'_>,
 ) -> Result<Step, Error> {
-    if let Some(wait) = image::ensure(agent, pod, container).await? {
+    if let Some(wait) = image::ensure(agent, pod, container, inputs.sources).await? {
         return Ok(wait);
     }
     let sandbox = inputs.sandbox;

@@ -1,5 +1,6 @@
-//! The config maps and secrets a pod refers to (env `valueFrom`, volumes),
-//! read from the API on each sync so files and new containers follow changes.
+//! The config maps and secrets a pod refers to (env `valueFrom`, volumes,
+//! imagePullSecrets), read from the API on each sync so files, new
+//! containers and pulls follow changes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +15,10 @@ use crate::error::Error;
 pub struct Sources {
     config_maps: HashMap<String, ConfigMap>,
     secrets: HashMap<String, Secret>,
+    /// Why image pull secrets that only pulls use could not be read: a
+    /// pull goes ahead without them, as kubelet's does, so their errors do
+    /// not fail the sync as those of env and volume sources do.
+    unreadable: HashMap<String, String>,
 }
 
 impl Sources {
@@ -35,6 +40,12 @@ impl Sources {
             config_maps.extend(volume.config_map.as_ref().map(|c| c.name.clone()));
             secrets.extend(volume.secret.as_ref().map(|s| s.secret_name.clone()));
         }
+        let pull_only: std::collections::BTreeSet<String> = spec
+            .image_pull_secrets
+            .iter()
+            .map(|r| r.name.clone())
+            .filter(|name| !name.is_empty() && !secrets.contains(name))
+            .collect();
         let mut sources = Sources::default();
         let api = agent.client.api::<ConfigMap>();
         for name in config_maps {
@@ -56,7 +67,26 @@ impl Sources {
                 Err(err) => return Err(err.into()),
             }
         }
+        for name in pull_only {
+            match api.get(namespace, &name).await {
+                Ok(secret) => {
+                    sources.secrets.insert(name, secret);
+                }
+                Err(moor_client::Error::NotFound(_)) => {}
+                Err(err) => {
+                    sources.unreadable.insert(name, err.to_string());
+                }
+            }
+        }
         Ok(sources)
+    }
+
+    /// Secret `name` as an image pull secret: `Err` says why there is none.
+    pub fn pull_secret(&self, name: &str) -> Result<&Secret, String> {
+        if let Some(err) = self.unreadable.get(name) {
+            return Err(format!("cannot read it: {err}"));
+        }
+        self.secrets.get(name).ok_or_else(|| "not found".to_owned())
     }
 
     /// The value of `key` in config map `name`: `Err` says what is missing.
