@@ -435,6 +435,11 @@ teardown() {
     for cgroup in $(lab_cgroups); do
         find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null
     done
+    # What moor wrote for Docker to trust a registry on one of the lab's
+    # addresses (/etc/docker/certs.d is shared by every dockerd here).
+    local subnet
+    subnet=$(cat "$RUN_DIR/subnet" 2>/dev/null)
+    [[ -z $subnet ]] || rm -rf /etc/docker/certs.d/"${subnet%.0/24}".*:*
     rm -rf --one-file-system "$DATA_DIR"
     # Last: the run directory is the claim on the name.
     rm -rf --one-file-system "$RUN_DIR"

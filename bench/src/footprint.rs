@@ -59,6 +59,8 @@ pub async fn run(args: Args) -> anyhow::Result<Value> {
     let up = Process::moor_with_home(
         &[
             "up",
+            // Moor's own footprint, without the registry's process.
+            "--no-registry",
             // Plain text: the client below has no credentials.
             "--insecure",
             "--listen",

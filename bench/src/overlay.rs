@@ -120,6 +120,7 @@ async fn measure(args: &Args, moor: &Path, backend: &str) -> anyhow::Result<Valu
         home.path(),
         &[
             "up",
+            "--no-registry",
             "--listen",
             &listen,
             "--node-name",

@@ -85,7 +85,14 @@ impl Machine {
     /// --control-plane`, without an agent: a dedicated server.
     pub fn start(&mut self, join: &[&str]) -> anyhow::Result<()> {
         let mut args: Vec<&str> = if join.is_empty() {
-            vec!["up", "--cluster-init", "--node-name", &self.name]
+            // The servers' tests are not about images.
+            vec![
+                "up",
+                "--cluster-init",
+                "--no-registry",
+                "--node-name",
+                &self.name,
+            ]
         } else {
             let mut args = vec!["join"];
             args.extend_from_slice(join);

@@ -117,8 +117,23 @@ impl ServerTls {
         Ok(())
     }
 
-    /// The acceptor of a server's connections.
+    /// The same certificate, renewed with it, for a server that demands a
+    /// client certificate of every connection.
+    pub fn requiring_client_certificate(&self) -> Self {
+        Self {
+            client_auth: ClientAuth::Required,
+            ..self.clone()
+        }
+    }
+
+    /// The acceptor of a gRPC server's connections.
     pub(crate) fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, Error> {
+        self.acceptor_speaking(&[b"h2"])
+    }
+
+    /// The acceptor of a server whose clients may negotiate the
+    /// application protocols `alpn` (none: whatever they speak).
+    pub fn acceptor_speaking(&self, alpn: &[&[u8]]) -> Result<tokio_rustls::TlsAcceptor, Error> {
         let provider = provider();
         let mut roots = rustls::RootCertStore::empty();
         for cert in &self.client_ca {
@@ -139,7 +154,7 @@ impl ServerTls {
             .map_err(|e| settings_error("TLS versions", e))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(self.certificate.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }

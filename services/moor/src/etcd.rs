@@ -5,19 +5,17 @@
 //! so that no node certificate opens etcd), restarted when it exits, and
 //! stopped with moor.
 //!
-//! The child gets SIGKILL when moor dies without stopping it (setpriv's
-//! parent-death signal), so a crashed or killed server leaves no member
-//! behind holding its ports and data.
+//! It runs as a [`crate::child`]: a crashed or killed server leaves no
+//! member behind holding its ports and data.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
 use moor_pki::{PkiDir, ServerNames};
 use moor_storage_etcd::{EtcdTls, Members};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -29,10 +27,6 @@ const APISERVER_ETCD_USER: &str = "moor-apiserver";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a new learner gets to catch up and be promoted.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest wait before restarting a member that keeps exiting.
-const RESTART_MAX: Duration = Duration::from_secs(30);
-/// A member that ran this long before it exited is restarted at once.
-const RAN_WELL: Duration = Duration::from_secs(60);
 /// The file in the member's directory listing the members' client URLs.
 pub const KNOWN_FILE: &str = "client-urls";
 /// How often that list is brought up to date.
@@ -104,8 +98,7 @@ pub fn client_tls(pki: &PkiDir) -> anyhow::Result<EtcdTls> {
     })
 }
 
-/// Starts `member` and keeps it running until `shutdown`, then stops it
-/// (SIGTERM, and waits).
+/// Starts `member` and keeps it running until `shutdown`, then stops it.
 async fn run(
     member: Member,
     pki: PkiDir,
@@ -121,69 +114,24 @@ async fn run(
         .context("etcd's member certificate")?;
     std::fs::create_dir_all(&member.dir)
         .with_context(|| format!("{}: cannot create", member.dir.display()))?;
-    let mut restarts = moor_client::Backoff::new(Duration::from_secs(1), RESTART_MAX);
-    loop {
-        let started = tokio::time::Instant::now();
-        let mut child = spawn(&member, pki.path(), &bootstrap)?;
-        tokio::select! {
-            status = child.wait() => {
-                let status = status.context("waiting for etcd")?;
-                let log = member.dir.join("etcd.log");
-                tracing::error!(
-                    %status,
-                    log = %log.display(),
-                    last = %last_line(&log),
-                    "etcd exited; restarting it"
-                );
-                if started.elapsed() > RAN_WELL {
-                    restarts.reset();
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(restarts.failed()) => {}
-                }
-            }
-            _ = shutdown.cancelled() => {
-                stop(&mut child).await;
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Sends SIGTERM and waits for the member to exit (SIGKILL after 10 s).
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("etcd did not stop within 10 s of SIGTERM; killing it");
-        let _ = child.kill().await;
-    }
+    crate::child::keep_running(
+        "etcd",
+        member.dir.join("etcd.log"),
+        || spawn(&member, pki.path(), &bootstrap),
+        shutdown,
+    )
+    .await
 }
 
 fn spawn(member: &Member, pki_dir: &Path, bootstrap: &Bootstrap) -> anyhow::Result<Child> {
     let log_path = member.dir.join("etcd.log");
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("{}: cannot open", log_path.display()))?;
-    let log_err = log.try_clone().context("duplicating etcd's log file")?;
     let file = |name: &str| pki_dir.join(name);
     let (initial_cluster, state) = match bootstrap {
         Bootstrap::NewCluster => (format!("{}={}", member.name, member.peer_url()), "new"),
         Bootstrap::Join(cluster) => (cluster.clone(), "existing"),
     };
-    let mut command = Command::new("setpriv");
+    let mut command = crate::child::command("etcd", &log_path)?;
     command
-        .args(["--pdeathsig", "KILL", "--", "etcd"])
         .args(["--name", &member.name])
         .arg("--data-dir")
         .arg(member.dir.join("data"))
@@ -208,11 +156,7 @@ fn spawn(member: &Member, pki_dir: &Path, bootstrap: &Bootstrap) -> anyhow::Resu
         .arg("--peer-trusted-ca-file")
         .arg(file(moor_pki::CA_CERT_FILE))
         .arg("--peer-client-cert-auth")
-        .args(["--logger", "zap", "--log-outputs", "stderr"])
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .kill_on_drop(true);
+        .args(["--logger", "zap", "--log-outputs", "stderr"]);
     let child = command.spawn().context(
         "cannot start etcd (through setpriv): install Debian's etcd-server package, or run \
          without --cluster-init on the embedded store",
@@ -405,12 +349,4 @@ async fn voting_client_urls(members: &Members) -> anyhow::Result<Vec<String>> {
         .collect();
     anyhow::ensure!(!urls.is_empty(), "etcd lists no member with a client URL");
     Ok(urls)
-}
-
-/// The last line of a log file, for an error message.
-fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| text.lines().last().map(str::to_string))
-        .unwrap_or_default()
 }

@@ -55,6 +55,8 @@ pub struct JoinArgs {
     /// The service proxy's data path: userspace (it forwards) or iptables (kernel NAT rules).
     #[arg(long, default_value_t = moor_proxy::Mode::default())]
     proxy_mode: moor_proxy::Mode,
+    #[command(flatten)]
+    registry: crate::registry::TrustArgs,
     /// Join as a server of the control plane: this machine runs an etcd member, an apiserver, a
     /// scheduler and a controller-manager too. Takes a token from `moor token create
     /// --control-plane`, and a server started with `moor up --cluster-init` (or joined so).
@@ -123,6 +125,9 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
             joined
         }
     };
+    if let Some(registry) = args.registry.registry(&args.server)? {
+        crate::registry::trust(&registry, &ca, &identity)?;
+    }
     let (credentials, agent_tls) = crate::pki::node(&identity, &ca);
 
     let mut tasks = JoinSet::new();
@@ -234,6 +239,8 @@ async fn join_control_plane(
             no_allocate_node_cidrs: false,
         },
         proxy_mode: args.proxy_mode,
+        registry: None,
+        trusted_registry: args.registry.registry(&args.server)?,
     };
     crate::up::serve(server, shutdown).await
 }

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod certs;
+mod child;
 mod etcd;
 mod join;
 mod leave;
 mod migrate;
 mod pki;
+mod registry;
 mod token;
 mod up;
 

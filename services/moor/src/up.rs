@@ -46,6 +46,8 @@ pub struct UpArgs {
     /// The service proxy's data path: userspace (it forwards) or iptables (kernel NAT rules).
     #[arg(long, default_value_t = moor_proxy::Mode::default())]
     proxy_mode: moor_proxy::Mode,
+    #[command(flatten)]
+    registry: crate::registry::RegistryArgs,
 }
 
 /// Flags of a server with its own etcd member (`moor up --cluster-init`,
@@ -139,6 +141,11 @@ pub struct Server {
     pub pod_ranges: crate::PodRangeArgs,
     /// The proxy's data path.
     pub proxy_mode: moor_proxy::Mode,
+    /// The port of the cluster's image registry, if this server runs it.
+    pub registry: Option<u16>,
+    /// The cluster's registry (HOST:PORT) this node's Docker is set up to
+    /// trust, when another server runs it.
+    pub trusted_registry: Option<String>,
 }
 
 /// The address other machines reach this server at: --advertise-address,
@@ -190,6 +197,8 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         network: args.network,
         pod_ranges: args.pod_ranges,
         proxy_mode: args.proxy_mode,
+        registry: (!args.registry.no_registry).then_some(args.registry.registry_port),
+        trusted_registry: None,
     };
     serve(server, shutdown).await
 }
@@ -208,6 +217,8 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         network,
         pod_ranges,
         proxy_mode,
+        registry,
+        trusted_registry,
     } = server;
     let agent = !server_args.no_agent;
     let pod_ranges = pod_ranges.ranges(network.cluster_cidr)?;
@@ -305,7 +316,8 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         })?;
     let url = crate::pki::local_url(apiserver.local_addr(), pki.is_some());
     let admin = credentials("admin", crate::pki::ADMIN.0, crate::pki::ADMIN.1)?;
-    if let (Some(pki), Some(tls)) = (&pki, apiserver.tls()) {
+    let apiserver_tls = apiserver.tls();
+    if let (Some(pki), Some(tls)) = (&pki, apiserver_tls.clone()) {
         tokio::spawn(crate::pki::renew_serving(
             pki.clone(),
             listen,
@@ -323,6 +335,25 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .with_context(|| format!("the apiserver at {url} did not become ready"))?;
     tracing::info!(%url, "apiserver ready");
+
+    // Served to other machines when the API is, with the API's certificate.
+    let advertised_ip = advertised(&tls_args, Some(listen));
+    let registry_front = match apiserver_tls {
+        Some(tls) if !listen.ip().is_loopback() => {
+            registry.map(|port| (SocketAddr::new(advertised_ip, port), tls))
+        }
+        _ => None,
+    };
+    let registry_front_addr = registry_front.as_ref().map(|(addr, _)| *addr);
+    // This node pulls the cluster's images by the name the other nodes use.
+    let trusted_registry = registry_front_addr
+        .map(|addr| addr.to_string())
+        .or(trusted_registry);
+    if let Some(port) = registry {
+        crate::registry::Registry::new(&home, port)
+            .start(registry_front, &mut tasks, &shutdown)
+            .await?;
+    }
 
     // With several servers, one scheduler and one controller-manager act
     // at a time: the holders of their Leases.
@@ -369,6 +400,9 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
             let identity = pki
                 .node("node", &node_name)
                 .context("this node's certificate")?;
+            if let Some(registry) = &trusted_registry {
+                crate::registry::trust(registry, pki.ca().cert_pem(), &identity)?;
+            }
             let (credentials, agent_tls) = crate::pki::node(&identity, pki.ca().cert_pem());
             node.credentials = credentials;
             node.agent_tls = Some(agent_tls);
@@ -395,6 +429,12 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         "moor is up: the API listens on {url} (context \"moor\" in {})",
         config_path.display()
     );
+    if let Some(port) = registry {
+        println!("the cluster's image registry: docker push localhost:{port}/IMAGE:TAG");
+        if let Some(front) = registry_front_addr {
+            println!("  nodes pull it as {front}/IMAGE:TAG (TLS, cluster certificates only)");
+        }
+    }
     if agent {
         println!("try:");
         println!("  moorctl get nodes");

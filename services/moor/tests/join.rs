@@ -152,6 +152,7 @@ async fn a_machine_joins_with_a_token_and_every_misuse_of_one_is_refused() {
         home.path(),
         &[
             "up",
+            "--no-registry",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--node-name",

@@ -513,6 +513,62 @@ async fn pods_on_three_hosts_reach_each_other_services_and_the_outside() {
         code, 0,
         "a joined host's pod reaches the outside as its host: {out}"
     );
+
+    // The cluster's registry, served on the first server's address to
+    // holders of a cluster certificate: pushed from this machine (its
+    // Docker trusts it through what `moor up` wrote in
+    // /etc/docker/certs.d), pulled by the third host's node.
+    let image = format!("{first}:5000/echo:lab-{}", std::process::id());
+    let _pushed = Pushed(image.clone());
+    for args in [
+        &["tag", "moor/echo:0.1", &image][..],
+        &["push", &image],
+        &["rmi", &image],
+    ] {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut pulled = echo_pod("pulled", &names[2], "pulled");
+    let container = &mut pulled.spec.as_mut().unwrap().containers[0];
+    container.image = image.clone();
+    container.image_pull_policy = "Always".into();
+    client.api::<Pod>().create(&pulled).await.unwrap();
+    assert_eventually!(
+        running(client, &["pulled"])
+            .await
+            .is_some_and(|p| p["pulled"].0 == names[2]),
+        PATIENCE,
+        "{} pulls {image} from the cluster's registry",
+        names[2]
+    );
+    // No plain text there: an HTTP request gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect((first, 5000)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).starts_with("HTTP/"),
+        "the registry answers plain HTTP on {first}:5000"
+    );
+}
+
+/// Removes a tag pushed from this machine, also on a panic.
+struct Pushed(String);
+
+impl Drop for Pushed {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", &self.0])
+            .output();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

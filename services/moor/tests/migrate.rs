@@ -51,7 +51,15 @@ async fn a_single_machine_cluster_moves_onto_etcd_with_every_object_in_order() {
     let listen = format!("{address}:6443");
     let server = start(
         home.path(),
-        &["up", "--listen", &listen, "--node-name", name, "--no-agent"],
+        &[
+            "up",
+            "--listen",
+            &listen,
+            "--node-name",
+            name,
+            "--no-agent",
+            "--no-registry",
+        ],
     );
     let client = admin(home.path()).await;
 
@@ -145,7 +153,7 @@ async fn a_single_machine_cluster_moves_onto_etcd_with_every_object_in_order() {
     );
     let mut up = vec!["up", "--cluster-init"];
     up.extend(args);
-    up.push("--no-agent");
+    up.extend(["--no-agent", "--no-registry"]);
     let server = start(home.path(), &up);
     let client = admin(home.path()).await;
 

@@ -50,6 +50,7 @@ async fn python_client_with_a_token_creates_lists_and_watches_a_pod() {
     let child = Command::new(env!("CARGO_BIN_EXE_moor"))
         .args([
             "up",
+            "--no-registry",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--node-name",

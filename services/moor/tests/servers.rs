@@ -320,6 +320,7 @@ async fn joining_the_control_plane_takes_its_token_and_a_server_with_etcd() {
             .command(&[
                 "up",
                 "--no-agent",
+                "--no-registry",
                 "--listen",
                 "127.0.3.4:6443",
                 "--log",

@@ -24,6 +24,7 @@ fn up(home: &Path, port: u16, node: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_moor"))
         .args([
             "up",
+            "--no-registry",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--node-name",
@@ -218,6 +219,7 @@ async fn up_runs_a_pod_and_a_restart_keeps_its_containers() -> anyhow::Result<()
     let busy = Command::new(env!("CARGO_BIN_EXE_moor"))
         .args([
             "up",
+            "--no-registry",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--node-name",
