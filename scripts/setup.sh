@@ -21,6 +21,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 # The node agent deletes a removed pod's flows with it, as Docker does for its
 # endpoints; the proxy's iptables mode its stale UDP flows, as kube-proxy.
 command -v conntrack >/dev/null || need+=(conntrack)
+# The reference application's test drives a real browser, headless.
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

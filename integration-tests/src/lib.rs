@@ -1,6 +1,7 @@
 //! Helpers for moor's end-to-end tests: an apiserver on a free port, and a
 //! whole cluster on the real Docker daemon.
 
+pub mod browser;
 mod cluster;
 mod objects;
 pub mod servers;

@@ -1,0 +1,451 @@
+//! The reference application as the README's tour deploys it: `moor up`
+//! runs the cluster's registry; scripts/results-ui.sh builds results-api
+//! and results-ui, pushes them there and applies their manifests. Results
+//! posted through the UI's form are listed; the API scaled to 3 serves the
+//! same data; a new tag pushed to the registry rolls out; a deleted API pod
+//! loses nothing; a missing tag shows "not found" without holding up the
+//! rest; and a real browser (headless Chromium) submits the form and sees
+//! the new row and its pass-rate bar.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use moor_api::apps::v1::Deployment;
+use moor_api::core::v1::{Pod, Service};
+use moor_client::{Client, ListParams};
+use moor_integration_tests::browser::Browser;
+use moor_testkit::assert_eventually;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Pulls, image builds and rollouts on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn moorctl_path() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_moor")).with_file_name("moorctl");
+    assert!(
+        path.exists(),
+        "{} is missing: run the whole suite (./scripts/test.sh) or `cargo build -p moorctl` first",
+        path.display()
+    );
+    path
+}
+
+/// moorctl as the user runs it (the context `moor up` wrote in `home`);
+/// must succeed; its stdout.
+async fn moorctl(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(moorctl_path())
+        .args(args)
+        .env("HOME", home)
+        .env_remove("MOOR_SERVER")
+        .env_remove("MOOR_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("moorctl runs");
+    assert!(
+        out.status.success(),
+        "moorctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// scripts/results-ui.sh, as the README runs it; must succeed.
+async fn deploy(home: &Path, registry: &str, tag: &str, data: &Path) {
+    let out = Command::new(root().join("scripts/results-ui.sh"))
+        .args(["--registry", registry, "--tag", tag])
+        .arg("--data")
+        .arg(data)
+        .env("HOME", home)
+        // Its image build finds Rust where the user's HOME has it.
+        .envs(rust_homes())
+        .env("MOORCTL", moorctl_path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("scripts/results-ui.sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "scripts/results-ui.sh failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for image in ["results-api", "results-ui"] {
+        assert!(
+            stdout.contains(&format!("pushed {registry}/{image}:{tag}")),
+            "{image} pushed: {stdout}"
+        );
+    }
+}
+
+/// rustup's and cargo's homes as this test found them, for a command
+/// run with another HOME.
+fn rust_homes() -> Vec<(&'static str, PathBuf)> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    [("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")]
+        .into_iter()
+        .filter_map(|(var, dir)| {
+            let path = std::env::var_os(var)
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(dir)))?;
+            Some((var, path))
+        })
+        .collect()
+}
+
+fn up(home: &Path, port: u16, registry_port: u16, node: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--registry-port", &registry_port.to_string()])
+        .args(["--node-name", node, "--log", "warn"])
+        .env("HOME", home)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moor up starts")
+}
+
+/// The administrator's client, from the context `moor up` wrote.
+fn admin(home: &Path) -> Client {
+    let target = moorctl::config::target(None, None, &home.join(".moor/config"))
+        .expect("moorctl's config reads");
+    Client::connect(&target.server, &target.credentials).expect("a client")
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+/// An HTTP/1.1 exchange on a fresh connection: (status, headers, body).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    form: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let body = form.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| std::io::Error::other(format!("{method} {path} took over 10 s")))??;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// The UI's page, if it answers 200.
+async fn page(ui: SocketAddr) -> Option<String> {
+    match http(ui, "GET", "/", None).await {
+        Ok((200, _, body)) => Some(body),
+        _ => None,
+    }
+}
+
+/// Whether `page` lists a result of `suite` (a row and a bar).
+fn lists(page: &str, suite: &str) -> bool {
+    page.contains(&format!("class=\"result\" data-suite=\"{suite}\""))
+        && page.contains(&format!("class=\"bar\" data-suite=\"{suite}\""))
+}
+
+async fn ready_replicas(client: &Client, name: &str) -> i32 {
+    client
+        .api::<Deployment>()
+        .get("default", name)
+        .await
+        .ok()
+        .and_then(|d| d.status)
+        .map_or(0, |s| s.ready_replicas)
+}
+
+async fn pods(client: &Client, app: &str) -> Vec<Pod> {
+    client
+        .api::<Pod>()
+        .list(
+            &ListParams::default()
+                .namespace("default")
+                .labels(format!("app={app}")),
+        )
+        .await
+        .map(|(pods, _)| pods)
+        .unwrap_or_default()
+}
+
+/// Whether every pod of `app` is ready and runs `image`, and there are `n`.
+async fn rolled_out(client: &Client, app: &str, image: &str, n: usize) -> bool {
+    let pods = pods(client, app).await;
+    pods.len() == n
+        && pods.iter().all(|p| {
+            p.metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_none())
+                && p.spec
+                    .as_ref()
+                    .is_some_and(|s| s.containers.iter().all(|c| c.image == image))
+                && pod_ready(p)
+        })
+}
+
+/// Removes the test's containers, pushed tags and data, also on a panic.
+struct Leftovers {
+    node: String,
+    tags: Vec<String>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        moor_integration_tests::remove_docker_leftovers(&self.node, "moor-results-unused-network");
+        moor_integration_tests::remove_pod_network_leftovers();
+        for tag in &self.tags {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", tag])
+                .output();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_ui_is_deployed_from_the_clusters_registry_and_used_in_a_browser() {
+    let node = format!("results-{}", std::process::id());
+    let registry_port = moor_testkit::free_port();
+    let registry = format!("localhost:{registry_port}");
+    let _leftovers = Leftovers {
+        node: node.clone(),
+        tags: ["results-api", "results-ui"]
+            .iter()
+            .flat_map(|image| {
+                ["0.1", "0.2", "absent"].map(|tag| format!("{registry}/{image}:{tag}"))
+            })
+            .collect(),
+    };
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = moor_testkit::free_port();
+    let mut cluster = up(home.path(), port, registry_port, &node);
+    assert_eventually!(
+        home.path().join(".moor/config").exists()
+            && !moor_integration_tests::ready_nodes(&admin(home.path()))
+                .await
+                .is_empty(),
+        PATIENCE,
+        "moor up writes the context and the node is Ready"
+    );
+    let client = admin(home.path());
+
+    println!("cluster up; deploying 0.1");
+    // Built, pushed to the cluster's registry, applied.
+    deploy(home.path(), &registry, "0.1", data.path()).await;
+    let api_image = format!("{registry}/results-api:0.1");
+    let ui_image = format!("{registry}/results-ui:0.1");
+    assert_eventually!(
+        rolled_out(&client, "results-api", &api_image, 1).await
+            && rolled_out(&client, "results-ui", &ui_image, 1).await,
+        PATIENCE,
+        "results-api and results-ui run from {registry}"
+    );
+    let node_port = client
+        .api::<Service>()
+        .get("default", "results-ui")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports[0]
+        .node_port;
+    let ui = SocketAddr::from(([127, 0, 0, 1], u16::try_from(node_port).unwrap()));
+
+    println!("running; posting through {ui}");
+    // Three results through the UI's form, each answered with a redirect
+    // to the page, which lists them.
+    let suites: Vec<String> = ["unit", "lint", "e2e"]
+        .iter()
+        .map(|s| format!("{s}-{}", std::process::id()))
+        .collect();
+    for (i, suite) in suites.iter().enumerate() {
+        let form = format!(
+            "suite={suite}&passed={}&failed={i}&duration_seconds=1.5",
+            10 + i
+        );
+        assert_eventually!(
+            matches!(
+                http(ui, "POST", "/results", Some(&form)).await,
+                Ok((303, _, _))
+            ),
+            PATIENCE,
+            "the form posts {suite} through the node port {ui}"
+        );
+    }
+    let listed = |page: &str| suites.iter().all(|suite| lists(page, suite));
+    assert_eventually!(
+        page(ui).await.is_some_and(|p| listed(&p)),
+        PATIENCE,
+        "the page lists the three results"
+    );
+
+    println!("listed; scaling the API");
+    // Three API pods share the data.
+    moorctl(
+        home.path(),
+        &["scale", "deployment", "results-api", "--replicas", "3"],
+    )
+    .await;
+    assert_eventually!(
+        ready_replicas(&client, "results-api").await == 3,
+        PATIENCE,
+        "three API pods"
+    );
+    for _ in 0..6 {
+        let body = page(ui).await.expect("the page answers");
+        assert!(listed(&body), "every API pod serves the three results");
+    }
+
+    println!("three API pods agree; deploying 0.2");
+    // A new version, pushed to the registry, rolls out.
+    deploy(home.path(), &registry, "0.2", data.path()).await;
+    let ui_image = format!("{registry}/results-ui:0.2");
+    let api_image = format!("{registry}/results-api:0.2");
+    assert_eventually!(
+        rolled_out(&client, "results-ui", &ui_image, 1).await
+            && rolled_out(&client, "results-api", &api_image, 3).await,
+        PATIENCE,
+        "the 0.2 images roll out"
+    );
+    assert_eventually!(
+        page(ui).await.is_some_and(|p| listed(&p)),
+        PATIENCE,
+        "0.2 lists what 0.1 stored"
+    );
+
+    println!("0.2 rolled out; deleting an API pod");
+    // An API pod deleted: its replacement finds the data.
+    let victim = pods(&client, "results-api").await[0]
+        .metadata
+        .as_ref()
+        .unwrap()
+        .name
+        .clone();
+    moorctl(home.path(), &["delete", "pod", &victim]).await;
+    assert_eventually!(
+        rolled_out(&client, "results-api", &api_image, 3).await
+            && pods(&client, "results-api")
+                .await
+                .iter()
+                .all(|p| p.metadata.as_ref().unwrap().name != victim),
+        PATIENCE,
+        "{victim} replaced"
+    );
+    assert_eventually!(
+        page(ui).await.is_some_and(|p| listed(&p)),
+        PATIENCE,
+        "the results outlive the pod"
+    );
+
+    println!("data kept; a missing tag");
+    // A tag the registry lacks: the registry's "not found", and the rest
+    // runs on.
+    let absent = format!("{registry}/results-ui:absent");
+    let mut pod = Pod {
+        metadata: Some(moor_api::meta::v1::ObjectMeta {
+            name: "absent".to_string(),
+            namespace: "default".to_string(),
+            ..Default::default()
+        }),
+        spec: Some(moor_api::core::v1::PodSpec {
+            containers: vec![moor_api::core::v1::Container {
+                name: "absent".to_string(),
+                image: absent.clone(),
+                ..Default::default()
+            }],
+            restart_policy: "Never".to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    moor_api::Resource::set_type_meta(&mut pod);
+    client.api::<Pod>().create(&pod).await.unwrap();
+    assert_eventually!(
+        {
+            let pod = client.api::<Pod>().get("default", "absent").await.ok();
+            let waiting = pod
+                .and_then(|p| p.status)
+                .and_then(|s| s.container_statuses.into_iter().next())
+                .and_then(|c| c.state)
+                .and_then(|s| s.waiting);
+            waiting.is_some_and(|w| {
+                matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
+                    && w.message.contains("not found")
+            })
+        },
+        PATIENCE,
+        "a missing tag shows the registry's \"not found\""
+    );
+    assert!(page(ui).await.is_some_and(|p| listed(&p)));
+
+    println!("\"not found\" shown; the browser");
+    // A real browser: load the page through the node port, fill in the
+    // form and submit it; the new row and its bar appear.
+    let mut browser = Browser::start().await.unwrap();
+    let url = format!("http://{ui}/");
+    browser.navigate(&url).await.unwrap();
+    let form_ready =
+        "document.readyState === 'complete' && !!document.querySelector('#post-result')";
+    assert_eventually!(
+        browser.evaluate(form_ready).await.ok() == Some(serde_json::Value::Bool(true)),
+        PATIENCE,
+        "the browser shows the page and its form"
+    );
+    let suite = format!("browser-{}", std::process::id());
+    let fill = format!(
+        "(() => {{ const f = document.querySelector('#post-result'); \
+         f.elements['suite'].value = '{suite}'; f.elements['passed'].value = '3'; \
+         f.elements['failed'].value = '1'; f.elements['duration_seconds'].value = '2.5'; \
+         f.requestSubmit(); return true; }})()"
+    );
+    browser.evaluate(&fill).await.unwrap();
+    let shown = format!(
+        "(() => {{ const row = document.querySelector('#results tr.result[data-suite=\"{suite}\"]'); \
+         const bar = document.querySelector('#summary .bar[data-suite=\"{suite}\"]'); \
+         return !!row && !!bar && parseFloat(bar.dataset.passRate) === 75 \
+           && bar.style.width === '75%'; }})()"
+    );
+    assert_eventually!(
+        browser.evaluate(&shown).await.ok() == Some(serde_json::Value::Bool(true)),
+        PATIENCE,
+        "the browser shows the new row and a 75% bar"
+    );
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("results-ui.png");
+    browser.screenshot(&shot).await.unwrap();
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    println!("screenshot: {}", shot.display());
+    drop(browser);
+
+    cluster.kill().await.unwrap();
+}
