@@ -277,7 +277,9 @@ pub fn trust(registry: &str, ca_pem: &str, identity: &moor_pki::Identity) -> any
         ("client.key", identity.key_pem(), 0o600),
     ] {
         let path = dir.join(name);
-        let temporary = dir.join(format!(".{name}.moor"));
+        // Its own temporary name: the nodes of a machine (a lab's hosts)
+        // may write the same directory at once.
+        let temporary = dir.join(format!(".{name}.{}.moor", std::process::id()));
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
