@@ -146,6 +146,22 @@ impl Browser {
         Ok(result["result"]["value"].clone())
     }
 
+    /// Waits until JavaScript `expression` is `true` in the page, checking
+    /// every 100 ms for `within` at most; fails with its last value.
+    pub async fn wait_for(&mut self, expression: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let value = self.evaluate(expression).await;
+            if matches!(value, Ok(Value::Bool(true))) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("{expression} is not true after {within:?}: {value:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Writes a PNG of the page as it looks now to `path`.
     pub async fn screenshot(&mut self, path: &Path) -> anyhow::Result<()> {
         use base64::Engine as _;

@@ -4,6 +4,7 @@
 pub mod browser;
 mod cluster;
 mod objects;
+pub mod results_ui;
 pub mod servers;
 
 pub use cluster::{Cluster, remove_docker_leftovers, remove_pod_network_leftovers};

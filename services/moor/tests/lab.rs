@@ -4,8 +4,9 @@
 //! pods on different hosts talk by pod IP (TCP and UDP, both ways, with
 //! their own source address), through a service's cluster IP and DNS name,
 //! through a node port on a host without the pod, and out of the cluster
-//! through masquerade. Needs root; the lab goes away with the test, on
-//! failure too.
+//! through masquerade; images pushed to the first server's registry are
+//! pulled by the other hosts, and results-ui runs across them, used in a
+//! browser. Needs root; the lab goes away with the test, on failure too.
 
 #![allow(clippy::unwrap_used)] // tests: a failed call is a failed test
 
@@ -519,7 +520,7 @@ async fn pods_on_three_hosts_reach_each_other_services_and_the_outside() {
     // Docker trusts it through what `moor up` wrote in
     // /etc/docker/certs.d), pulled by the third host's node.
     let image = format!("{first}:5000/echo:lab-{}", std::process::id());
-    let _pushed = Pushed(image.clone());
+    let _pushed = Pushed(vec![image.clone()]);
     for args in [
         &["tag", "moor/echo:0.1", &image][..],
         &["push", &image],
@@ -560,15 +561,87 @@ async fn pods_on_three_hosts_reach_each_other_services_and_the_outside() {
     );
 }
 
-/// Removes a tag pushed from this machine, also on a panic.
-struct Pushed(String);
+/// Removes tags pushed from this machine, also on a panic.
+struct Pushed(Vec<String>);
 
 impl Drop for Pushed {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &self.0])
-            .output();
+        for tag in &self.0 {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", tag])
+                .output();
+        }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_ui_runs_across_the_hosts_from_the_servers_registry_in_a_browser() {
+    use moor_integration_tests::results_ui::{
+        deploy, lists, page, pods, pushed_tags, rolled_out, submit_in_browser,
+    };
+    let cluster = LabCluster::start("rui", &[]).await;
+    let (client, hosts) = (&cluster.client, &cluster.hosts);
+    // The address `moor up` printed for the nodes; this machine's Docker
+    // pushes there with the certificate `moor up` left in certs.d.
+    let registry = format!("{}:5000", hosts[0].address);
+    let _pushed = Pushed(pushed_tags(&registry, &["0.1"]));
+    let data = tempfile::tempdir().unwrap();
+    deploy(
+        cluster.home(),
+        &moorctl_path(),
+        &registry,
+        "0.1",
+        data.path(),
+    )
+    .await
+    .unwrap();
+    let (code, _, err) = moorctl(
+        cluster.home(),
+        &["scale", "deployment", "results-api", "--replicas", "3"],
+    )
+    .await;
+    assert_eq!(code, 0, "moorctl scale: {err}");
+    let api_image = format!("{registry}/results-api:0.1");
+    let ui_image = format!("{registry}/results-ui:0.1");
+    assert_eventually!(
+        rolled_out(client, "results-api", &api_image, 3).await
+            && rolled_out(client, "results-ui", &ui_image, 1).await,
+        PATIENCE,
+        "results-api (3) and results-ui run, pulled from {registry}"
+    );
+    let mut placed: Vec<(String, String)> = Vec::new();
+    for app in ["results-api", "results-ui"] {
+        for pod in pods(client, app).await {
+            let node = pod.spec.map(|s| s.node_name).unwrap_or_default();
+            placed.push((pod.metadata.map(|m| m.name).unwrap_or_default(), node));
+        }
+    }
+    println!("placed: {placed:?}");
+
+    // Through the node port of the last host, whichever hosts the pods
+    // run on; the UI finds the API by its DNS name.
+    let node_port = client
+        .api::<Service>()
+        .get("default", "results-ui")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports[0]
+        .node_port;
+    let ui = std::net::SocketAddr::from((hosts[2].address, u16::try_from(node_port).unwrap()));
+    let suite = format!("lab-{}", std::process::id());
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("results-ui-lab.png");
+    submit_in_browser(ui, &suite, &shot, PATIENCE)
+        .await
+        .unwrap();
+    println!("screenshot: {}", shot.display());
+    let other = std::net::SocketAddr::from((hosts[1].address, ui.port()));
+    assert_eventually!(
+        page(other).await.is_some_and(|p| lists(&p, &suite)),
+        PATIENCE,
+        "every host's node port serves the page with the browser's result"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,18 +16,15 @@ use std::time::Duration;
 
 use moor_api::apps::v1::Deployment;
 use moor_api::core::v1::{Pod, Service};
-use moor_client::{Client, ListParams};
-use moor_integration_tests::browser::Browser;
+use moor_client::Client;
+use moor_integration_tests::results_ui::{
+    deploy, http, lists, page, pods, pushed_tags, rolled_out, submit_in_browser,
+};
 use moor_testkit::assert_eventually;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// Pulls, image builds and rollouts on a loaded 2-core machine.
 const PATIENCE: Duration = Duration::from_secs(180);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn moorctl_path() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_moor")).with_file_name("moorctl");
@@ -60,49 +57,6 @@ async fn moorctl(home: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// scripts/results-ui.sh, as the README runs it; must succeed.
-async fn deploy(home: &Path, registry: &str, tag: &str, data: &Path) {
-    let out = Command::new(root().join("scripts/results-ui.sh"))
-        .args(["--registry", registry, "--tag", tag])
-        .arg("--data")
-        .arg(data)
-        .env("HOME", home)
-        // Its image build finds Rust where the user's HOME has it.
-        .envs(rust_homes())
-        .env("MOORCTL", moorctl_path())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("scripts/results-ui.sh runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "scripts/results-ui.sh failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for image in ["results-api", "results-ui"] {
-        assert!(
-            stdout.contains(&format!("pushed {registry}/{image}:{tag}")),
-            "{image} pushed: {stdout}"
-        );
-    }
-}
-
-/// rustup's and cargo's homes as this test found them, for a command
-/// run with another HOME.
-fn rust_homes() -> Vec<(&'static str, PathBuf)> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    [("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")]
-        .into_iter()
-        .filter_map(|(var, dir)| {
-            let path = std::env::var_os(var)
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|h| h.join(dir)))?;
-            Some((var, path))
-        })
-        .collect()
-}
-
 fn up(home: &Path, port: u16, registry_port: u16, node: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_moor"))
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
@@ -122,60 +76,6 @@ fn admin(home: &Path) -> Client {
     Client::connect(&target.server, &target.credentials).expect("a client")
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.r#type == "Ready" && c.status == "True")
-    })
-}
-
-/// An HTTP/1.1 exchange on a fresh connection: (status, headers, body).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    form: Option<&str>,
-) -> std::io::Result<(u16, String, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let body = form.unwrap_or("");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| std::io::Error::other(format!("{method} {path} took over 10 s")))??;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    Ok((status, head.to_string(), body.to_string()))
-}
-
-/// The UI's page, if it answers 200.
-async fn page(ui: SocketAddr) -> Option<String> {
-    match http(ui, "GET", "/", None).await {
-        Ok((200, _, body)) => Some(body),
-        _ => None,
-    }
-}
-
-/// Whether `page` lists a result of `suite` (a row and a bar).
-fn lists(page: &str, suite: &str) -> bool {
-    page.contains(&format!("class=\"result\" data-suite=\"{suite}\""))
-        && page.contains(&format!("class=\"bar\" data-suite=\"{suite}\""))
-}
-
 async fn ready_replicas(client: &Client, name: &str) -> i32 {
     client
         .api::<Deployment>()
@@ -184,34 +84,6 @@ async fn ready_replicas(client: &Client, name: &str) -> i32 {
         .ok()
         .and_then(|d| d.status)
         .map_or(0, |s| s.ready_replicas)
-}
-
-async fn pods(client: &Client, app: &str) -> Vec<Pod> {
-    client
-        .api::<Pod>()
-        .list(
-            &ListParams::default()
-                .namespace("default")
-                .labels(format!("app={app}")),
-        )
-        .await
-        .map(|(pods, _)| pods)
-        .unwrap_or_default()
-}
-
-/// Whether every pod of `app` is ready and runs `image`, and there are `n`.
-async fn rolled_out(client: &Client, app: &str, image: &str, n: usize) -> bool {
-    let pods = pods(client, app).await;
-    pods.len() == n
-        && pods.iter().all(|p| {
-            p.metadata
-                .as_ref()
-                .is_some_and(|m| m.deletion_timestamp.is_none())
-                && p.spec
-                    .as_ref()
-                    .is_some_and(|s| s.containers.iter().all(|c| c.image == image))
-                && pod_ready(p)
-        })
 }
 
 /// Removes the test's containers, pushed tags and data, also on a panic.
@@ -239,12 +111,7 @@ async fn results_ui_is_deployed_from_the_clusters_registry_and_used_in_a_browser
     let registry = format!("localhost:{registry_port}");
     let _leftovers = Leftovers {
         node: node.clone(),
-        tags: ["results-api", "results-ui"]
-            .iter()
-            .flat_map(|image| {
-                ["0.1", "0.2", "absent"].map(|tag| format!("{registry}/{image}:{tag}"))
-            })
-            .collect(),
+        tags: pushed_tags(&registry, &["0.1", "0.2"]),
     };
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -262,7 +129,9 @@ async fn results_ui_is_deployed_from_the_clusters_registry_and_used_in_a_browser
 
     println!("cluster up; deploying 0.1");
     // Built, pushed to the cluster's registry, applied.
-    deploy(home.path(), &registry, "0.1", data.path()).await;
+    deploy(home.path(), &moorctl_path(), &registry, "0.1", data.path())
+        .await
+        .unwrap();
     let api_image = format!("{registry}/results-api:0.1");
     let ui_image = format!("{registry}/results-ui:0.1");
     assert_eventually!(
@@ -329,7 +198,9 @@ async fn results_ui_is_deployed_from_the_clusters_registry_and_used_in_a_browser
 
     println!("three API pods agree; deploying 0.2");
     // A new version, pushed to the registry, rolls out.
-    deploy(home.path(), &registry, "0.2", data.path()).await;
+    deploy(home.path(), &moorctl_path(), &registry, "0.2", data.path())
+        .await
+        .unwrap();
     let ui_image = format!("{registry}/results-ui:0.2");
     let api_image = format!("{registry}/results-api:0.2");
     assert_eventually!(
@@ -412,40 +283,12 @@ async fn results_ui_is_deployed_from_the_clusters_registry_and_used_in_a_browser
     println!("\"not found\" shown; the browser");
     // A real browser: load the page through the node port, fill in the
     // form and submit it; the new row and its bar appear.
-    let mut browser = Browser::start().await.unwrap();
-    let url = format!("http://{ui}/");
-    browser.navigate(&url).await.unwrap();
-    let form_ready =
-        "document.readyState === 'complete' && !!document.querySelector('#post-result')";
-    assert_eventually!(
-        browser.evaluate(form_ready).await.ok() == Some(serde_json::Value::Bool(true)),
-        PATIENCE,
-        "the browser shows the page and its form"
-    );
     let suite = format!("browser-{}", std::process::id());
-    let fill = format!(
-        "(() => {{ const f = document.querySelector('#post-result'); \
-         f.elements['suite'].value = '{suite}'; f.elements['passed'].value = '3'; \
-         f.elements['failed'].value = '1'; f.elements['duration_seconds'].value = '2.5'; \
-         f.requestSubmit(); return true; }})()"
-    );
-    browser.evaluate(&fill).await.unwrap();
-    let shown = format!(
-        "(() => {{ const row = document.querySelector('#results tr.result[data-suite=\"{suite}\"]'); \
-         const bar = document.querySelector('#summary .bar[data-suite=\"{suite}\"]'); \
-         return !!row && !!bar && parseFloat(bar.dataset.passRate) === 75 \
-           && bar.style.width === '75%'; }})()"
-    );
-    assert_eventually!(
-        browser.evaluate(&shown).await.ok() == Some(serde_json::Value::Bool(true)),
-        PATIENCE,
-        "the browser shows the new row and a 75% bar"
-    );
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("results-ui.png");
-    browser.screenshot(&shot).await.unwrap();
-    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    submit_in_browser(ui, &suite, &shot, PATIENCE)
+        .await
+        .unwrap();
     println!("screenshot: {}", shot.display());
-    drop(browser);
 
     cluster.kill().await.unwrap();
 }

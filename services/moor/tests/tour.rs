@@ -70,6 +70,9 @@ fn up(home: &Path, port: u16) -> Child {
             "warn",
         ])
         .args(["--node-name", &format!("tour-{}", std::process::id())])
+        // The registry's own test is results_ui.rs; a free port here keeps
+        // this one off whatever holds 5000.
+        .args(["--registry-port", &moor_testkit::free_port().to_string()])
         .env("HOME", home)
         .stdout(Stdio::null())
         .kill_on_drop(true)
