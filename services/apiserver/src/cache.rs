@@ -98,6 +98,11 @@ pub type Live<K> = broadcast::Receiver<Arc<Change<K>>>;
 /// ended (and lists again): such a feed carries one node's pods, not the
 /// cluster's, so it needs far less room than the shared one.
 const TRIGGER_CAPACITY: usize = 256;
+/// How long a request waits for a cache's first listing before it is
+/// refused as UNAVAILABLE (clients retry): a store unreachable at start
+/// must not hang every Watch and List. Kubernetes' cacher answers 429
+/// "storage is (re)initializing" the same way.
+pub const PRIMED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A watcher's live feed: the shared one (every change of the kind), or
 /// its own of the changes touching one value of the indexed field. Its own
@@ -258,11 +263,19 @@ impl<K: Resource> Cache<K> {
         self.primed.subscribe()
     }
 
-    /// Waits until the first listing is loaded.
-    pub async fn wait_primed(&self) {
+    /// Waits until the first listing is loaded, for [`PRIMED_WITHIN`] at
+    /// most.
+    pub async fn wait_primed(&self) -> Result<(), Error> {
         let mut rx = self.primed.subscribe();
         // An error means the sender is gone, which outlives every caller.
-        let _ = rx.wait_for(|primed| *primed).await;
+        match tokio::time::timeout(PRIMED_WITHIN, rx.wait_for(|primed| *primed)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Unavailable(format!(
+                "the {} cache has not loaded within {PRIMED_WITHIN:?}: the store does not \
+                 answer its list; try again",
+                K::KIND
+            ))),
+        }
     }
 
     /// The cached object at `key`, if the cache has seen it.
@@ -520,7 +533,15 @@ impl<K: Resource> Cache<K> {
             };
             let items = kvs
                 .iter()
-                .filter_map(|kv| decode::<K>(kv).ok().map(|o| (kv.key.clone(), o)))
+                .filter_map(|kv| match decode::<K>(kv) {
+                    Ok(object) => Some((kv.key.clone(), object)),
+                    Err(err) => {
+                        // Left out of the cache, and said so, as the watch
+                        // below does for an undecodable change.
+                        tracing::error!(%err, "skipping undecodable stored object");
+                        None
+                    }
+                })
                 .collect();
             self.reset(items, revision);
             loop {
@@ -673,6 +694,16 @@ mod tests {
             ..Default::default()
         })
         .expect("valid")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cache_that_never_loads_refuses_within_its_deadline() {
+        let cache = Cache::<Pod>::new(16);
+        let waited = tokio::time::timeout(PRIMED_WITHIN * 10, cache.wait_primed()).await;
+        let Ok(Err(Error::Unavailable(message))) = waited else {
+            panic!("refused as unavailable within the deadline, not {waited:?}");
+        };
+        assert!(message.contains("Pod cache has not loaded"), "{message}");
     }
 
     fn names(cache: &Cache<Pod>, filter: &Filter) -> Vec<String> {

@@ -81,8 +81,8 @@ impl ProxyConfig for ProxyConfigService {
                 ))
             })?),
         };
-        self.services.wait_primed().await;
-        self.endpoints.wait_primed().await;
+        self.services.wait_primed().await?;
+        self.endpoints.wait_primed().await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let feed = Feed {
             node: first.node,

@@ -193,7 +193,7 @@ impl<K: Kind> Registry<K> {
         match req.resource_version.as_str() {
             "" => self.list_store(&prefix, &filter, limit, None).await,
             "0" => {
-                self.cache.wait_primed().await;
+                self.cache.wait_primed().await?;
                 let (mut items, revision) = self.cache.list(&prefix, &filter);
                 // The rest of a cut list comes from the store, at the
                 // cache's revision: the store has that version.
@@ -520,7 +520,7 @@ impl<K: Kind> Registry<K> {
     ) -> Result<BoxStream<'static, Result<WatchEvent<K>, Status>>, Error> {
         let filter = Filter::from_watch::<K>(req)?;
         let after = parse_revision(&req.resource_version)?;
-        self.cache.wait_primed().await;
+        self.cache.wait_primed().await?;
         let bookmarks = req.allow_bookmarks.then_some(self.shared.bookmark_interval);
         let shutdown = self.shared.shutdown.clone();
         let cache = self.cache.clone();
