@@ -47,6 +47,40 @@ pub struct RegistryArgs {
     /// certificates of the cluster CA on the advertised address.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub registry_port: u16,
+    /// An htpasswd file (bcrypt entries, as `htpasswd -B` writes) whose users the cluster's
+    /// registry asks every client to log in as (`docker login`; pods pull with imagePullSecrets).
+    #[arg(long, conflicts_with = "no_registry")]
+    pub registry_htpasswd: Option<PathBuf>,
+}
+
+/// What a server's registry is: its port, and its users if it has any.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Its port, on loopback and the advertised address.
+    pub port: u16,
+    /// The htpasswd file clients log in against.
+    pub htpasswd: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The registry these flags ask for, if any; the htpasswd file must be
+    /// readable now (its absolute path goes into the registry's config).
+    pub fn settings(&self) -> anyhow::Result<Option<Settings>> {
+        if self.no_registry {
+            return Ok(None);
+        }
+        let htpasswd =
+            match &self.registry_htpasswd {
+                Some(file) => Some(std::fs::canonicalize(file).with_context(|| {
+                    format!("--registry-htpasswd {}: cannot read", file.display())
+                })?),
+                None => None,
+            };
+        Ok(Some(Settings {
+            port: self.registry_port,
+            htpasswd,
+        }))
+    }
 }
 
 /// Flags of a node's trust in the cluster's registry (`moor join`).
@@ -94,15 +128,18 @@ impl TrustArgs {
 pub struct Registry {
     /// Its port.
     pub port: u16,
+    /// The htpasswd file clients log in against, if any.
+    pub htpasswd: Option<PathBuf>,
     /// Where it keeps its configuration, blobs and log.
     pub dir: PathBuf,
 }
 
 impl Registry {
-    /// The registry under `home`, on `port`.
-    pub fn new(home: &Path, port: u16) -> Self {
+    /// The registry under `home`, as `settings` say.
+    pub fn new(home: &Path, settings: Settings) -> Self {
         Self {
-            port,
+            port: settings.port,
+            htpasswd: settings.htpasswd,
             dir: home.join("registry"),
         }
     }
@@ -190,7 +227,7 @@ impl Registry {
         std::fs::create_dir_all(&data)
             .with_context(|| format!("{}: cannot create", data.display()))?;
         let config = self.dir.join("config.yml");
-        let text = format!(
+        let mut text = format!(
             "# Written by moor at each start; edits are lost.\n\
              version: 0.1\n\
              log:\n  level: info\n  formatter: text\n\
@@ -199,6 +236,12 @@ impl Registry {
             data.display(),
             self.port
         );
+        if let Some(htpasswd) = &self.htpasswd {
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: moor\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
         std::fs::write(&config, text)
             .with_context(|| format!("{}: cannot write", config.display()))?;
         Ok(config)

@@ -141,8 +141,8 @@ pub struct Server {
     pub pod_ranges: crate::PodRangeArgs,
     /// The proxy's data path.
     pub proxy_mode: moor_proxy::Mode,
-    /// The port of the cluster's image registry, if this server runs it.
-    pub registry: Option<u16>,
+    /// The cluster's image registry, if this server runs it.
+    pub registry: Option<crate::registry::Settings>,
     /// The cluster's registry (HOST:PORT) this node's Docker is set up to
     /// trust, when another server runs it.
     pub trusted_registry: Option<String>,
@@ -197,7 +197,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         network: args.network,
         pod_ranges: args.pod_ranges,
         proxy_mode: args.proxy_mode,
-        registry: (!args.registry.no_registry).then_some(args.registry.registry_port),
+        registry: args.registry.settings()?,
         trusted_registry: None,
     };
     serve(server, shutdown).await
@@ -339,9 +339,9 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
     // Served to other machines when the API is, with the API's certificate.
     let advertised_ip = advertised(&tls_args, Some(listen));
     let registry_front = match apiserver_tls {
-        Some(tls) if !listen.ip().is_loopback() => {
-            registry.map(|port| (SocketAddr::new(advertised_ip, port), tls))
-        }
+        Some(tls) if !listen.ip().is_loopback() => registry
+            .as_ref()
+            .map(|r| (SocketAddr::new(advertised_ip, r.port), tls)),
         _ => None,
     };
     let registry_front_addr = registry_front.as_ref().map(|(addr, _)| *addr);
@@ -349,8 +349,8 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
     let trusted_registry = registry_front_addr
         .map(|addr| addr.to_string())
         .or(trusted_registry);
-    if let Some(port) = registry {
-        crate::registry::Registry::new(&home, port)
+    if let Some(settings) = registry.clone() {
+        crate::registry::Registry::new(&home, settings)
             .start(registry_front, &mut tasks, &shutdown)
             .await?;
     }
@@ -429,7 +429,8 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
         "moor is up: the API listens on {url} (context \"moor\" in {})",
         config_path.display()
     );
-    if let Some(port) = registry {
+    if let Some(settings) = &registry {
+        let port = settings.port;
         println!("the cluster's image registry: docker push localhost:{port}/IMAGE:TAG");
         if let Some(front) = registry_front_addr {
             println!("  nodes pull it as {front}/IMAGE:TAG (TLS, cluster certificates only)");

@@ -1,7 +1,8 @@
 //! `moor up` as a new user runs it: the cluster comes up, moorctl's context
 //! points at it, a pod runs; stopped and started again, the pod's
 //! containers are the same ones and its service answers again; a busy port
-//! is a clear error.
+//! is a clear error; the cluster's registry asks for a login when given
+//! users.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -312,4 +313,83 @@ fn admin_client(home: &std::path::Path) -> Client {
     let target = moorctl::config::target(None, None, &home.join(".moor/config"))
         .expect("moorctl's config reads");
     Client::connect(&target.server, &target.credentials).expect("a client")
+}
+
+/// A GET of `path` on 127.0.0.1:`port` (with basic auth if given): the
+/// response's head, or the error.
+async fn registry_get(port: u16, path: &str, login: Option<&str>) -> std::io::Result<String> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let auth = login.map_or(String::new(), |login| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(login);
+        format!("Authorization: Basic {encoded}\r\n")
+    });
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("no answer within 10 s"))??;
+    Ok(response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[tokio::test]
+async fn the_registry_asks_for_a_login_given_an_htpasswd_file() -> anyhow::Result<()> {
+    // bcrypt (cost 4) of "p+a/ss??>>~~", as services/node/tests/docker_images.rs makes it.
+    const HTPASSWD: &str = "moor:$2b$04$V8F4MQpP7TNgHNcxL58z/umGLWm3samaozeABSTF3hygPbMECa0Ra\n";
+    let home = tempfile::tempdir()?;
+    let users = home.path().join("htpasswd");
+    let missing = home.path().join("absent");
+    let port = moor_testkit::free_port();
+    let registry_port = moor_testkit::free_port();
+    let command = |htpasswd: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_moor"));
+        command
+            .args(["up", "--no-agent", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--registry-port", &registry_port.to_string()])
+            .arg("--registry-htpasswd")
+            .arg(htpasswd)
+            .args(["--log", "warn"])
+            .env("HOME", home.path())
+            .kill_on_drop(true);
+        command
+    };
+
+    // A file that is not there: refused at once, naming the flag.
+    let out = command(&missing).output().await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("--registry-htpasswd")
+            && stderr.contains("absent"),
+        "{stderr}"
+    );
+
+    std::fs::write(&users, HTPASSWD)?;
+    let mut server = command(&users).stdout(Stdio::null()).spawn()?;
+    moor_testkit::assert_eventually!(
+        registry_get(registry_port, "/v2/", None).await.is_ok(),
+        Duration::from_secs(60),
+        "the registry answers on 127.0.0.1:{registry_port}"
+    );
+    let anonymous = registry_get(registry_port, "/v2/", None).await?;
+    assert!(
+        anonymous.starts_with("HTTP/1.0 401") && anonymous.contains("Basic realm=\"moor\""),
+        "{anonymous}"
+    );
+    let wrong = registry_get(registry_port, "/v2/", Some("moor:wrong")).await?;
+    assert!(wrong.starts_with("HTTP/1.0 401"), "{wrong}");
+    let right = registry_get(registry_port, "/v2/", Some("moor:p+a/ss??>>~~")).await?;
+    assert!(right.starts_with("HTTP/1.0 200"), "{right}");
+    server.kill().await?;
+    Ok(())
 }
