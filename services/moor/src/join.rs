@@ -126,7 +126,7 @@ pub async fn run(args: JoinArgs, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     if let Some(registry) = args.registry.registry(&args.server)? {
-        crate::registry::trust(&registry, &ca, &identity)?;
+        crate::registry::trust(&registry, &ca, &identity, &name)?;
     }
     let (credentials, agent_tls) = crate::pki::node(&identity, &ca);
 

@@ -13,9 +13,9 @@
 //! certificate of the cluster CA: the registry is never open to the
 //! network. Each node's Docker trusts it through
 //! `/etc/docker/certs.d/HOST:PORT/` (the CA, and the node's own
-//! certificate as Docker's client certificate), which `moor up` and
-//! `moor join` write; Docker reads that directory at every pull, so no
-//! daemon restart is needed.
+//! certificate as a client certificate, `moor-node-NAME.cert` and `.key`),
+//! which `moor up` and `moor join` write; Docker reads that directory at
+//! every pull, so no daemon restart is needed.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -309,19 +309,30 @@ async fn serve_front(
 }
 
 /// Sets this machine's Docker up to pull from the cluster's registry at
-/// `registry` (HOST:PORT): the cluster CA to check it, and `identity` as
-/// the client certificate it demands. Each file is replaced whole.
-pub fn trust(registry: &str, ca_pem: &str, identity: &moor_pki::Identity) -> anyhow::Result<()> {
+/// `registry` (HOST:PORT): the cluster CA to check it, and `identity` (the
+/// node `node`'s) as the client certificate it demands. Docker pairs each
+/// `NAME.cert` with `NAME.key` and offers every pair, so each node writes
+/// a pair of its own: the nodes of one machine (a lab's hosts) never mix
+/// one's certificate with another's key. Each file is replaced whole.
+pub fn trust(
+    registry: &str,
+    ca_pem: &str,
+    identity: &moor_pki::Identity,
+    node: &str,
+) -> anyhow::Result<()> {
     let dir = Path::new(DOCKER_CERTS_DIR).join(registry);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let cert = format!("moor-node-{node}.cert");
+    let key = format!("moor-node-{node}.key");
+    // The key first: Docker reads a certificate only with its key.
     for (name, text, mode) in [
         ("ca.crt", ca_pem, 0o644),
-        ("client.cert", identity.cert_pem(), 0o644),
-        ("client.key", identity.key_pem(), 0o600),
+        (key.as_str(), identity.key_pem(), 0o600),
+        (cert.as_str(), identity.cert_pem(), 0o644),
     ] {
         let path = dir.join(name);
-        // Its own temporary name: the nodes of a machine (a lab's hosts)
-        // may write the same directory at once.
+        // Its own temporary name: the nodes of a machine may write the
+        // same directory at once.
         let temporary = dir.join(format!(".{name}.{}.moor", std::process::id()));
         {
             use std::io::Write;

@@ -401,7 +401,7 @@ pub async fn serve(server: Server, shutdown: CancellationToken) -> anyhow::Resul
                 .node("node", &node_name)
                 .context("this node's certificate")?;
             if let Some(registry) = &trusted_registry {
-                crate::registry::trust(registry, pki.ca().cert_pem(), &identity)?;
+                crate::registry::trust(registry, pki.ca().cert_pem(), &identity, &node_name)?;
             }
             let (credentials, agent_tls) = crate::pki::node(&identity, pki.ca().cert_pem());
             node.credentials = credentials;
