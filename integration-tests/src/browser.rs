@@ -24,8 +24,10 @@ const ANSWER: Duration = Duration::from_secs(5);
 /// A headless Chromium and one page of it.
 pub struct Browser {
     child: Child,
-    page: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
+    // Behind a lock, so the methods take `&self` and a condition on the
+    // page can be awaited with moor_testkit::eventually.
+    page: tokio::sync::Mutex<WebSocketStream<MaybeTlsStream<TcpStream>>>,
+    next_id: std::sync::atomic::AtomicU64,
     _profile: tempfile::TempDir,
 }
 
@@ -82,10 +84,10 @@ impl Browser {
         .await
         .context("chromium's page did not answer within 30 s")?
         .with_context(|| format!("connecting to chromium's page at {page_url}"))?;
-        let mut browser = Self {
+        let browser = Self {
             child,
-            page,
-            next_id: 0,
+            page: tokio::sync::Mutex::new(page),
+            next_id: std::sync::atomic::AtomicU64::new(0),
             _profile: profile,
         };
         browser.call("Page.enable", json!({})).await?;
@@ -95,16 +97,18 @@ impl Browser {
 
     /// Sends one DevTools command to the page and returns its result,
     /// skipping the events that arrive meanwhile.
-    pub async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        self.next_id += 1;
-        let id = self.next_id;
+    pub async fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let command = json!({"id": id, "method": method, "params": params});
-        self.page
-            .send(Message::Text(command.to_string().into()))
+        let mut page = self.page.lock().await;
+        page.send(Message::Text(command.to_string().into()))
             .await
             .with_context(|| format!("sending {method}"))?;
         tokio::time::timeout(PATIENCE, async {
-            while let Some(message) = self.page.next().await {
+            while let Some(message) = page.next().await {
                 let Message::Text(text) = message? else {
                     continue;
                 };
@@ -124,7 +128,7 @@ impl Browser {
     }
 
     /// Loads `url` in the page (what follows waits for what it needs).
-    pub async fn navigate(&mut self, url: &str) -> anyhow::Result<()> {
+    pub async fn navigate(&self, url: &str) -> anyhow::Result<()> {
         let result = self.call("Page.navigate", json!({"url": url})).await?;
         if let Some(error) = result.get("errorText").and_then(Value::as_str) {
             anyhow::bail!("loading {url}: {error}");
@@ -133,7 +137,7 @@ impl Browser {
     }
 
     /// The value of JavaScript `expression` in the page (promises awaited).
-    pub async fn evaluate(&mut self, expression: &str) -> anyhow::Result<Value> {
+    pub async fn evaluate(&self, expression: &str) -> anyhow::Result<Value> {
         let result = self
             .call(
                 "Runtime.evaluate",
@@ -146,24 +150,27 @@ impl Browser {
         Ok(result["result"]["value"].clone())
     }
 
-    /// Waits until JavaScript `expression` is `true` in the page, checking
-    /// every 100 ms for `within` at most; fails with its last value.
-    pub async fn wait_for(&mut self, expression: &str, within: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+    /// Waits until JavaScript `expression` is `true` in the page, for
+    /// `within` at most; fails with its last value.
+    pub async fn wait_for(&self, expression: &str, within: Duration) -> anyhow::Result<()> {
+        let last = std::sync::Mutex::new(None);
+        let held = moor_testkit::eventually(within, || async {
             let value = self.evaluate(expression).await;
-            if matches!(value, Ok(Value::Bool(true))) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("{expression} is not true after {within:?}: {value:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            let held = matches!(value, Ok(Value::Bool(true)));
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            held.then_some(())
+        })
+        .await;
+        held.with_context(|| {
+            format!(
+                "{expression} is not true after {within:?}: {:?}",
+                last.lock().ok()
+            )
+        })
     }
 
     /// Writes a PNG of the page as it looks now to `path`.
-    pub async fn screenshot(&mut self, path: &Path) -> anyhow::Result<()> {
+    pub async fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
         use base64::Engine as _;
         let shot = self
             .call("Page.captureScreenshot", json!({"format": "png"}))

@@ -133,6 +133,20 @@ pub fn lists(page: &str, suite: &str) -> bool {
         && page.contains(&format!("class=\"bar\" data-suite=\"{suite}\""))
 }
 
+/// The node port the `results-ui` Service was given.
+pub async fn ui_node_port(client: &Client) -> anyhow::Result<u16> {
+    let service = client
+        .api::<moor_api::core::v1::Service>()
+        .get("default", "results-ui")
+        .await?;
+    let port = service
+        .spec
+        .and_then(|s| s.ports.into_iter().next())
+        .context("results-ui has no port")?
+        .node_port;
+    Ok(u16::try_from(port)?)
+}
+
 /// Whether the pod is Ready.
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| {
@@ -181,7 +195,7 @@ pub async fn submit_in_browser(
     shot: &Path,
     patience: Duration,
 ) -> anyhow::Result<()> {
-    let mut browser = Browser::start().await?;
+    let browser = Browser::start().await?;
     browser.navigate(&format!("http://{ui}/")).await?;
     let form_ready =
         "document.readyState === 'complete' && !!document.querySelector('#post-result')";

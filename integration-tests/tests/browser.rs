@@ -57,7 +57,7 @@ async fn chromium_submits_a_form_and_takes_a_screenshot() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener));
-    let mut browser = Browser::start().await.unwrap();
+    let browser = Browser::start().await.unwrap();
     browser.navigate(&format!("http://{addr}/")).await.unwrap();
     assert_eventually!(
         browser

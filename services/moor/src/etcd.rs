@@ -315,7 +315,8 @@ async fn promote(members: &Members, id: u64) -> anyhow::Result<()> {
 
 /// Calls `attempt` every `every` until it succeeds, fails in a way `again`
 /// does not accept, or `within` has passed: its last outcome. For etcd's
-/// membership changes, which it refuses until the cluster is ready.
+/// membership changes, which it refuses until the cluster is ready, and for
+/// a child that is starting to listen (the registry).
 pub async fn retry<T, E, F, Fut>(
     within: Duration,
     every: Duration,
@@ -331,7 +332,7 @@ where
     loop {
         match attempt().await {
             Err(err) if again(&err) && tokio::time::Instant::now() < deadline => {
-                tracing::debug!(%err, "etcd not ready; trying again");
+                tracing::debug!(%err, "not ready; trying again");
                 tokio::time::sleep(every).await;
             }
             done => return done,

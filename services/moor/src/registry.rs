@@ -198,18 +198,21 @@ impl Registry {
                 .context("the image registry")
             });
         }
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(local).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "the cluster's registry did not listen on {local} within {START_TIMEOUT:?}; \
-                     its log {} ends: {}",
-                    log.display(),
-                    crate::child::last_line(&log)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::etcd::retry(
+            START_TIMEOUT,
+            Duration::from_millis(50),
+            || TcpStream::connect(local),
+            |_| true,
+        )
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "the cluster's registry did not listen on {local} within {START_TIMEOUT:?} \
+                 ({err}); its log {} ends: {}",
+                log.display(),
+                crate::child::last_line(&log)
+            )
+        })?;
         tracing::info!(%local, log = %log.display(), "image registry started");
         if let Some((listener, acceptor)) = front {
             let addr = listener.local_addr().ok();

@@ -577,7 +577,7 @@ impl Drop for Pushed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_ui_runs_across_the_hosts_from_the_servers_registry_in_a_browser() {
     use moor_integration_tests::results_ui::{
-        deploy, lists, page, pods, pushed_tags, rolled_out, submit_in_browser,
+        deploy, lists, page, pods, pushed_tags, rolled_out, submit_in_browser, ui_node_port,
     };
     let cluster = LabCluster::start("rui", &[]).await;
     let (client, hosts) = (&cluster.client, &cluster.hosts);
@@ -620,16 +620,8 @@ async fn results_ui_runs_across_the_hosts_from_the_servers_registry_in_a_browser
 
     // Through the node port of the last host, whichever hosts the pods
     // run on; the UI finds the API by its DNS name.
-    let node_port = client
-        .api::<Service>()
-        .get("default", "results-ui")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .ports[0]
-        .node_port;
-    let ui = std::net::SocketAddr::from((hosts[2].address, u16::try_from(node_port).unwrap()));
+    let node_port = ui_node_port(client).await.unwrap();
+    let ui = std::net::SocketAddr::from((hosts[2].address, node_port));
     let suite = format!("lab-{}", std::process::id());
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("results-ui-lab.png");
     submit_in_browser(ui, &suite, &shot, PATIENCE)

@@ -15,10 +15,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use moor_api::apps::v1::Deployment;
-use moor_api::core::v1::{Pod, Service};
+use moor_api::core::v1::Pod;
 use moor_client::Client;
 use moor_integration_tests::results_ui::{
-    deploy, http, lists, page, pods, pushed_tags, rolled_out, submit_in_browser,
+    deploy, http, lists, page, pods, pushed_tags, rolled_out, submit_in_browser, ui_node_port,
 };
 use moor_testkit::assert_eventually;
 use tokio::process::{Child, Command};
@@ -140,16 +140,8 @@ async fn results_ui_is_deployed_from_the_clusters_registry_and_used_in_a_browser
         PATIENCE,
         "results-api and results-ui run from {registry}"
     );
-    let node_port = client
-        .api::<Service>()
-        .get("default", "results-ui")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .ports[0]
-        .node_port;
-    let ui = SocketAddr::from(([127, 0, 0, 1], u16::try_from(node_port).unwrap()));
+    let node_port = ui_node_port(&client).await.unwrap();
+    let ui = SocketAddr::from(([127, 0, 0, 1], node_port));
 
     println!("running; posting through {ui}");
     // Three results through the UI's form, each answered with a redirect
